@@ -1,0 +1,15 @@
+"""The ABC-SMC engine: priors, models, distances, epsilon schedules, transitions."""
+
+from .distance import AdaptivePNormDistance, Distance, FunctionDistance, PNormDistance
+from .epsilon import ConstantEpsilon, Epsilon, ListEpsilon, MedianEpsilon, QuantileEpsilon
+from .model import vectorized
+from .prior import RV, Prior
+from .smc import ABCSMC, EpsilonStallWarning
+from .transition import LocalTransition, MultivariateNormalTransition, Transition
+
+__all__ = [
+    "ABCSMC", "RV", "AdaptivePNormDistance", "ConstantEpsilon", "Distance", "Epsilon",
+    "EpsilonStallWarning", "FunctionDistance", "ListEpsilon", "LocalTransition",
+    "MedianEpsilon", "MultivariateNormalTransition", "PNormDistance", "Prior",
+    "QuantileEpsilon", "Transition", "vectorized",
+]

@@ -1,0 +1,117 @@
+"""Distances between simulated and observed summary statistics, computed in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ..errors import InputError
+from .model import StatLayout
+
+
+class Distance:
+    """Base class: ``batch(stats, observed)`` maps an (n, k) matrix to n distances."""
+
+    def initialize(self, layout: StatLayout) -> None:
+        """Bind to the statistics layout (called once per run)."""
+        self.layout = layout
+
+    def update(self, stats: np.ndarray) -> None:
+        """Learn from all simulations of the last generation (adaptive distances only)."""
+
+    def batch(self, stats: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PNormDistance(Distance):
+    """Weighted p-norm over all statistics; the default is the Euclidean distance.
+
+    ``weights`` maps statistic names to a weight (scalar, or one per element); missing
+    statistics weigh 1.
+    """
+
+    def __init__(self, p: float = 2, weights: Mapping | None = None):
+        if p <= 0:
+            raise InputError(f"PNormDistance: p must be positive, got {p}.")
+        self.p = float(p)
+        self.weights = dict(weights or {})
+
+    def initialize(self, layout: StatLayout) -> None:
+        super().initialize(layout)
+        unknown = set(self.weights) - set(layout.keys)
+        if unknown:
+            raise InputError(f"Distance weights name unknown statistics {sorted(unknown)}.")
+        w = np.ones(layout.size)
+        for k, v in self.weights.items():
+            w[layout.slices[k]] = v
+        self.w = w
+
+    def batch(self, stats: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        diff = np.abs(stats - observed) * self.w
+        if self.p == 2:
+            return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        if self.p == 1:
+            return diff.sum(axis=1)
+        if np.isinf(self.p):
+            return diff.max(axis=1)
+        return (diff**self.p).sum(axis=1) ** (1 / self.p)
+
+
+class AdaptivePNormDistance(PNormDistance):
+    """p-norm whose weights are 1/scale of each statistic, re-estimated every generation.
+
+    The scale is estimated from all simulations of the previous generation, rejected ones
+    included (median absolute deviation by default, or ``scale="std"``), so that statistics
+    on very different scales contribute comparably.
+    """
+
+    def __init__(self, p: float = 2, scale: str = "mad"):
+        super().__init__(p)
+        if scale not in ("mad", "std"):
+            raise InputError(f"AdaptivePNormDistance: scale must be 'mad' or 'std', not {scale!r}.")
+        self.scale = scale
+
+    def update(self, stats: np.ndarray) -> None:
+        stats = stats[np.all(np.isfinite(stats), axis=1)]
+        if len(stats) < 2:
+            return
+        if self.scale == "mad":
+            s = np.median(np.abs(stats - np.median(stats, axis=0)), axis=0)
+        else:
+            s = stats.std(axis=0)
+        w = np.zeros_like(s)
+        w[s > 0] = 1 / s[s > 0]
+        if w.sum() > 0:
+            self.w = w * (len(w) / w.sum())  # mean weight 1 keeps epsilons comparable
+
+
+class FunctionDistance(Distance):
+    """Any user function ``d(x, x0) -> float`` on statistics dicts."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def batch(self, stats: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        x0 = self.layout.unflatten(observed)
+        out = np.empty(len(stats))
+        for i, row in enumerate(stats):
+            d = np.asarray(self.fn(self.layout.unflatten(row), x0), dtype=float)
+            if d.shape != ():
+                raise InputError(
+                    f"Distance function {getattr(self.fn, '__name__', self.fn)!r} returned "
+                    f"shape {d.shape}; it must return one number per pair (x, x0)."
+                )
+            out[i] = d
+        return out
+
+
+def as_distance(distance) -> Distance:
+    """None -> Euclidean; a Distance as is; a callable -> FunctionDistance."""
+    if distance is None:
+        return PNormDistance(2)
+    if isinstance(distance, Distance):
+        return distance
+    if callable(distance):
+        return FunctionDistance(distance)
+    raise InputError(f"distance must be a Distance or a function d(x, x0), got {distance!r}.")

@@ -1,0 +1,139 @@
+"""Models and the layout that turns their summary statistics into flat vectors."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def vectorized(fn: Callable | None = None, *, block_size: int = 256):
+    """Mark a model as vectorized: called as ``f(params, rng)`` with one array per parameter.
+
+    It must return a mapping from statistic name to an array with one row per particle.
+    Evaluations are done in fixed blocks of ``block_size`` ids, each block with its own
+    random stream, so results do not depend on how blocks are spread over workers.
+    """
+
+    def mark(f):
+        f._dabc_vectorized = int(block_size)
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+class Model:
+    """A user model with its calling convention worked out once."""
+
+    def __init__(self, fn: Callable, name: str | None = None):
+        if not callable(fn):
+            raise InputError(f"A model must be callable, got {fn!r}.")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.block_size = int(getattr(fn, "_dabc_vectorized", 0))
+        self.takes_rng = self.block_size > 0 or _n_positional(fn) >= 2
+
+    @property
+    def vectorized(self) -> bool:
+        """Whether the model simulates a whole block of particles per call."""
+        return self.block_size > 0
+
+    def __call__(self, params, rng: np.random.Generator):
+        if self.takes_rng:
+            return self.fn(params, rng)
+        # A model using the global numpy.random gets it seeded from this evaluation's stream.
+        np.random.seed(int(rng.integers(2**32)))
+        return self.fn(params)
+
+
+def _n_positional(fn) -> int:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return 1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = list(sig.parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(p.kind in kinds for p in params)
+
+
+class StatLayout:
+    """Fixed order and shapes of the summary statistics, taken from the observed data."""
+
+    def __init__(self, observed: Mapping):
+        if not isinstance(observed, Mapping) or not observed:
+            raise InputError(
+                f"observed must be a non-empty dict of summary statistics, got {observed!r}."
+            )
+        self.keys = [str(k) for k in observed]
+        self.shapes, self.slices, start = {}, {}, 0
+        for k in self.keys:
+            arr = np.asarray(observed[k], dtype=float)
+            self.shapes[k] = arr.shape
+            self.slices[k] = slice(start, start + arr.size)
+            start += arr.size
+        self.size = start
+        self.observed = self.flatten(observed)
+        if not np.all(np.isfinite(self.observed)):
+            raise InputError("observed statistics contain NaN or infinity.")
+
+    def check_keys(self, out, model_name: str) -> None:
+        """Raise InputError unless ``out`` has exactly the observed statistics."""
+        if not isinstance(out, Mapping):
+            raise InputError(
+                f"Model {model_name!r} returned {type(out).__name__}; it must return a dict "
+                f"of summary statistics with keys {self.keys}."
+            )
+        if set(map(str, out)) != set(self.keys):
+            missing = sorted(set(self.keys) - set(map(str, out)))
+            extra = sorted(set(map(str, out)) - set(self.keys))
+            raise InputError(
+                f"Model {model_name!r} returned statistics {sorted(map(str, out))} but observed "
+                f"has {self.keys} (missing: {missing}, unexpected: {extra}). Make the model's "
+                "output keys and the observed keys the same."
+            )
+
+    def flatten(self, out: Mapping) -> np.ndarray:
+        """One statistics dict -> flat float vector."""
+        vec = np.empty(self.size)
+        for k in self.keys:
+            val = np.asarray(out[k], dtype=float)
+            if val.size != self.slices[k].stop - self.slices[k].start:
+                raise InputError(
+                    f"Statistic {k!r} has shape {val.shape}, observed has {self.shapes[k]}."
+                )
+            vec[self.slices[k]] = val.ravel()
+        return vec
+
+    def flatten_rows(self, out: Mapping, n: int) -> np.ndarray:
+        """A vectorized model's output (one row per particle) -> (n, size) matrix."""
+        mat = np.empty((n, self.size))
+        for k in self.keys:
+            val = np.asarray(out[k], dtype=float).reshape(n, -1)
+            if val.shape[1] != self.slices[k].stop - self.slices[k].start:
+                raise InputError(
+                    f"Statistic {k!r} has {val.shape[1]} values per particle, "
+                    f"observed has shape {self.shapes[k]}."
+                )
+            mat[:, self.slices[k]] = val
+        return mat
+
+    def unflatten(self, vec: np.ndarray) -> dict:
+        """Flat vector -> statistics dict (scalars stay scalars)."""
+        out = {}
+        for k in self.keys:
+            v = vec[self.slices[k]]
+            out[k] = float(v[0]) if self.shapes[k] == () else v.reshape(self.shapes[k])
+        return out
+
+    def columns(self) -> list[str]:
+        """Column names of the flat vector, e.g. ``y`` or ``y[3]``."""
+        cols = []
+        for k in self.keys:
+            n = self.slices[k].stop - self.slices[k].start
+            cols += [k] if self.shapes[k] == () else [f"{k}[{i}]" for i in range(n)]
+        return cols

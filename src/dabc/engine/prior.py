@@ -1,0 +1,140 @@
+"""Priors: independent scipy.stats distributions, one per named parameter."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import scipy.stats
+
+from ..errors import InputError
+
+# Fast per-draw samplers for common distributions: scipy's rvs costs ~20 us per call,
+# a numpy Generator method under 1 us. Each maps (rng, loc, scale, *shape args) -> float.
+_FAST = {
+    "norm": lambda rng, loc, scale: rng.normal(loc, scale),
+    "uniform": lambda rng, loc, scale: loc + scale * rng.random(),
+    "expon": lambda rng, loc, scale: loc + scale * rng.standard_exponential(),
+    "lognorm": lambda rng, loc, scale, s: loc + scale * np.exp(s * rng.standard_normal()),
+    "gamma": lambda rng, loc, scale, a: loc + scale * rng.standard_gamma(a),
+    "beta": lambda rng, loc, scale, a, b: loc + scale * rng.beta(a, b),
+    "laplace": lambda rng, loc, scale: rng.laplace(loc, scale),
+}
+
+
+class RV:
+    """A named scipy.stats distribution, e.g. ``RV("norm", 0, 1)`` or ``RV("uniform", -1, 2)``.
+
+    Arguments are passed to the scipy.stats distribution exactly as scipy documents them.
+    """
+
+    def __init__(self, name: str, *args, **kwargs):
+        dist = getattr(scipy.stats, name, None)
+        if not isinstance(dist, scipy.stats.rv_continuous | scipy.stats.rv_discrete):
+            raise InputError(
+                f"RV({name!r}): no such scipy.stats distribution; use a name such as "
+                "'norm', 'uniform', 'gamma', 'beta', 'lognorm' or 'randint'."
+            )
+        try:
+            self.frozen = dist(*args, **kwargs)
+            self.frozen.support()
+        except Exception as exc:  # scipy raises many types for bad shape arguments
+            raise InputError(f"RV({name!r}, {args}, {kwargs}): {exc}") from exc
+        self.name, self.args, self.kwargs = name, args, kwargs
+        self.discrete = isinstance(dist, scipy.stats.rv_discrete)
+        lo, hi = self.frozen.support()
+        self.lower, self.upper = float(lo), float(hi)
+        self._fast = self._fast_sampler()
+
+    def _fast_sampler(self):
+        fn = _FAST.get(self.name)
+        if fn is None:
+            return None
+        shapes = self.frozen.dist.shapes
+        n_shapes = len(shapes.split(",")) if shapes else 0
+        try:
+            shape_args, loc, scale = self.frozen.dist._parse_args(*self.args, **self.kwargs)
+        except Exception:
+            return None
+        if len(shape_args) != n_shapes:
+            return None
+        loc, scale = float(loc), float(scale)
+        shape_args = tuple(float(a) for a in shape_args)
+        return lambda rng: fn(rng, loc, scale, *shape_args)
+
+    def draw(self, rng: np.random.Generator) -> float:
+        """One draw, using a fast numpy path for common distributions."""
+        if self._fast is not None:
+            return float(self._fast(rng))
+        return float(self.frozen.rvs(random_state=rng))
+
+    def rvs(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """``size`` draws as a float array."""
+        return np.asarray(self.frozen.rvs(size=size, random_state=rng), dtype=float)
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        """Log density (log mass for discrete distributions)."""
+        if self.discrete:
+            return self.frozen.logpmf(x)
+        return self.frozen.logpdf(x)
+
+    def __repr__(self) -> str:
+        args = ", ".join([repr(self.name)] + [repr(a) for a in self.args]
+                         + [f"{k}={v!r}" for k, v in self.kwargs.items()])
+        return f"RV({args})"
+
+
+def _as_rv(name: str, value) -> RV:
+    if isinstance(value, RV):
+        return value
+    if hasattr(value, "dist") and hasattr(value, "rvs") and hasattr(value, "support"):
+        rv = RV.__new__(RV)  # a frozen scipy distribution given directly
+        rv.frozen, rv.name, rv.args, rv.kwargs = value, value.dist.name, value.args, value.kwds
+        rv.discrete = isinstance(value.dist, scipy.stats.rv_discrete)
+        lo, hi = value.support()
+        rv.lower, rv.upper = float(lo), float(hi)
+        rv._fast = rv._fast_sampler()
+        return rv
+    raise InputError(
+        f"Prior parameter {name!r} is {value!r} ({type(value).__name__}), not a distribution. "
+        f"Write {name}=dabc.RV('norm', 0, 1) or pass a frozen scipy.stats distribution."
+    )
+
+
+class Prior:
+    """Independent priors on named parameters: ``Prior(theta=RV("norm", 0, 1), ...)``."""
+
+    def __init__(self, mapping: Mapping | None = None, /, **rvs):
+        items = dict(mapping or {}, **rvs)
+        if not items:
+            raise InputError("Prior() needs at least one parameter, e.g. Prior(x=RV('norm', 0, 1)).")
+        self.rvs = {str(k): _as_rv(str(k), v) for k, v in items.items()}
+        self.names = list(self.rvs)
+        self._lower = np.array([rv.lower for rv in self.rvs.values()])
+        self._upper = np.array([rv.upper for rv in self.rvs.values()])
+
+    @property
+    def dim(self) -> int:
+        """Number of parameters."""
+        return len(self.names)
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One parameter vector, in the order of ``names``."""
+        return np.array([rv.draw(rng) for rv in self.rvs.values()])
+
+    def rvs(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """``size`` parameter vectors as a (size, dim) array."""
+        return np.column_stack([rv.rvs(size, rng) for rv in self.rvs.values()])
+
+    def in_support(self, theta: np.ndarray) -> np.ndarray | bool:
+        """Whether theta (one vector or rows) has positive prior density (bounds only)."""
+        ok = (theta >= self._lower) & (theta <= self._upper)
+        return ok.all(axis=-1)
+
+    def logpdf(self, theta: np.ndarray) -> np.ndarray:
+        """Joint log density of each row of ``theta`` (shape (n, dim))."""
+        theta = np.atleast_2d(theta)
+        return sum(rv.logpdf(theta[:, j]) for j, rv in enumerate(self.rvs.values()))
+
+    def __repr__(self) -> str:
+        return "Prior(" + ", ".join(f"{k}={v!r}" for k, v in self.rvs.items()) + ")"

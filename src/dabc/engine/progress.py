@@ -1,0 +1,39 @@
+"""A one-line progress display for long runs, silent when stdout is not a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class ProgressLine:
+    """Rewrites one terminal line with the generation's progress, at most 10 times a second."""
+
+    def __init__(self, enabled: bool | None = None, stream=None):
+        self.stream = stream or sys.stdout
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self._last = 0.0
+        self.t, self.epsilon, self.label = 0, float("inf"), ""
+
+    def start(self, t: int, epsilon: float) -> None:
+        self.t, self.epsilon = t, epsilon
+
+    def __call__(self, accepted: int, needed: int, evaluations: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.1:
+            return
+        self._last = now
+        rate = accepted / evaluations if evaluations else 0.0
+        self._write(f"generation {self.t} | accepted {accepted}/{needed} | evaluations "
+                    f"{evaluations:,} | epsilon {self.epsilon:.4g} | acceptance rate {rate:.3f}")
+
+    def finish(self, text: str) -> None:
+        """Replace the live line with a permanent summary line."""
+        if self.enabled:
+            self._write(text)
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _write(self, text: str) -> None:
+        self.stream.write("\r\033[K" + text)
+        self.stream.flush()

@@ -1,0 +1,303 @@
+"""ABCSMC: sequential Monte Carlo approximate Bayesian computation, with model selection."""
+
+from __future__ import annotations
+
+import copy
+import time
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+import cloudpickle
+import numpy as np
+
+from ..errors import InputError
+from ..samplers.base import Sampler, WorkRequest
+from ..storage import History
+from .distance import as_distance
+from .epsilon import MedianEpsilon, QuantileEpsilon
+from .model import Model, StatLayout
+from .prior import Prior
+from .progress import ProgressLine
+from .transition import as_transition
+from .work import GenerationWork
+
+
+class EpsilonStallWarning(UserWarning):
+    """The epsilon schedule stopped decreasing; the run was ended."""
+
+
+def _now():
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class ABCSMC:
+    """ABC-SMC for one model or several competing ones.
+
+    ``models`` is a function ``f(params) -> dict`` (or ``f(params, rng)``, or a
+    ``@dabc.vectorized`` function), or a list of them with a matching list of ``priors``.
+    ``seed`` fixes every random number of the run: with the same seed, every DYN sampler
+    gives the same populations, whatever the number of workers, and so does every STAT one.
+    """
+
+    def __init__(self, models, priors, distance=None, population_size: int = 1000,
+                 sampler: Sampler | None = None, seed: int | None = None, epsilon=None,
+                 transition=None, *, model_prior: Sequence[float] | None = None,
+                 model_names: Sequence[str] | None = None, stay_probability: float = 0.7,
+                 max_failure_rate: float = 0.1, progress: bool | None = None):
+        fns = list(models) if isinstance(models, list | tuple) else [models]
+        prs = list(priors) if isinstance(priors, list | tuple) else [priors]
+        if len(fns) != len(prs):
+            raise InputError(f"{len(fns)} models but {len(prs)} priors: give one prior per model.")
+        names = list(model_names) if model_names else [None] * len(fns)
+        self.models = [Model(f, n) for f, n in zip(fns, names, strict=True)]
+        self.priors = [_as_prior(p, i) for i, p in enumerate(prs)]
+        if not isinstance(population_size, int | np.integer) or population_size < 1:
+            raise InputError(f"population_size must be a positive integer, got {population_size!r}.")
+        self.population_size = int(population_size)
+        self.distance = as_distance(distance)
+        self.epsilon = epsilon if epsilon is not None else MedianEpsilon()
+        self.transitions = [copy.deepcopy(as_transition(transition)) for _ in self.models]
+        self.seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy
+                                                          % 2**63)
+        k = len(self.models)
+        mp = np.ones(k) if model_prior is None else np.asarray(model_prior, dtype=float)
+        if mp.shape != (k,) or np.any(mp < 0) or mp.sum() <= 0:
+            raise InputError(f"model_prior must be {k} non-negative numbers, got {model_prior!r}.")
+        self.model_prior = mp / mp.sum()
+        if not 0 <= stay_probability <= 1:
+            raise InputError("stay_probability must be between 0 and 1.")
+        self.stay_probability = float(stay_probability)
+        self.max_failure_rate = float(max_failure_rate)
+        self.progress = progress
+        self.sampler = sampler
+        self.history: History | None = None
+        self._layout: StatLayout | None = None
+        self._observed = None
+
+    # -- resume ---------------------------------------------------------------------
+    @classmethod
+    def load(cls, db: str = "sqlite:///dabc.db", run_id: int | None = None,
+             sampler: Sampler | None = None, progress: bool | None = None) -> ABCSMC:
+        """Reopen a stored run; ``run()`` then continues after its last generation."""
+        history = History(db, run_id)
+        if history.id is None:
+            raise InputError(f"No run stored in {history.url}; nothing to resume.")
+        cfg = cloudpickle.loads(history.config)
+        abc = cls.__new__(cls)
+        abc.__dict__.update(cfg)
+        abc.sampler, abc.progress, abc.history = sampler, progress, history
+        abc._observed = cloudpickle.loads(history.observed)
+        abc._layout = StatLayout(abc._observed)
+        return abc
+
+    def _config(self) -> bytes:
+        keep = ("models", "priors", "population_size", "distance", "epsilon", "transitions",
+                "seed", "model_prior", "stay_probability", "max_failure_rate")
+        return cloudpickle.dumps({k: getattr(self, k) for k in keep})
+
+    # -- run ----------------------------------------------------------------------------
+    def run(self, observed: Mapping | None = None, db: str = "sqlite:///dabc.db",
+            minimum_epsilon: float = 0.0, max_generations: int = 10,
+            max_total_simulations: int | None = None, max_walltime: float | None = None,
+            min_acceptance_rate: float = 0.0) -> History:
+        """Run generations until a stopping rule holds; returns the History.
+
+        ``max_generations`` counts all generations of the run (also across a resume);
+        ``max_walltime`` is in seconds (or a ``datetime.timedelta``) for this call.
+        """
+        if hasattr(max_walltime, "total_seconds"):
+            max_walltime = max_walltime.total_seconds()
+        if self.history is None or self._observed is None:
+            if observed is None:
+                raise InputError("run() needs the observed summary statistics, e.g. {'y': 1.0}.")
+            self._start(observed, db)
+        elif observed is not None and not _same(observed, self._observed):
+            raise InputError("This run was started with other observed data; start a new "
+                             "ABCSMC to analyse different data.")
+        history, layout = self.history, self._layout
+        sampler = self.sampler if self.sampler is not None else _default_sampler()
+        progress = ProgressLine(self.progress)
+        t0_wall = time.monotonic()
+
+        t = history.max_t + 1
+        if t == 0:
+            eps, previous = float(self.epsilon.initial()), None
+        else:
+            state = cloudpickle.loads(history.state(t - 1))
+            self.distance, self.epsilon, eps = state["distance"], state["epsilon"], state["eps"]
+            previous = history.get_arrays(t - 1)
+        reason = self._stop_before(t, eps, history, max_generations, max_total_simulations)
+        try:
+            while reason is None:
+                reason = self._generation(t, eps, previous, sampler, progress, history,
+                                          max_total_simulations)
+                if reason is not None:
+                    break
+                eps_done, eps = eps, self._state["eps"]
+                previous = self._previous
+                reason = _stop_after(
+                    t, eps_done, eps, self._info, history, self.epsilon, minimum_epsilon,
+                    max_generations, max_total_simulations, max_walltime, min_acceptance_rate,
+                    time.monotonic() - t0_wall)
+                t += 1
+        except BaseException:
+            history.set_status("failed", f"stopped by an error in generation {t}")
+            raise
+        finally:
+            sampler.close()
+        history.set_status("done", reason)
+        return history
+
+    def _start(self, observed, db):
+        self._layout = StatLayout(observed)
+        self._observed = {k: observed[k] for k in observed}
+        self.distance.initialize(self._layout)
+        history = History(db)
+        history.create_run(
+            seed=self.seed, population_size=self.population_size,
+            model_names=[m.name for m in self.models],
+            param_names=[p.names for p in self.priors], stat_columns=self._layout.columns(),
+            observed=cloudpickle.dumps(self._observed), config=self._config(),
+            version=_version())
+        self.history = history
+
+    def _stop_before(self, t, eps, history, max_generations, max_total_simulations):
+        if t >= max_generations:
+            return f"max_generations={max_generations} reached"
+        if max_total_simulations is not None and history.total_simulations >= \
+                max_total_simulations:
+            return f"max_total_simulations={max_total_simulations} reached"
+        if eps is None:
+            return "epsilon schedule exhausted"
+        return None
+
+    def _generation(self, t, eps, previous, sampler, progress, history, max_total_simulations):
+        """Sample, weight and store generation t; None to go on, else why the run stops."""
+        started, tic = _now(), time.perf_counter()
+        n_models = len(self.models)
+        if previous is None:
+            model_probs, transitions = self.model_prior.copy(), None
+        else:
+            model_probs = np.zeros(n_models)
+            transitions = [None] * n_models
+            for m, a in previous.items():
+                model_probs[m] = a["weight"].sum()
+                trans = self.transitions[m]
+                trans.fit(a["theta"], a["weight"])
+                transitions[m] = trans
+            model_probs /= model_probs.sum()
+        work = GenerationWork(t, self.seed, self.models, self.priors, self._layout,
+                              self.distance, eps, model_probs, transitions,
+                              self.stay_probability, token=f"{uuid.uuid4().hex}:{t}")
+        budget = None
+        if max_total_simulations is not None:
+            budget = max_total_simulations - history.total_simulations
+        progress.start(t, eps)
+        result = sampler.sample(WorkRequest(work, self.population_size, budget,
+                                            self.max_failure_rate, progress))
+        pop, evals = result.population, result.evaluations
+        if not result.complete:
+            return (f"max_total_simulations={max_total_simulations} reached during generation "
+                    f"{t} ({len(pop)} of {self.population_size} particles accepted; "
+                    "generation not stored)")
+        logw = self._log_weights(pop, previous, model_probs, transitions)
+        w = np.exp(logw - logw.max())
+        w /= w.sum()
+        probs = np.bincount(pop.model, weights=w, minlength=n_models)
+        per_model = {}
+        for m in np.flatnonzero(probs > 0):
+            rows = pop.model == m
+            per_model[int(m)] = {"theta": pop.theta[rows, :self.priors[m].dim].copy(),
+                                 "weight": w[rows], "distance": pop.distance[rows],
+                                 "stats": pop.stats[rows], "id": pop.ids[rows]}
+        # Next generation's distance and threshold, from this generation's simulations.
+        ok = ~evals.failed
+        self.distance.update(evals.stats[ok])
+        new_d = self.distance.batch(pop.stats, self._layout.observed)
+        eps_next = self.epsilon.next(t + 1, new_d, w)
+        self._state = {"distance": self.distance, "epsilon": self.epsilon,
+                       "eps": None if eps_next is None else float(eps_next)}
+        ess = 1 / (w**2).sum()
+        info = {"epsilon": eps, "n_simulations": len(evals), "n_evaluated": result.n_evaluated,
+                "n_accepted": len(pop), "acceptance_rate": len(pop) / len(evals), "ess": ess,
+                "walltime_s": time.perf_counter() - tic, "started": started, "finished": _now(),
+                "model_probabilities": [float(p) for p in probs]}
+        history.append_generation(t, info, per_model, cloudpickle.dumps(self._state))
+        self._previous, self._info = per_model, info
+        progress.finish(f"generation {t}: epsilon {eps:.4g}, {len(evals):,} simulations, "
+                        f"acceptance rate {info['acceptance_rate']:.3f}, ESS {ess:.0f}")
+        return None
+
+    def _log_weights(self, pop, previous, model_probs, transitions):
+        """Importance weights: prior over the model-and-parameter proposal density."""
+        logw = np.log(self.model_prior[pop.model])
+        if previous is None:
+            return logw  # proposals came from the prior: equal weights
+        alive = np.flatnonzero(model_probs > 0)
+        k = len(alive)
+        for m in np.unique(pop.model):
+            rows = np.flatnonzero(pop.model == m)
+            theta = pop.theta[rows, :self.priors[m].dim]
+            # probability that the model-perturbation step lands on m
+            if k == 1:
+                kernel = 1.0
+            else:
+                kernel = sum(model_probs[mp] * (self.stay_probability if mp == m else
+                                                (1 - self.stay_probability) / (k - 1))
+                             for mp in alive)
+            logw[rows] += self.priors[m].logpdf(theta) - np.log(kernel) \
+                - transitions[m].logpdf(theta)
+        return logw
+
+
+def _stop_after(t, eps_done, eps_next, info, history, epsilon, minimum_epsilon, max_generations,
+                max_total_simulations, max_walltime, min_acceptance_rate, elapsed):
+    if eps_done <= minimum_epsilon:
+        return f"minimum_epsilon={minimum_epsilon} reached (epsilon {eps_done:.4g})"
+    if t + 1 >= max_generations:
+        return f"max_generations={max_generations} reached"
+    if max_total_simulations is not None and history.total_simulations >= max_total_simulations:
+        return f"max_total_simulations={max_total_simulations} reached"
+    if max_walltime is not None and elapsed >= max_walltime:
+        return f"max_walltime={max_walltime}s reached"
+    if info["acceptance_rate"] < min_acceptance_rate:
+        return (f"acceptance rate {info['acceptance_rate']:.3g} below "
+                f"min_acceptance_rate={min_acceptance_rate}")
+    if eps_next is None:
+        return "epsilon schedule exhausted"
+    if isinstance(epsilon, QuantileEpsilon) and np.isfinite(eps_done) and eps_next >= eps_done:
+        msg = (f"epsilon stalled at {eps_done:.4g}: the {epsilon.alpha:g}-quantile of the "
+               f"accepted distances did not decrease (next would be {eps_next:.4g}). This is "
+               "typical of discrete distances (the median of {0, 1} is never below 1). Use "
+               "QuantileEpsilon with a smaller alpha, a ListEpsilon, or a continuous distance.")
+        warnings.warn(msg, EpsilonStallWarning, stacklevel=3)
+        return msg
+    return None
+
+
+def _as_prior(p, i) -> Prior:
+    if isinstance(p, Prior):
+        return p
+    if isinstance(p, Mapping):
+        return Prior(p)
+    raise InputError(f"Prior {i} is {p!r} ({type(p).__name__}), not a dabc.Prior. Write "
+                     "dabc.Prior(theta=dabc.RV('norm', 0, 1)).")
+
+
+def _same(a: Mapping, b: Mapping) -> bool:
+    return set(a) == set(b) and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k]))
+                                    for k in a)
+
+
+def _default_sampler() -> Sampler:
+    from ..samplers import MulticoreEvalParallelSampler
+
+    return MulticoreEvalParallelSampler()
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

@@ -1,0 +1,163 @@
+"""Transitions: the perturbation kernels that propose new parameters from a population."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp
+
+from ..errors import InputError
+
+
+def _safe_cholesky(cov: np.ndarray) -> np.ndarray:
+    cov = np.atleast_2d(cov)
+    jitter = 1e-12 * max(float(np.trace(cov)) / len(cov), 1e-12)
+    for _ in range(12):
+        try:
+            return np.linalg.cholesky(cov + jitter * np.eye(len(cov)))
+        except np.linalg.LinAlgError:
+            jitter *= 100
+    return np.diag(np.sqrt(np.maximum(np.diag(cov), 1e-12)))
+
+
+def _weighted_cov(theta: np.ndarray, w: np.ndarray) -> np.ndarray:
+    mean = w @ theta
+    diff = theta - mean
+    return (diff * w[:, None]).T @ diff / max(1 - (w**2).sum(), 1e-12)
+
+
+class Transition:
+    """Base class: a mixture of Gaussians centred on the weighted particles."""
+
+    def fit(self, theta: np.ndarray, weights: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _set_particles(self, theta, weights):
+        theta = np.asarray(theta, dtype=float)
+        w = np.asarray(weights, dtype=float)
+        w = w / w.sum()
+        self.theta, self.w = theta, w
+        self.cum = np.cumsum(w)
+        self.cum[-1] = 1.0
+        self.dim = theta.shape[1]
+
+    def _pick(self, rng) -> int:
+        return int(np.searchsorted(self.cum, rng.random(), side="right"))
+
+    def propose(self, rng: np.random.Generator) -> np.ndarray:
+        """One proposal: pick a particle by weight and perturb it."""
+        raise NotImplementedError
+
+    def propose_many(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` proposals as an (n, dim) array."""
+        raise NotImplementedError
+
+    def logpdf(self, x: np.ndarray) -> np.ndarray:
+        """Log density of the kernel mixture at each row of ``x``."""
+        raise NotImplementedError
+
+
+def _mixture_logpdf(x, centres, logw, chols, chunk=2048):
+    """log sum_j w_j N(x; centres_j, L_j L_j^T); ``chols`` is one (d, d) or one per centre."""
+    x = np.atleast_2d(x)
+    d = x.shape[1]
+    shared = chols.ndim == 2
+    if shared:
+        inv = np.linalg.inv(chols)
+        logdet = np.log(np.abs(np.diag(chols))).sum()
+    else:
+        inv = np.linalg.inv(chols)
+        logdet = np.log(np.abs(np.diagonal(chols, axis1=1, axis2=2))).sum(axis=1)
+    const = -0.5 * d * np.log(2 * np.pi) - logdet
+    out = np.empty(len(x))
+    for s in range(0, len(x), chunk):
+        diff = x[s:s + chunk, None, :] - centres[None, :, :]  # (c, M, d)
+        if shared:
+            z = diff @ inv.T
+        else:
+            z = np.einsum("jkl,cjl->cjk", inv, diff)
+        out[s:s + chunk] = logsumexp(logw + const - 0.5 * (z**2).sum(axis=2), axis=1)
+    return out
+
+
+class MultivariateNormalTransition(Transition):
+    """Gaussian kernel with the population's weighted covariance scaled by a bandwidth rule.
+
+    ``bandwidth`` is ``"silverman"`` (default) or ``"scott"``, applied with the effective
+    sample size; ``scaling`` multiplies the bandwidth.
+    """
+
+    def __init__(self, scaling: float = 1.0, bandwidth: str = "silverman"):
+        if bandwidth not in ("silverman", "scott"):
+            raise InputError(f"bandwidth must be 'silverman' or 'scott', not {bandwidth!r}.")
+        self.scaling, self.bandwidth = scaling, bandwidth
+
+    def fit(self, theta, weights):
+        self._set_particles(theta, weights)
+        n_eff = 1 / (self.w**2).sum()
+        d = self.dim
+        if self.bandwidth == "silverman":
+            factor = (4 / (d + 2)) ** (1 / (d + 4)) * n_eff ** (-1 / (d + 4))
+        else:
+            factor = n_eff ** (-1 / (d + 4))
+        cov = _weighted_cov(self.theta, self.w) if len(self.theta) > 1 else np.eye(d)
+        self.cov = cov * (factor * self.scaling) ** 2
+        self.chol = _safe_cholesky(self.cov)
+        self._chol_t = self.chol.T.copy()
+
+    def propose(self, rng):
+        return self.theta[self._pick(rng)] + rng.standard_normal(self.dim) @ self._chol_t
+
+    def propose_many(self, n, rng):
+        idx = np.searchsorted(self.cum, rng.random(n), side="right")
+        return self.theta[idx] + rng.standard_normal((n, self.dim)) @ self._chol_t
+
+    def logpdf(self, x):
+        return _mixture_logpdf(x, self.theta, np.log(self.w), self.chol)
+
+
+class LocalTransition(Transition):
+    """Each particle perturbs with the covariance of its k nearest neighbours.
+
+    Adapts to curved or multi-modal posteriors where one global covariance is too wide.
+    ``k`` defaults to ``k_fraction`` of the population (at least d + 1).
+    """
+
+    def __init__(self, k: int | None = None, k_fraction: float = 0.25, scaling: float = 1.0):
+        self.k, self.k_fraction, self.scaling = k, k_fraction, scaling
+
+    def fit(self, theta, weights):
+        from scipy.spatial import cKDTree
+
+        self._set_particles(theta, weights)
+        n, d = self.theta.shape
+        k = self.k or max(int(self.k_fraction * n), d + 1)
+        k = max(min(k, n), 1)
+        _, nn = cKDTree(self.theta).query(self.theta, k=k)
+        nn = np.asarray(nn).reshape(n, k)
+        neigh = self.theta[nn]  # (n, k, d)
+        diff = neigh - neigh.mean(axis=1, keepdims=True)
+        covs = np.einsum("nki,nkj->nij", diff, diff) / max(k - 1, 1)
+        fallback = np.cov(self.theta.T).reshape(d, d) if n > 1 else np.eye(d)
+        covs = covs * self.scaling**2 + 1e-10 * np.diag(np.diag(fallback) + 1e-12)[None]
+        self.chols = np.stack([_safe_cholesky(c) for c in covs])
+
+    def propose(self, rng):
+        j = self._pick(rng)
+        return self.theta[j] + self.chols[j] @ rng.standard_normal(self.dim)
+
+    def propose_many(self, n, rng):
+        idx = np.searchsorted(self.cum, rng.random(n), side="right")
+        z = rng.standard_normal((n, self.dim))
+        return self.theta[idx] + np.einsum("nij,nj->ni", self.chols[idx], z)
+
+    def logpdf(self, x):
+        return _mixture_logpdf(x, self.theta, np.log(self.w), self.chols)
+
+
+def as_transition(transition) -> Transition:
+    """None -> MultivariateNormalTransition(); otherwise a Transition instance."""
+    if transition is None:
+        return MultivariateNormalTransition()
+    if isinstance(transition, Transition):
+        return transition
+    raise InputError(f"transition must be a dabc Transition, got {transition!r}.")

@@ -1,0 +1,309 @@
+"""History: every generation of every run, stored in one SQL database.
+
+A generation's particles of one model are stored as one row holding a columnar binary
+block (parameters, weights, distances, summary statistics), not one row per value: a
+100,000-particle generation is written and read in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from ..errors import InputError
+
+_meta = sa.MetaData()
+runs = sa.Table(
+    "dabc_runs", _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created", sa.DateTime),
+    sa.Column("seed", sa.BigInteger),
+    sa.Column("population_size", sa.Integer),
+    sa.Column("model_names", sa.Text),
+    sa.Column("param_names", sa.Text),
+    sa.Column("stat_columns", sa.Text),
+    sa.Column("observed", sa.LargeBinary),
+    sa.Column("config", sa.LargeBinary),
+    sa.Column("status", sa.String(32)),
+    sa.Column("stop_reason", sa.Text),
+    sa.Column("version", sa.String(32)),
+)
+generations = sa.Table(
+    "dabc_generations", _meta,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("dabc_runs.id"), primary_key=True),
+    sa.Column("t", sa.Integer, primary_key=True),
+    sa.Column("epsilon", sa.Float),
+    sa.Column("n_simulations", sa.BigInteger),
+    sa.Column("n_evaluated", sa.BigInteger),
+    sa.Column("n_accepted", sa.Integer),
+    sa.Column("acceptance_rate", sa.Float),
+    sa.Column("ess", sa.Float),
+    sa.Column("walltime_s", sa.Float),
+    sa.Column("started", sa.DateTime),
+    sa.Column("finished", sa.DateTime),
+    sa.Column("model_probabilities", sa.Text),
+    sa.Column("state", sa.LargeBinary),
+)
+particles = sa.Table(
+    "dabc_particles", _meta,
+    sa.Column("run_id", sa.Integer, primary_key=True),
+    sa.Column("t", sa.Integer, primary_key=True),
+    sa.Column("m", sa.Integer, primary_key=True),
+    sa.Column("n", sa.Integer),
+    sa.Column("data", sa.LargeBinary),
+    sa.ForeignKeyConstraint(["run_id", "t"], ["dabc_generations.run_id", "dabc_generations.t"]),
+)
+
+
+def database_url(db: str) -> str:
+    """A SQLAlchemy URL from a URL or a plain file path (taken as SQLite)."""
+    db = os.fspath(db)
+    return db if "://" in db else f"sqlite:///{db}"
+
+
+def _pack(arrays: dict) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _unpack(blob: bytes) -> dict:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = url[len("sqlite:///"):]
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise InputError(f"Cannot create the database {path!r}: folder {parent!r} does not "
+                             "exist. Create it or choose another path for db=.")
+        if not os.access(parent, os.W_OK) or (os.path.exists(path)
+                                               and not os.access(path, os.W_OK)):
+            raise InputError(f"Cannot write the database {path!r}: permission denied. Choose a "
+                             "writable location for db=.")
+    try:
+        engine = sa.create_engine(url)
+    except Exception as exc:
+        raise InputError(f"Cannot open database {url!r}: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(conn, _):
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+    try:
+        _meta.create_all(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        raise InputError(f"Cannot open or create tables in database {url!r}: "
+                         f"{exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}. "
+                         "Check the URL, that the server is running and that you may write.") from exc
+    return engine
+
+
+class History:
+    """Read and write the runs stored in a database.
+
+    ``History("sqlite:///dabc.db")`` opens the latest run; pass ``run_id`` for another.
+    """
+
+    def __init__(self, db: str = "sqlite:///dabc.db", run_id: int | None = None):
+        self.url = database_url(db)
+        self.engine = _engine(self.url)
+        self.id = run_id if run_id is not None else self._latest_run()
+        self._cache: dict = {}
+
+    # -- runs ---------------------------------------------------------------------------
+    def _latest_run(self) -> int | None:
+        with self.engine.connect() as c:
+            return c.execute(sa.select(sa.func.max(runs.c.id))).scalar()
+
+    def create_run(self, *, seed, population_size, model_names, param_names, stat_columns,
+                   observed: bytes, config: bytes, version: str) -> int:
+        """Register a new run and make it this History's run."""
+        with self.engine.begin() as c:
+            self.id = c.execute(runs.insert().values(
+                created=datetime.now(UTC).replace(tzinfo=None), seed=int(seed),
+                population_size=population_size, model_names=json.dumps(model_names),
+                param_names=json.dumps(param_names), stat_columns=json.dumps(stat_columns),
+                observed=observed, config=config, status="running", version=version,
+            )).inserted_primary_key[0]
+        self._cache.clear()
+        return self.id
+
+    def _run_row(self):
+        if self.id is None:
+            raise InputError(f"No run stored in {self.url}.")
+        if "run" not in self._cache:
+            with self.engine.connect() as c:
+                row = c.execute(sa.select(runs).where(runs.c.id == self.id)).mappings().first()
+            if row is None:
+                raise InputError(f"No run with id {self.id} in {self.url}.")
+            self._cache["run"] = dict(row)
+        return self._cache["run"]
+
+    def set_status(self, status: str, stop_reason: str | None = None) -> None:
+        """Record how the run ended (``done``, ``failed``, ...)."""
+        with self.engine.begin() as c:
+            c.execute(runs.update().where(runs.c.id == self.id)
+                      .values(status=status, stop_reason=stop_reason))
+        self._cache.pop("run", None)
+
+    def all_runs(self) -> pd.DataFrame:
+        """One row per run in the database, with its generation count and simulations."""
+        g = generations
+        q = (sa.select(runs.c.id, runs.c.created, runs.c.status, runs.c.stop_reason,
+                       runs.c.population_size, runs.c.model_names,
+                       sa.func.count(g.c.t).label("generations"),
+                       sa.func.sum(g.c.n_simulations).label("simulations"),
+                       sa.func.min(g.c.epsilon).label("last_epsilon"))
+             .select_from(runs.outerjoin(g, g.c.run_id == runs.c.id))
+             .group_by(runs.c.id).order_by(runs.c.id))
+        with self.engine.connect() as c:
+            return pd.DataFrame(c.execute(q).mappings().all())
+
+    @property
+    def config(self) -> bytes:
+        """The cloudpickled engine configuration of this run (for resuming)."""
+        return self._run_row()["config"]
+
+    @property
+    def observed(self) -> bytes:
+        return self._run_row()["observed"]
+
+    @property
+    def seed(self) -> int:
+        return int(self._run_row()["seed"])
+
+    @property
+    def model_names(self) -> list[str]:
+        return json.loads(self._run_row()["model_names"])
+
+    @property
+    def param_names(self) -> list[list[str]]:
+        return json.loads(self._run_row()["param_names"])
+
+    @property
+    def stat_columns(self) -> list[str]:
+        return json.loads(self._run_row()["stat_columns"])
+
+    # -- writing -------------------------------------------------------------------------
+    def append_generation(self, t: int, info: dict, per_model: dict[int, dict],
+                          state: bytes) -> None:
+        """Store generation ``t`` atomically: its summary row and each model's particles."""
+        row = dict(info, run_id=self.id, t=t, state=state,
+                   model_probabilities=json.dumps(info["model_probabilities"]))
+        try:
+            with self.engine.begin() as c:
+                c.execute(generations.insert().values(**row))
+                if per_model:
+                    c.execute(particles.insert(), [
+                        {"run_id": self.id, "t": t, "m": int(m), "n": len(a["weight"]),
+                         "data": _pack(a)} for m, a in per_model.items()])
+        except sa.exc.OperationalError as exc:
+            raise InputError(f"Could not store generation {t} in {self.url}: {exc.orig}. "
+                             "Free disk space or choose another database; the run can be "
+                             "resumed from the last stored generation.") from exc
+        self._cache.pop("gens", None)
+
+    # -- reading -------------------------------------------------------------------------
+    def _generations(self) -> pd.DataFrame:
+        if "gens" not in self._cache:
+            q = sa.select(generations).where(generations.c.run_id == self.id) \
+                .order_by(generations.c.t)
+            with self.engine.connect() as c:
+                df = pd.DataFrame(c.execute(q).mappings().all(),
+                                  columns=[col.name for col in generations.columns])
+            self._cache["gens"] = df
+        return self._cache["gens"]
+
+    @property
+    def max_t(self) -> int:
+        """Index of the last stored generation (-1 when none)."""
+        g = self._generations()
+        return int(g.t.max()) if len(g) else -1
+
+    @property
+    def n_populations(self) -> int:
+        return len(self._generations())
+
+    @property
+    def total_simulations(self) -> int:
+        """Simulations counted over all stored generations."""
+        return int(self._generations().n_simulations.sum())
+
+    def get_all_populations(self) -> pd.DataFrame:
+        """One row per generation: t, epsilon, simulations, acceptance rate, ESS, wall time."""
+        g = self._generations()
+        return g.drop(columns=["state", "run_id", "model_probabilities"]).reset_index(drop=True)
+
+    def get_model_probabilities(self) -> pd.DataFrame:
+        """Model probabilities per generation: index t, one column per model."""
+        g = self._generations()
+        probs = [json.loads(p) for p in g.model_probabilities]
+        n_models = len(self.model_names)
+        data = [[p[m] if m < len(p) else 0.0 for m in range(n_models)] for p in probs]
+        df = pd.DataFrame(data, index=pd.Index(g.t.to_list(), name="t"), columns=range(n_models))
+        df.columns.name = "m"
+        return df
+
+    def _resolve_t(self, t: int | None) -> int:
+        if self.max_t < 0:
+            raise InputError(f"Run {self.id} in {self.url} has no stored generation yet.")
+        return self.max_t if t is None else (self.max_t + 1 + t if t < 0 else int(t))
+
+    def get_arrays(self, t: int | None = None, m: int | None = None) -> dict[int, dict]:
+        """Raw arrays of generation t per model: theta, weight, distance, stats, id."""
+        t = self._resolve_t(t)
+        q = sa.select(particles.c.m, particles.c.data).where(
+            (particles.c.run_id == self.id) & (particles.c.t == t))
+        if m is not None:
+            q = q.where(particles.c.m == m)
+        with self.engine.connect() as c:
+            return {int(r.m): _unpack(r.data) for r in c.execute(q)}
+
+    def get_distribution(self, m: int = 0, t: int | None = None) -> tuple[pd.DataFrame,
+                                                                          np.ndarray]:
+        """Parameters of model m at generation t (default: last) and their weights.
+
+        Weights are normalised to sum to 1 within the model.
+        """
+        arrays = self.get_arrays(t, m).get(m)
+        names = self.param_names[m]
+        if arrays is None:  # the model has no particles in that generation
+            return pd.DataFrame(columns=names, dtype=float), np.zeros(0)
+        df = pd.DataFrame(arrays["theta"][:, :len(names)], columns=names)
+        df.columns.name = "name"
+        w = arrays["weight"]
+        return df, w / w.sum()
+
+    def get_statistics(self, m: int = 0, t: int | None = None) -> tuple[pd.DataFrame,
+                                                                        np.ndarray]:
+        """Summary statistics of the accepted particles of model m, with their weights."""
+        arrays = self.get_arrays(t, m).get(m)
+        if arrays is None:
+            return pd.DataFrame(columns=self.stat_columns, dtype=float), np.zeros(0)
+        w = arrays["weight"]
+        return pd.DataFrame(arrays["stats"], columns=self.stat_columns), w / w.sum()
+
+    def get_weighted_distances(self, t: int | None = None) -> pd.DataFrame:
+        """Distance and overall weight of every particle of generation t."""
+        parts = [pd.DataFrame({"m": m, "distance": a["distance"], "w": a["weight"]})
+                 for m, a in sorted(self.get_arrays(t).items())]
+        return pd.concat(parts, ignore_index=True)
+
+    def state(self, t: int) -> bytes:
+        """The engine state stored after generation t (used to resume)."""
+        g = self._generations()
+        return g.loc[g.t == t, "state"].iloc[0]
+
+    def __repr__(self) -> str:
+        return f"History({self.url!r}, run_id={self.id})"
