@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
 from ..errors import InputError
+
+# Models using the global numpy.random are seeded and called under this lock, so that
+# threads (e.g. a ThreadPoolExecutor) cannot interleave their seeds.
+_GLOBAL_RANDOM = threading.Lock()
 
 
 def vectorized(fn: Callable | None = None, *, block_size: int = 256):
@@ -45,8 +50,10 @@ class Model:
         if self.takes_rng:
             return self.fn(params, rng)
         # A model using the global numpy.random gets it seeded from this evaluation's stream.
-        np.random.seed(int(rng.integers(2**32)))
-        return self.fn(params)
+        seed = int(rng.integers(2**32))
+        with _GLOBAL_RANDOM:
+            np.random.seed(seed)
+            return self.fn(params)
 
 
 def _n_positional(fn) -> int:
@@ -58,7 +65,8 @@ def _n_positional(fn) -> int:
     params = list(sig.parameters.values())
     if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
         return 2
-    return sum(p.kind in kinds for p in params)
+    # the second positional parameter receives the rng when it is required or named "rng"
+    return sum(p.kind in kinds and (p.default is p.empty or p.name == "rng") for p in params)
 
 
 class StatLayout:

@@ -107,11 +107,12 @@ class Prior:
     def __init__(self, mapping: Mapping | None = None, /, **rvs):
         items = dict(mapping or {}, **rvs)
         if not items:
-            raise InputError("Prior() needs at least one parameter, e.g. Prior(x=RV('norm', 0, 1)).")
-        self.rvs = {str(k): _as_rv(str(k), v) for k, v in items.items()}
-        self.names = list(self.rvs)
-        self._lower = np.array([rv.lower for rv in self.rvs.values()])
-        self._upper = np.array([rv.upper for rv in self.rvs.values()])
+            raise InputError("Prior() needs at least one parameter, e.g. "
+                             "Prior(x=RV('norm', 0, 1)).")
+        self.dists = {str(k): _as_rv(str(k), v) for k, v in items.items()}
+        self.names = list(self.dists)
+        self._lower = np.array([rv.lower for rv in self.dists.values()])
+        self._upper = np.array([rv.upper for rv in self.dists.values()])
 
     @property
     def dim(self) -> int:
@@ -120,11 +121,11 @@ class Prior:
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
         """One parameter vector, in the order of ``names``."""
-        return np.array([rv.draw(rng) for rv in self.rvs.values()])
+        return np.array([rv.draw(rng) for rv in self.dists.values()])
 
     def rvs(self, size: int, rng: np.random.Generator) -> np.ndarray:
         """``size`` parameter vectors as a (size, dim) array."""
-        return np.column_stack([rv.rvs(size, rng) for rv in self.rvs.values()])
+        return np.column_stack([rv.rvs(size, rng) for rv in self.dists.values()])
 
     def in_support(self, theta: np.ndarray) -> np.ndarray | bool:
         """Whether theta (one vector or rows) has positive prior density (bounds only)."""
@@ -134,7 +135,7 @@ class Prior:
     def logpdf(self, theta: np.ndarray) -> np.ndarray:
         """Joint log density of each row of ``theta`` (shape (n, dim))."""
         theta = np.atleast_2d(theta)
-        return sum(rv.logpdf(theta[:, j]) for j, rv in enumerate(self.rvs.values()))
+        return sum(rv.logpdf(theta[:, j]) for j, rv in enumerate(self.dists.values()))
 
     def __repr__(self) -> str:
-        return "Prior(" + ", ".join(f"{k}={v!r}" for k, v in self.rvs.items()) + ")"
+        return "Prior(" + ", ".join(f"{k}={v!r}" for k, v in self.dists.items()) + ")"

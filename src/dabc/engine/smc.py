@@ -54,7 +54,8 @@ class ABCSMC:
         self.models = [Model(f, n) for f, n in zip(fns, names, strict=True)]
         self.priors = [_as_prior(p, i) for i, p in enumerate(prs)]
         if not isinstance(population_size, int | np.integer) or population_size < 1:
-            raise InputError(f"population_size must be a positive integer, got {population_size!r}.")
+            raise InputError("population_size must be a positive integer, "
+                             f"got {population_size!r}.")
         self.population_size = int(population_size)
         self.distance = as_distance(distance)
         self.epsilon = epsilon if epsilon is not None else MedianEpsilon()
@@ -116,7 +117,7 @@ class ABCSMC:
         elif observed is not None and not _same(observed, self._observed):
             raise InputError("This run was started with other observed data; start a new "
                              "ABCSMC to analyse different data.")
-        history, layout = self.history, self._layout
+        history = self.history
         sampler = self.sampler if self.sampler is not None else _default_sampler()
         progress = ProgressLine(self.progress)
         t0_wall = time.monotonic()

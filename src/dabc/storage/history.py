@@ -103,9 +103,10 @@ def _engine(url: str) -> sa.Engine:
     try:
         _meta.create_all(engine)
     except sa.exc.SQLAlchemyError as exc:
+        detail = getattr(exc, "orig", None) or exc
         raise InputError(f"Cannot open or create tables in database {url!r}: "
-                         f"{exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}. "
-                         "Check the URL, that the server is running and that you may write.") from exc
+                         f"{type(detail).__name__}: {detail}. Check the URL, that the server "
+                         "is running and that you may write.") from exc
     return engine
 
 
