@@ -1,0 +1,120 @@
+"""Run the foundation benchmarks, dabc and pyABC 0.13 side by side, and print JSON.
+
+    python benchmarks/run_all.py [--only fast,sleep10,sleep100,storage] [--no-pyabc]
+
+pyABC runs in its own interpreter (see benchmarks/setup_pyabc.sh), one workload at a time,
+in the same invocation, so that both are measured on the same machine at the same time.
+Results are ratios (dabc / pyABC); absolute times on shared machines are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import dabc  # noqa: E402
+from workloads import run_dabc, storage_dabc  # noqa: E402
+
+
+def pyabc_python() -> str:
+    """The interpreter that has pyABC 0.13: $DABC_PYABC_PYTHON, .venv-pyabc, or python3."""
+    env = os.environ.get("DABC_PYABC_PYTHON")
+    if env:
+        return env
+    venv = HERE.parent / ".venv-pyabc" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def run_pyabc(workload: str, sampler: str = "single", procs: int = 1) -> dict:
+    """One pyABC run in a subprocess; its JSON line, or an error record."""
+    cmd = [pyabc_python(), str(HERE / "pyabc_runner.py"), workload, "--sampler", sampler,
+           "--procs", str(procs)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        return {"tool": "pyabc", "workload": workload, "sampler": sampler,
+                "error": proc.stderr.strip().splitlines()[-1:] or ["failed"]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def ratio(a: dict, b: dict, key: str, invert: bool = False) -> float | None:
+    x, y = a.get(key), b.get(key)
+    if not x or not y:
+        return None
+    return round(y / x if invert else x / y, 2)
+
+
+def bench_fast(with_pyabc: bool) -> dict:
+    ours = {
+        "single": run_dabc("fast", dabc.SingleCoreSampler()),
+        "multicore2": run_dabc("fast", dabc.MulticoreEvalParallelSampler(2)),
+        "vectorized_single": run_dabc("fast", dabc.SingleCoreSampler(), vectorized=True),
+    }
+    out = {"dabc": ours}
+    if with_pyabc:
+        theirs = {"single": run_pyabc("fast", "single"),
+                  "multicore2": run_pyabc("fast", "multicore", 2)}
+        out["pyabc"] = theirs
+        out["ratios"] = {
+            "single_vs_pyabc_single": ratio(ours["single"], theirs["single"], "evals_per_s"),
+            "multicore2_vs_pyabc_multicore2": ratio(ours["multicore2"], theirs["multicore2"],
+                                                    "evals_per_s"),
+            "vectorized_vs_pyabc_single": ratio(ours["vectorized_single"], theirs["single"],
+                                                "evals_per_s"),
+        }
+        out["targets"] = {"single_vs_pyabc_single": 10, "multicore2_vs_pyabc_multicore2": 10,
+                          "vectorized_vs_pyabc_single": 100}
+    return out
+
+
+def bench_sleep(workload: str, with_pyabc: bool) -> dict:
+    ours = run_dabc(workload, dabc.MulticoreEvalParallelSampler(8))
+    out = {"dabc": ours, "target_efficiency": {"sleep10": 0.80, "sleep100": 0.90}[workload]}
+    if with_pyabc:
+        theirs = run_pyabc(workload, "multicore", 8)
+        out["pyabc"] = theirs
+        out["ratios"] = {"efficiency_vs_pyabc": ratio(ours, theirs, "efficiency")}
+    return out
+
+
+def bench_storage(with_pyabc: bool) -> dict:
+    ours = storage_dabc()
+    out = {"dabc": ours}
+    if with_pyabc:
+        theirs = run_pyabc("storage")
+        out["pyabc"] = theirs
+        out["ratios"] = {"speedup_vs_pyabc": ratio(ours, theirs, "total_s", invert=True)}
+        out["target_speedup"] = 10
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="fast,sleep10,sleep100,storage")
+    ap.add_argument("--no-pyabc", action="store_true", help="run the dabc side only")
+    args = ap.parse_args(argv)
+    with_pyabc = not args.no_pyabc
+    results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                           "dabc": dabc.__version__}}
+    for name in args.only.split(","):
+        if name == "fast":
+            results["fast"] = bench_fast(with_pyabc)
+        elif name in ("sleep10", "sleep100"):
+            results[name] = bench_sleep(name, with_pyabc)
+        elif name == "storage":
+            results["storage"] = bench_storage(with_pyabc)
+        else:
+            ap.error(f"unknown benchmark {name!r}")
+        print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
