@@ -121,7 +121,7 @@ class DynamicScheduler(_Scheduler):
     def __init__(self, n: int, granularity: int = 1, max_evaluations: int | None = None,
                  max_failure_rate: float = 0.1, model_names=("model",),
                  progress: Progress | None = None, target_seconds: float = 0.05,
-                 max_size: int = 100_000):
+                 max_size: int = 100_000, fixed_size: int | None = None):
         super().__init__(n, max_failure_rate, model_names, progress)
         self.granularity = max(int(granularity), 1)
         self.limit = None
@@ -129,6 +129,7 @@ class DynamicScheduler(_Scheduler):
             g = self.granularity
             self.limit = max(g, int(math.ceil(max_evaluations / g)) * g)
         self.target_seconds, self.max_size = target_seconds, max_size
+        self.fixed_size = fixed_size
         self.next_id = 0
         self.pending: list[tuple[int, int]] = []   # ranges to re-issue first
         self.done_ranges: dict[int, int] = {}       # start -> stop, beyond the prefix
@@ -156,6 +157,8 @@ class DynamicScheduler(_Scheduler):
 
     def _size(self, in_flight: int, workers: int) -> int:
         g = self.granularity
+        if self.fixed_size is not None:
+            return max(g, -(-self.fixed_size // g) * g)
         per_eval = self.seconds_per_evaluation()
         if per_eval is None:
             return g
@@ -296,13 +299,16 @@ class WorkRequest:
             self._bytes = cloudpickle.dumps(self.work)
         return self._bytes
 
-    def scheduler(self, dynamic: bool, workers: int = 1):
-        """A fresh DYN or STAT scheduler for this generation."""
+    def scheduler(self, dynamic: bool, workers: int = 1, batch_size: int | None = None):
+        """A fresh DYN or STAT scheduler for this generation.
+
+        ``batch_size`` fixes the ids per DYN task (rounded up to the work's block size).
+        """
         names = getattr(self.work, "model_names", ("model",))
         if dynamic:
             return DynamicScheduler(self.n, getattr(self.work, "granularity", 1),
                                     self.max_evaluations, self.max_failure_rate, names,
-                                    self.progress)
+                                    self.progress, fixed_size=batch_size)
         return StaticScheduler(self.n, self.max_evaluations, self.max_failure_rate, names,
                                self.progress, workers=workers)
 

@@ -28,11 +28,8 @@ class ConcurrentFutureSampler(Sampler):
         self.max_in_flight = max_in_flight or 2 * workers
 
     def sample(self, request: WorkRequest) -> SampleResult:
-        sched = request.scheduler(dynamic=True)
-        if self.batch_size != "auto":
-            g = sched.granularity
-            sched.target_seconds = 0  # fixed sizes below
-            sched._size = lambda *_: max(g, -(-self.batch_size // g) * g)
+        fixed = None if self.batch_size == "auto" else self.batch_size
+        sched = request.scheduler(dynamic=True, batch_size=fixed)
         payload, key = request.payload, request.work.token.encode()
         in_flight = {}
         try:

@@ -99,7 +99,7 @@ class _Pool:
                     w.conn.send(("task", token, task))
                     w.tasks.append((token, task))
                     busy += 1
-            if not any(tok == token for w in self.workers for tok, _ in w.tasks):
+            if not any(w.tasks for w in self.workers):
                 raise WorkerError("sampler stalled: no task in flight and the generation is "
                                   "not complete (please report this bug)")
             by_conn = {w.conn: w for w in self.workers}
