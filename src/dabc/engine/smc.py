@@ -138,6 +138,9 @@ class ABCSMC:
                     break
                 eps_done, eps = eps, self._state["eps"]
                 previous = self._previous
+                if sampler.stop_requested():
+                    reason = f"stop requested through the sampler after generation {t}"
+                    break
                 reason = _stop_after(
                     t, eps_done, eps, self._info, history, self.epsilon, minimum_epsilon,
                     max_generations, max_total_simulations, max_walltime, min_acceptance_rate,

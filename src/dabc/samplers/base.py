@@ -325,6 +325,10 @@ class Sampler:
     def sample(self, request: WorkRequest) -> SampleResult:
         raise NotImplementedError
 
+    def stop_requested(self) -> bool:
+        """Whether an operator asked the run to end after the current generation."""
+        return False
+
     def close(self) -> None:
         """Release workers or connections; the sampler can be used again afterwards."""
 

@@ -1,0 +1,378 @@
+"""Redis samplers: a pool of workers, on any machines, serving many analyses at once.
+
+Layout on the server (``P`` = ``dabc:a:<analysis id>``), every key with a TTL:
+
+- ``dabc:analyses`` (zset) lists live analyses; ``P:alive`` expires when a master dies.
+- ``P:gen`` names the current generation; ``P:work:<gen>`` holds its pickled work, fetched
+  once per worker per generation.
+- ``P:queue:<gen>`` (list) holds tasks; a worker moves one atomically into ``P:claims:<gen>``
+  (hash task -> worker). A result is pushed to ``P:results:<gen>`` only while its claim
+  exists, so results of a finished generation never reappear.
+- ``dabc:worker:<id>`` is a worker's heartbeat (short TTL). The master re-queues the claims
+  of workers whose heartbeat expired, so a killed worker never stalls a generation.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+
+import cloudpickle
+
+from ..errors import InputError, WorkerError
+from .base import Sampler, SampleResult, WorkRequest
+
+ANALYSES = "dabc:analyses"
+WORKERS = "dabc:workers"
+HEARTBEAT_TTL = 3.0       # seconds without a heartbeat before a worker counts as dead
+KEY_TTL = 600             # keys of an analysis whose master died expire after this long
+ALIVE_TTL = 30
+
+# Move the first queued task into the claims hash (atomic).
+_CLAIM = """
+local task = redis.call('LPOP', KEYS[1])
+if task then redis.call('HSET', KEYS[2], task, ARGV[1]) end
+return task
+"""
+# Deliver a result only while the claim exists (the generation is still running).
+_DELIVER = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+# Give a claim back to the queue if it still belongs to the given worker.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+def connect(host: str = "localhost", port: int = 6379, password: str | None = None,
+            url: str | None = None):
+    """A checked redis-py client; a wrong password or an unreachable server is an InputError."""
+    import redis
+
+    where = url or f"{host}:{port}"
+    try:
+        if url:
+            client = redis.Redis.from_url(url, password=password, socket_connect_timeout=5)
+        else:
+            client = redis.Redis(host=host, port=port, password=password,
+                                 socket_connect_timeout=5)
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise InputError(f"Redis at {where} refused the password ({exc}). Pass the server's "
+                         "requirepass as password= / --password.") from exc
+    except redis.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "AUTH" in str(exc).upper():
+            raise InputError(f"Redis at {where} needs a password ({exc}). Pass password= / "
+                             "--password.") from exc
+        raise
+    except redis.ConnectionError as exc:
+        raise InputError(f"Cannot reach Redis at {where}: {exc}. Start redis-server or "
+                         "check host, port and TLS settings.") from exc
+    return client
+
+
+def _encode(task: tuple) -> str:
+    return ":".join(str(x) for x in task)
+
+
+def _decode(text) -> tuple:
+    kind, *rest = (text.decode() if isinstance(text, bytes) else text).split(":")
+    return (kind, *[None if x == "None" else int(x) for x in rest])
+
+
+def live_workers(r) -> list[str]:
+    """Ids of workers whose heartbeat has not expired (and forget the dead ones)."""
+    now = time.time()
+    r.zremrangebyscore(WORKERS, "-inf", now - HEARTBEAT_TTL)
+    return [w.decode() for w in r.zrangebyscore(WORKERS, now - HEARTBEAT_TTL, "+inf")]
+
+
+class RedisEvalParallelSampler(Sampler):
+    """DYN on a Redis-coordinated worker pool (start workers with ``dabc redis-worker``).
+
+    Several analyses can share one server and one pool. ``no_worker_timeout`` (seconds):
+    with no live worker for that long the generation fails with "no live workers"; with
+    ``wait_for_workers=True`` it waits for new workers instead, saying so every minute.
+    """
+
+    dynamic = True
+
+    def __init__(self, host: str = "localhost", port: int = 6379, password: str | None = None,
+                 url: str | None = None, batch_size: int | str = "auto",
+                 no_worker_timeout: float = 60.0, wait_for_workers: bool = False,
+                 target_seconds: float = 0.1):
+        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
+        self.host, self.port, self.password, self.url = host, port, password, url
+        self.batch_size = batch_size
+        self.no_worker_timeout, self.wait_for_workers = no_worker_timeout, wait_for_workers
+        self.target_seconds = target_seconds
+        self.analysis_id = uuid.uuid4().hex[:16]
+        self._r = None
+        self._stop_requested = False
+
+    @property
+    def prefix(self) -> str:
+        return f"dabc:a:{self.analysis_id}"
+
+    def _client(self):
+        if self._r is None:
+            self._r = connect(self.host, self.port, self.password, self.url)
+            self._claim = self._r.register_script(_CLAIM)
+            self._release = self._r.register_script(_RELEASE)
+        return self._r
+
+    def stop_requested(self) -> bool:
+        """Whether ``dabc redis-manager stop`` asked this analysis to end."""
+        return self._stop_requested
+
+    def sample(self, request: WorkRequest) -> SampleResult:
+        r = self._client()
+        fixed = None if self.batch_size == "auto" else self.batch_size
+        sched = request.scheduler(self.dynamic, batch_size=fixed)
+        if hasattr(sched, "target_seconds"):
+            sched.target_seconds = self.target_seconds
+        gen = request.work.token.replace(":", "-")
+        P = self.prefix
+        keys = {k: f"{P}:{k}:{gen}" for k in ("work", "queue", "claims", "results")}
+        pipe = r.pipeline()
+        pipe.set(keys["work"], request.payload, ex=KEY_TTL)
+        pipe.set(f"{P}:gen", gen, ex=KEY_TTL)
+        pipe.set(f"{P}:alive", 1, ex=ALIVE_TTL)
+        pipe.zadd(ANALYSES, {self.analysis_id: time.time()})
+        pipe.hset(f"{P}:info", mapping={"generation": getattr(request.work, "t", -1),
+                                        "n": request.n, "accepted": 0, "evaluations": 0,
+                                        "failures": 0, "started": time.time()})
+        pipe.expire(f"{P}:info", KEY_TTL)
+        pipe.execute()
+        try:
+            return self._run(r, sched, keys, P)
+        finally:
+            r.delete(*keys.values(), f"{P}:gen")
+
+    def _run(self, r, sched, keys, P) -> SampleResult:
+        last_tick, no_workers_since, last_warning = 0.0, None, 0.0
+        workers = 1
+        while not sched.done:
+            now = time.monotonic()
+            if now - last_tick > 0.5:
+                last_tick = now
+                workers = len(live_workers(r))
+                self._tick(r, sched, keys, P)
+                if workers == 0:
+                    no_workers_since = no_workers_since or now
+                    waited = now - no_workers_since
+                    if not self.wait_for_workers and waited > self.no_worker_timeout:
+                        raise WorkerError(
+                            f"no live workers on Redis {self.url or f'{self.host}:{self.port}'}"
+                            f" for {waited:.0f} s. Start workers with `dabc redis-worker`, or "
+                            "pass wait_for_workers=True to wait for them.")
+                    if self.wait_for_workers and now - last_warning > 60:
+                        last_warning = now
+                        import warnings
+                        warnings.warn("no live Redis workers; waiting for workers to join",
+                                      stacklevel=2)
+                else:
+                    no_workers_since = None
+            self._refill(r, sched, keys, max(workers, 1))
+            got = r.blpop([keys["results"]], timeout=0.2)
+            if got is None:
+                continue
+            task, batch = pickle.loads(got[1])
+            if isinstance(batch, str):
+                raise WorkerError(f"a Redis worker failed outside the model:\n{batch}")
+            sched.add(task, batch)
+        return sched.result()
+
+    def _refill(self, r, sched, keys, workers: int) -> None:
+        in_flight = r.llen(keys["queue"]) + r.hlen(keys["claims"])
+        target = 2 * workers
+        tasks = []
+        while in_flight + len(tasks) < target:
+            task = sched.next_task(in_flight + len(tasks), workers)
+            if task is None:
+                break
+            tasks.append(_encode(task))
+        if tasks:
+            pipe = r.pipeline()
+            pipe.rpush(keys["queue"], *tasks)
+            pipe.expire(keys["queue"], KEY_TTL)
+            pipe.execute()
+
+    def _tick(self, r, sched, keys, P) -> None:
+        """Re-queue claims of dead workers, refresh TTLs, publish progress, read stop flag."""
+        alive = set(live_workers(r))
+        for task, wid in r.hgetall(keys["claims"]).items():
+            if wid.decode() not in alive:
+                self._release(keys=[keys["claims"], keys["queue"]], args=[task, wid])
+        # drop queued tasks that can no longer contribute
+        for task in r.lrange(keys["queue"], 0, -1):
+            if not sched.wanted(_decode(task)):
+                r.lrem(keys["queue"], 0, task)
+        pipe = r.pipeline()
+        for k in keys.values():
+            pipe.expire(k, KEY_TTL)
+        pipe.set(f"{P}:alive", 1, ex=ALIVE_TTL)
+        pipe.zadd(ANALYSES, {self.analysis_id: time.time()})
+        pipe.hset(f"{P}:info", mapping={"accepted": sched.n_accepted,
+                                        "evaluations": sched.n_evaluated,
+                                        "failures": sched.n_failed})
+        pipe.get(f"{P}:stop")
+        self._stop_requested = pipe.execute()[-1] is not None
+
+    def close(self) -> None:
+        """End the analysis: delete all its keys."""
+        if self._r is not None:
+            P = self.prefix
+            leftovers = list(self._r.scan_iter(match=f"{P}:*"))
+            if leftovers:
+                self._r.delete(*leftovers)
+            self._r.zrem(ANALYSES, self.analysis_id)
+            self._r.close()
+            self._r = None
+        self.analysis_id = uuid.uuid4().hex[:16]
+
+
+class RedisStaticSampler(RedisEvalParallelSampler):
+    """STAT on a Redis worker pool: particle slots are handed out as tasks."""
+
+    dynamic = False
+
+
+# --- workers ---------------------------------------------------------------------------
+class _Stop(BaseException):
+    """Raised in a worker by SIGTERM/SIGINT to abandon the current task."""
+
+
+def work_loop(host="localhost", port=6379, password=None, url=None, runtime: float | None = None,
+              idle_sleep: float = 0.02, install_signals: bool = True) -> dict:
+    """Serve every analysis on the server until ``runtime`` seconds pass or SIGTERM/SIGINT.
+
+    On a signal the unfinished claim is handed back to its queue before exiting.
+    Returns counts of what this worker did.
+    """
+    r = connect(host, port, password, url)
+    claim, deliver = r.register_script(_CLAIM), r.register_script(_DELIVER)
+    wid = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    stats = {"worker": wid, "tasks": 0, "evaluations": 0}
+    stopping = threading.Event()
+
+    def on_signal(signum, frame):
+        stopping.set()
+        raise _Stop()
+
+    if install_signals:
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def beat():
+        while not stopping.wait(HEARTBEAT_TTL / 3):
+            try:
+                r.zadd(WORKERS, {wid: time.time()})
+                r.set(f"dabc:worker:{wid}", "1", ex=int(HEARTBEAT_TTL) + 1)
+            except Exception:  # the server went away; the main loop will notice
+                pass
+
+    r.zadd(WORKERS, {wid: time.time()})
+    r.set(f"dabc:worker:{wid}", "1", ex=int(HEARTBEAT_TTL) + 1)
+    threading.Thread(target=beat, daemon=True).start()
+    deadline = None if runtime is None else time.monotonic() + runtime
+    cache: dict = {}
+    current = None
+    try:
+        while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+            current = None
+            for aid in r.zrange(ANALYSES, 0, -1):
+                P = f"dabc:a:{aid.decode()}"
+                gen = r.get(f"{P}:gen")
+                if gen is None:
+                    continue
+                gen = gen.decode()
+                keys = [f"{P}:queue:{gen}", f"{P}:claims:{gen}"]
+                task = claim(keys=keys, args=[wid])
+                if task is None:
+                    continue
+                current = (keys, task)
+                work = cache.get(gen)
+                if work is None:
+                    payload = r.get(f"{P}:work:{gen}")
+                    if payload is None:
+                        break  # the generation just ended
+                    cache.clear()
+                    work = cache[gen] = cloudpickle.loads(payload)
+                decoded = _decode(task)
+                t0 = time.perf_counter()
+                try:
+                    batch = work.run(decoded)
+                    batch.seconds = time.perf_counter() - t0
+                except _Stop:
+                    raise
+                except Exception:
+                    batch = traceback.format_exc()
+                deliver(keys=[keys[1], f"{P}:results:{gen}"],
+                        args=[task, pickle.dumps((decoded, batch)), KEY_TTL])
+                current = None
+                stats["tasks"] += 1
+                stats["evaluations"] += 0 if isinstance(batch, str) else len(batch)
+                break
+            else:
+                time.sleep(idle_sleep)
+    except _Stop:
+        pass
+    finally:
+        stopping.set()
+        r.close()  # a signal may have interrupted a command half-way: use a fresh connection
+        r = connect(host, port, password, url)
+        if current is not None:
+            keys, task = current
+            r.register_script(_RELEASE)(keys=[keys[1], keys[0]], args=[task, wid])
+        r.zrem(WORKERS, wid)
+        r.delete(f"dabc:worker:{wid}")
+        r.close()
+    return stats
+
+
+def manager(command: str, host="localhost", port=6379, password=None, url=None) -> list[dict]:
+    """``info``: one dict per analysis; ``stop``: end all analyses after this generation;
+    ``reset``: delete every dabc key (emergencies only)."""
+    r = connect(host, port, password, url)
+    try:
+        if command == "reset":
+            keys = list(r.scan_iter(match="dabc:*"))
+            if keys:
+                r.delete(*keys)
+            return [{"deleted_keys": len(keys)}]
+        out = []
+        for aid in r.zrange(ANALYSES, 0, -1):
+            P = f"dabc:a:{aid.decode()}"
+            if not r.exists(f"{P}:alive"):
+                r.zrem(ANALYSES, aid)  # its master died; its keys expire by TTL
+                continue
+            if command == "stop":
+                r.set(f"{P}:stop", 1, ex=KEY_TTL)
+            info = {k.decode(): v.decode() for k, v in r.hgetall(f"{P}:info").items()}
+            out.append({"analysis": aid.decode(), **info})
+        workers = live_workers(r)
+        for item in out:
+            item["live_workers"] = len(workers)
+        if command == "info" and not out:
+            out.append({"analysis": None, "live_workers": len(workers)})
+        return out
+    finally:
+        r.close()
