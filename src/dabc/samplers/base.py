@@ -105,9 +105,11 @@ class _Scheduler:
         if self.progress is not None:
             self.progress(min(self.n_accepted, self.n), self.n, self.n_evaluated)
 
+    timing_hint: float | None = None  # seconds per evaluation seen in an earlier generation
+
     def seconds_per_evaluation(self) -> float | None:
-        """Mean measured worker time per evaluation so far."""
-        return self.seconds / self.n_evaluated if self.n_evaluated else None
+        """Mean measured worker time per evaluation so far (else the earlier generation's)."""
+        return self.seconds / self.n_evaluated if self.n_evaluated else self.timing_hint
 
 
 class DynamicScheduler(_Scheduler):
@@ -299,18 +301,24 @@ class WorkRequest:
             self._bytes = cloudpickle.dumps(self.work)
         return self._bytes
 
-    def scheduler(self, dynamic: bool, workers: int = 1, batch_size: int | None = None):
+    def scheduler(self, dynamic: bool, workers: int = 1, batch_size: int | None = None,
+                  timing_hint: float | None = None):
         """A fresh DYN or STAT scheduler for this generation.
 
-        ``batch_size`` fixes the ids per DYN task (rounded up to the work's block size).
+        ``batch_size`` fixes the ids per DYN task (rounded up to the work's block size);
+        ``timing_hint`` (seconds per evaluation, e.g. from the last generation) sizes the
+        first tasks before any is measured.
         """
         names = getattr(self.work, "model_names", ("model",))
         if dynamic:
-            return DynamicScheduler(self.n, getattr(self.work, "granularity", 1),
-                                    self.max_evaluations, self.max_failure_rate, names,
-                                    self.progress, fixed_size=batch_size)
-        return StaticScheduler(self.n, self.max_evaluations, self.max_failure_rate, names,
-                               self.progress, workers=workers)
+            sched = DynamicScheduler(self.n, getattr(self.work, "granularity", 1),
+                                     self.max_evaluations, self.max_failure_rate, names,
+                                     self.progress, fixed_size=batch_size)
+        else:
+            sched = StaticScheduler(self.n, self.max_evaluations, self.max_failure_rate, names,
+                                    self.progress, workers=workers)
+        sched.timing_hint = timing_hint
+        return sched
 
 
 class Sampler:

@@ -163,6 +163,7 @@ class _MulticoreSampler(Sampler):
     def __init__(self, n_procs: int | None = None):
         self.n_procs = n_procs if n_procs is not None else default_n_procs()
         self._pool: _Pool | None = None
+        self._timing = None
 
     @property
     def worker_pids(self) -> list[int]:
@@ -172,7 +173,10 @@ class _MulticoreSampler(Sampler):
     def sample(self, request: WorkRequest) -> SampleResult:
         if self._pool is None:
             self._pool = _Pool(self.n_procs)
-        return self._pool.run(request, request.scheduler(self.dynamic, self.n_procs))
+        sched = request.scheduler(self.dynamic, self.n_procs, timing_hint=self._timing)
+        result = self._pool.run(request, sched)
+        self._timing = sched.seconds_per_evaluation()
+        return result
 
     def close(self) -> None:
         if self._pool is not None:

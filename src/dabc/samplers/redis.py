@@ -126,6 +126,7 @@ class RedisEvalParallelSampler(Sampler):
         self.analysis_id = uuid.uuid4().hex[:16]
         self._r = None
         self._stop_requested = False
+        self._timing = None
 
     @property
     def prefix(self) -> str:
@@ -145,7 +146,7 @@ class RedisEvalParallelSampler(Sampler):
     def sample(self, request: WorkRequest) -> SampleResult:
         r = self._client()
         fixed = None if self.batch_size == "auto" else self.batch_size
-        sched = request.scheduler(self.dynamic, batch_size=fixed)
+        sched = request.scheduler(self.dynamic, batch_size=fixed, timing_hint=self._timing)
         if hasattr(sched, "target_seconds"):
             sched.target_seconds = self.target_seconds
         gen = request.work.token.replace(":", "-")
@@ -162,7 +163,9 @@ class RedisEvalParallelSampler(Sampler):
         pipe.expire(f"{P}:info", KEY_TTL)
         pipe.execute()
         try:
-            return self._run(r, sched, keys, P)
+            result = self._run(r, sched, keys, P)
+            self._timing = sched.seconds_per_evaluation()
+            return result
         finally:
             r.delete(*keys.values(), f"{P}:gen")
 
