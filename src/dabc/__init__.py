@@ -28,19 +28,23 @@ from .engine import (  # noqa: E402
 from .errors import DabcError, InputError, ModelError, WorkerError  # noqa: E402
 from .samplers import (  # noqa: E402
     ConcurrentFutureSampler,
+    DaskDistributedSampler,
     MappingSampler,
     MulticoreEvalParallelSampler,
     MulticoreParticleParallelSampler,
+    RedisEvalParallelSampler,
+    RedisStaticSampler,
     Sampler,
     SingleCoreSampler,
 )
 from .storage import History  # noqa: E402
 
 __all__ = [
-    "ABCSMC", "RV", "AdaptivePNormDistance", "ConcurrentFutureSampler", "ConstantEpsilon",
-    "DabcError", "Distance", "Epsilon", "EpsilonStallWarning", "FunctionDistance", "History",
-    "InputError", "ListEpsilon", "LocalTransition", "MappingSampler", "MedianEpsilon",
-    "ModelError", "MulticoreEvalParallelSampler", "MulticoreParticleParallelSampler",
-    "MultivariateNormalTransition", "PNormDistance", "Prior", "QuantileEpsilon", "Sampler",
-    "SingleCoreSampler", "Transition", "WorkerError", "vectorized",
+    "ABCSMC", "AdaptivePNormDistance", "ConcurrentFutureSampler", "ConstantEpsilon",
+    "DabcError", "DaskDistributedSampler", "Distance", "Epsilon", "EpsilonStallWarning",
+    "FunctionDistance", "History", "InputError", "ListEpsilon", "LocalTransition",
+    "MappingSampler", "MedianEpsilon", "ModelError", "MulticoreEvalParallelSampler",
+    "MulticoreParticleParallelSampler", "MultivariateNormalTransition", "PNormDistance",
+    "Prior", "QuantileEpsilon", "RV", "RedisEvalParallelSampler", "RedisStaticSampler",
+    "Sampler", "SingleCoreSampler", "Transition", "WorkerError", "vectorized",
 ]
