@@ -72,11 +72,13 @@ class DaskDistributedSampler(Sampler):
         key = request.work.token.encode()
         tag = request.work.token.replace(":", "-")
         in_flight: dict = {}
-        pending = as_completed()
+        pending = as_completed(with_results=True)
+        checked = time.monotonic()
 
         def submit_more():
-            nonlocal threads
-            threads = sum(client.nthreads().values()) or threads
+            nonlocal threads, checked
+            if time.monotonic() - checked > 0.5:  # follow adapt(): re-read the thread count
+                threads, checked = sum(client.nthreads().values()) or threads, time.monotonic()
             limit = self.client_max_jobs or 2 * threads
             while len(in_flight) < limit:
                 task = sched.next_task(len(in_flight), threads)
@@ -89,13 +91,9 @@ class DaskDistributedSampler(Sampler):
 
         try:
             submit_more()
-            for fut in pending:
-                entry = in_flight.pop(fut.key, None)
-                if entry is None:
+            for fut, (task, batch) in pending:
+                if in_flight.pop(fut.key, None) is None:
                     continue
-                if fut.status == "cancelled":
-                    continue
-                task, batch = fut.result()
                 sched.add(task, batch)
                 if sched.done:
                     break
