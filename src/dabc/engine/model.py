@@ -121,7 +121,13 @@ class StatLayout:
         """A vectorized model's output (one row per particle) -> (n, size) matrix."""
         mat = np.empty((n, self.size))
         for k in self.keys:
-            val = np.asarray(out[k], dtype=float).reshape(n, -1)
+            val = np.asarray(out[k], dtype=float)
+            if val.ndim == 0 or val.shape[0] != n:
+                raise InputError(
+                    f"Vectorized model returned {val.shape[0] if val.ndim else 'a scalar'} "
+                    f"rows for statistic {k!r} for a block of {n} particles; return one row "
+                    "per particle.")
+            val = val.reshape(n, -1)
             if val.shape[1] != self.slices[k].stop - self.slices[k].start:
                 raise InputError(
                     f"Statistic {k!r} has {val.shape[1]} values per particle, "

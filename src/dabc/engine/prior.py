@@ -62,6 +62,9 @@ class RV:
         shape_args = tuple(float(a) for a in shape_args)
         return lambda rng: fn(rng, loc, scale, *shape_args)
 
+    def __reduce__(self):
+        return _rebuild_rv, (self.name, self.args, self.kwargs)
+
     def draw(self, rng: np.random.Generator) -> float:
         """One draw, using a fast numpy path for common distributions."""
         if self._fast is not None:
@@ -82,6 +85,10 @@ class RV:
         args = ", ".join([repr(self.name)] + [repr(a) for a in self.args]
                          + [f"{k}={v!r}" for k, v in self.kwargs.items()])
         return f"RV({args})"
+
+
+def _rebuild_rv(name, args, kwargs) -> RV:
+    return RV(name, *args, **kwargs)
 
 
 def _as_rv(name: str, value) -> RV:

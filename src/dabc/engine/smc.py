@@ -194,7 +194,8 @@ class ABCSMC:
             model_probs /= model_probs.sum()
         work = GenerationWork(t, self.seed, self.models, self.priors, self._layout,
                               self.distance, eps, model_probs, transitions,
-                              self.stay_probability, token=f"{uuid.uuid4().hex}:{t}")
+                              self.stay_probability, token=f"{uuid.uuid4().hex}:{t}",
+                              max_failure_rate=self.max_failure_rate)
         budget = None
         if max_total_simulations is not None:
             budget = max_total_simulations - history.total_simulations

@@ -32,7 +32,7 @@ class GenerationWork:
     """
 
     def __init__(self, t, seed, models, priors, layout, distance, epsilon, model_probs,
-                 transitions=None, stay_probability=0.7, token=""):
+                 transitions=None, stay_probability=0.7, token="", max_failure_rate=0.1):
         self.t, self.seed = int(t), int(seed)
         self.models, self.priors, self.layout = models, priors, layout
         self.distance, self.epsilon = distance, float(epsilon)
@@ -40,6 +40,7 @@ class GenerationWork:
         self.transitions = transitions
         self.stay = float(stay_probability)
         self.token = token
+        self.max_failure_rate = float(max_failure_rate)
         self.alive = np.flatnonzero(self.model_probs > 0)
         self.cum = np.cumsum(self.model_probs[self.alive]) / self.model_probs[self.alive].sum()
         self.cum[-1] = 1.0
@@ -85,7 +86,7 @@ class GenerationWork:
 
     def evaluate_slots(self, j0: int, j1: int, max_attempts: int | None) -> Batch:
         """STAT: fill slots ``j0..j1-1``, each retrying from its own stream until accepted."""
-        parts = []
+        parts, tried, failed = [], 0, 0
         for j in range(j0, j1):
             r = 0
             while max_attempts is None or r < max_attempts:
@@ -106,6 +107,11 @@ class GenerationWork:
                 part.attempt = np.arange(r, r + n, dtype=np.int64)
                 parts.append(part)
                 r += n
+                tried, failed = tried + n, failed + int(part.failed.sum())
+                if failed >= 10 and failed / tried > self.max_failure_rate:
+                    out = _merge(parts)  # too many failures: let the scheduler report them
+                    out.aborted = True
+                    return out
                 if part.accepted.any():
                     break
         return _merge(parts) if parts else self._finish([], np.zeros(0, np.int64),
@@ -190,7 +196,7 @@ class GenerationWork:
                            f"for {int(ok.sum())} simulations; it must return one number each.")
             return batch
         batch.distance[ok] = np.where(np.isnan(d), np.inf, d)
-        batch.accepted = batch.distance <= self.epsilon
+        batch.accepted = ok & (batch.distance <= self.epsilon)
         return batch
 
     # -- vectorized blocks -------------------------------------------------------------

@@ -38,6 +38,7 @@ class Batch:
     first_failure: str | None = None
     fatal: str | None = None
     seconds: float = 0.0
+    aborted: bool = False   # the task stopped early because most evaluations failed
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -61,7 +62,7 @@ class SampleResult:
 
     population: Batch       # accepted rows, in id (DYN) or slot (STAT) order
     evaluations: Batch      # every counted evaluation, accepted or not
-    n_evaluated: int        # evaluations actually run, including discarded extras
+    n_evaluated: int        # evaluations whose results arrived, including discarded extras
     complete: bool          # False when a simulation budget ended the generation early
 
 
@@ -89,15 +90,18 @@ class _Scheduler:
             self.first_failure = batch.first_failure
         if self.n_failed >= 10:
             self.check_failures(self.n_failed, self.n_evaluated)
+        if batch.aborted:
+            self.check_failures(int(batch.failed.sum()), len(batch), strict=False)
 
-    def check_failures(self, failed: int, evaluated: int) -> None:
-        """Raise ModelError when the share of failed evaluations exceeds the limit."""
-        if evaluated and failed / evaluated > self.max_failure_rate:
+    def check_failures(self, failed: int, evaluated: int, strict: bool = True) -> None:
+        """Raise ModelError when the share of failed evaluations exceeds the limit
+        (always, with ``strict=False``: a worker already judged it so)."""
+        if evaluated and (failed / evaluated > self.max_failure_rate or not strict):
             names = ", ".join(repr(m) for m in self.model_names)
             raise ModelError(
                 f"Model {names} failed in {failed} of {evaluated} evaluations "
-                f"({failed / evaluated:.0%}, above max_failure_rate="
-                f"{self.max_failure_rate:.0%}). Fix the model or raise max_failure_rate. "
+                f"(a share of {failed / evaluated:.3g}, above max_failure_rate="
+                f"{self.max_failure_rate:.3g}). Fix the model or raise max_failure_rate. "
                 f"First failure:\n{self.first_failure}"
             )
 

@@ -88,17 +88,22 @@ class _Pool:
             busy = sum(len(w.tasks) for w in self.workers)
             spe = sched.seconds_per_evaluation()
             depth = 2 if spe is None or spe < 0.005 else 1
-            for w in self.workers:
+            for w in list(self.workers):
                 while len(w.tasks) < depth:
                     task = sched.next_task(busy, self.n_procs)
                     if task is None:
                         break
-                    if w.token != token:
-                        w.conn.send(("work", token, request.payload))
-                        w.token = token
-                    w.conn.send(("task", token, task))
                     w.tasks.append((token, task))
                     busy += 1
+                    try:
+                        if w.token != token:
+                            w.conn.send(("work", token, request.payload))
+                            w.token = token
+                        w.conn.send(("task", token, task))
+                    except OSError:  # the worker died before we noticed: redo its tasks
+                        restarts += 1
+                        self._replace(w, token, sched, restarts)
+                        break
             if not any(w.tasks for w in self.workers):
                 raise WorkerError("sampler stalled: no task in flight and the generation is "
                                   "not complete (please report this bug)")

@@ -83,8 +83,10 @@ def _engine(url: str) -> sa.Engine:
         path = url[len("sqlite:///"):]
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
-            raise InputError(f"Cannot create the database {path!r}: folder {parent!r} does not "
-                             "exist. Create it or choose another path for db=.")
+            what = (f"{parent!r} is not a folder" if os.path.exists(parent)
+                    else f"folder {parent!r} does not exist")
+            raise InputError(f"Cannot create the database {path!r}: {what}. Create the "
+                             "folder or choose another path for db=.")
         if not os.access(parent, os.W_OK) or (os.path.exists(path)
                                                and not os.access(path, os.W_OK)):
             raise InputError(f"Cannot write the database {path!r}: permission denied. Choose a "
