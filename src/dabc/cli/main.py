@@ -52,10 +52,26 @@ def _has_runs_table(url: str) -> bool:
             return sa.inspect(engine).has_table("dabc_runs")
         finally:
             engine.dispose()
-    except Exception as exc:  # driver missing, server down, bad credentials, ...
-        raise InputError(f"Cannot open database {url!r}: {type(exc).__name__}: "
+    except ModuleNotFoundError as exc:
+        raise InputError(f"Cannot open database {shown(url)!r}: its driver {exc.name!r} is not "
+                         "installed. For PostgreSQL install dabc[postgres] and write the URL "
+                         "as postgresql+psycopg2://user@host/database.") from exc
+    except Exception as exc:  # server down, bad credentials, ...
+        raise InputError(f"Cannot open database {shown(url)!r}: {type(exc).__name__}: "
                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}. "
                          "Check the URL and that the server is running.") from exc
+
+
+def shown(db: str) -> str:
+    """A database for messages: the URL with its password hidden, or the path."""
+    if "://" not in str(db):
+        return str(db)
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(str(db)).render_as_string(hide_password=True)
+    except Exception:
+        return str(db)
 
 
 def open_history(db: str, run: int | None = None):
@@ -71,15 +87,15 @@ def open_history(db: str, run: int | None = None):
         if os.path.isdir(path):
             raise InputError(f"{path!r} is a folder, not a database file.")
     if not _has_runs_table(url):
-        raise InputError(f"{db!r} is not a dabc database (it has no dabc_runs table).")
+        raise InputError(f"{shown(db)!r} is not a dabc database (it has no dabc_runs table).")
     history = History(url)
     runs = history.all_runs()
     if not len(runs):
-        raise InputError(f"No run stored in {db!r}.")
+        raise InputError(f"No run stored in {shown(db)!r}.")
     ids = [int(i) for i in runs["id"]]
     if run is not None:
         if run not in ids:
-            raise InputError(f"No run with id {run} in {db!r}; stored runs: "
+            raise InputError(f"No run with id {run} in {shown(db)!r}; stored runs: "
                              f"{_id_list(ids)}.")
         history.id = run
     return history, runs
@@ -164,9 +180,10 @@ def cmd_demo(args) -> int:
           f"{demo.N_OBS} observations y | mu ~ N(mu, 1) summarised by their mean "
           f"ybar = {obs['ybar']:.4g}", flush=True)
     print(f"population {args.population}, MulticoreEvalParallelSampler with {n_procs} "
-          f"worker processes, seed {args.seed}, up to {args.generations} generations, "
-          f"database {db}", flush=True)
+          f"worker process{'es' if n_procs != 1 else ''}, seed {args.seed}, "
+          f"up to {args.generations} generations, database {db}", flush=True)
     abc = ABCSMC(demo.model, demo.prior(), population_size=args.population,
+                 model_names=["normal_mean"],
                  sampler=MulticoreEvalParallelSampler(n_procs), seed=args.seed)
     tic = time.perf_counter()
     history = abc.run(obs, db=db, max_generations=args.generations)
@@ -194,14 +211,14 @@ def cmd_demo(args) -> int:
     print(f"final epsilon: {gens['epsilon'].iloc[-1]:.4g}")
     print(f"wall time:     {wall:.1f} s")
     print(f"stop reason:   {stop}")
-    print(f"stored in:     {history.url} (see: dabc info {db})")
+    print(f"stored in:     {shown(history.url)} (see: dabc info {db})")
     return 0
 
 
 # --- info ------------------------------------------------------------------------------
 def cmd_info(args) -> int:
     history, runs = open_history(args.db, args.run)
-    print(f"Database {history.url}: {len(runs)} run{'s' if len(runs) != 1 else ''}")
+    print(f"Database {shown(history.url)}: {len(runs)} run{'s' if len(runs) != 1 else ''}")
     rows = [[_Cell(str(int(r.id))), _when(r.created), r.status or "-", r.stop_reason or "-",
              _Cell(_int(r.generations)), _Cell(_int(r.simulations))]
             for r in runs.itertuples()]
@@ -315,6 +332,8 @@ def cmd_export(args) -> int:
                 sys.stdout.write("\n")
         else:
             df.to_parquet(target, index=False)
+    except BrokenPipeError:
+        raise
     except OSError as exc:
         raise InputError(f"Cannot write {args.out!r}: {exc.strerror or exc}.") from exc
     if not to_stdout:
@@ -414,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dabc {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. 'dabc export ... --out - | head'
-        sys.stderr.close()
+    except BrokenPipeError:  # e.g. 'dabc export ... --out - | head': stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 1
 
 

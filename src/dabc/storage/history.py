@@ -62,9 +62,20 @@ particles = sa.Table(
 
 
 def database_url(db: str) -> str:
-    """A SQLAlchemy URL from a URL or a plain file path (taken as SQLite)."""
+    """A SQLAlchemy URL from a URL or a plain file path (taken as SQLite).
+
+    ``postgresql://`` uses psycopg2 (the ``postgres`` extra) unless psycopg 3 is installed.
+    """
     db = os.fspath(db)
-    return db if "://" in db else f"sqlite:///{db}"
+    if "://" not in db:
+        return f"sqlite:///{db}"
+    scheme, rest = db.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        import importlib.util
+
+        driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
+        return f"postgresql+{driver}://{rest}"
+    return db
 
 
 def _pack(arrays: dict) -> bytes:
@@ -202,8 +213,9 @@ class History:
     def append_generation(self, t: int, info: dict, per_model: dict[int, dict],
                           state: bytes) -> None:
         """Store generation ``t`` atomically: its summary row and each model's particles."""
-        row = dict(info, run_id=self.id, t=t, state=state,
-                   model_probabilities=json.dumps(info["model_probabilities"]))
+        row = {k: v.item() if isinstance(v, np.generic) else v for k, v in info.items()}
+        row.update(run_id=self.id, t=t, state=state,
+                   model_probabilities=json.dumps([float(p) for p in info["model_probabilities"]]))
         try:
             with self.engine.begin() as c:
                 c.execute(generations.insert().values(**row))

@@ -1,0 +1,144 @@
+"""Distributed benchmarks: Redis and Dask samplers, dabc and pyABC 0.13 side by side (JSON).
+
+    python benchmarks/bench_distributed.py [--only fast,sleep10,sleep100] [--no-pyabc]
+
+``fast`` runs with 2 workers (evaluations/s, also against our MulticoreEval with 2
+processes); the sleep workloads with 8 workers (efficiency). The script starts its own
+password-protected redis-server on a free loopback port and its own Dask LocalCluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import dabc  # noqa: E402
+from run_all import pyabc_python, ratio  # noqa: E402
+from workloads import run_dabc  # noqa: E402
+
+WORKERS = {"fast": 2, "sleep10": 8, "sleep100": 8}
+
+
+class RedisServer:
+    """A throw-away redis-server on a free loopback port with a random password."""
+
+    def __enter__(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.password = secrets.token_hex(8)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass",
+             self.password, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                dabc.samplers.redis.connect(port=self.port, password=self.password).close()
+                return self
+            except dabc.InputError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def start_workers(server: RedisServer, n: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "dabc", "redis-worker", "--port",
+                             str(server.port), "--password", server.password, "--processes",
+                             str(n)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    r = dabc.samplers.redis.connect(port=server.port, password=server.password)
+    while len(dabc.samplers.redis.live_workers(r)) < n:  # wait until all have joined
+        if time.monotonic() > deadline:
+            raise RuntimeError("redis workers did not start")
+        time.sleep(0.1)
+    r.close()
+    return proc
+
+
+def run_pyabc(workload: str, sampler: str, procs: int, server: RedisServer | None) -> dict:
+    cmd = [pyabc_python(), str(HERE / "pyabc_runner.py"), workload, "--sampler", sampler,
+           "--procs", str(procs)]
+    if server is not None:
+        cmd += ["--redis-port", str(server.port), "--redis-password", server.password]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        return {"tool": "pyabc", "workload": workload, "sampler": sampler,
+                "error": proc.stderr.strip().splitlines()[-3:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench(workload: str, with_pyabc: bool) -> dict:
+    from distributed import Client, LocalCluster
+
+    n = WORKERS[workload]
+    out: dict = {"workers": n}
+    with RedisServer() as server:
+        workers = start_workers(server, n)
+        try:
+            sampler = dabc.RedisEvalParallelSampler(port=server.port, password=server.password)
+            out["dabc_redis"] = run_dabc(workload, sampler)
+        finally:
+            workers.terminate()
+            workers.wait(30)
+        if with_pyabc:
+            out["pyabc_redis"] = run_pyabc(workload, "redis", n, server)
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        out["dabc_dask"] = run_dabc(workload, dabc.DaskDistributedSampler(client))
+    if with_pyabc:
+        out["pyabc_dask"] = run_pyabc(workload, "dask", n, None)
+    for r in ("dabc_redis", "dabc_dask"):
+        out[r]["procs"] = n
+        if out[r]["efficiency"] is not None:  # recompute with the real worker count
+            sims, wall = out[r]["simulations"], out[r]["wall_s"]
+            out[r]["efficiency"] = round(sims * {"sleep10": 0.01, "sleep100": 0.1}[workload]
+                                         / n / wall, 4)
+    if workload == "fast":
+        out["dabc_multicore2"] = run_dabc("fast", dabc.MulticoreEvalParallelSampler(2))
+        out["ratios"] = {
+            "redis_vs_multicore2": ratio(out["dabc_redis"], out["dabc_multicore2"],
+                                         "evals_per_s"),
+            "dask_vs_multicore2": ratio(out["dabc_dask"], out["dabc_multicore2"],
+                                        "evals_per_s"),
+        }
+        if with_pyabc:
+            out["ratios"]["redis_vs_pyabc_redis"] = ratio(out["dabc_redis"],
+                                                          out["pyabc_redis"], "evals_per_s")
+            out["ratios"]["dask_vs_pyabc_dask"] = ratio(out["dabc_dask"], out["pyabc_dask"],
+                                                        "evals_per_s")
+        out["targets"] = {"redis_vs_pyabc_redis": 10, "dask_vs_pyabc_dask": 100,
+                          "redis_vs_multicore2": 0.5, "dask_vs_multicore2": 0.5}
+    else:
+        out["target_efficiency"] = {"sleep10": 0.85, "sleep100": 0.90}[workload]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="fast,sleep10,sleep100")
+    ap.add_argument("--no-pyabc", action="store_true")
+    args = ap.parse_args(argv)
+    results = {"machine": {"cpus": os.cpu_count(), "dabc": dabc.__version__}}
+    for name in args.only.split(","):
+        if name not in WORKERS:
+            ap.error(f"unknown benchmark {name!r}")
+        results[name] = bench(name, not args.no_pyabc)
+        print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
