@@ -2,8 +2,10 @@
 
 The generation's work is scattered once (to every worker) and passed to tasks as a future;
 each task evaluates a range of ids and is a pure function of (work, range), so a task lost
-with its worker is recomputed by Dask with the identical result. The number of tasks in
-flight follows the cluster's current thread count, so ``cluster.adapt()`` works.
+with its worker is recomputed by Dask with the identical result. If every copy of the
+scattered work is lost, the work is scattered again and the unfinished tasks resubmitted.
+The number of tasks in flight follows the cluster's current thread count, so
+``cluster.adapt()`` works.
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ class DaskDistributedSampler(Sampler):
                                   "the cluster.")
             time.sleep(0.2)
 
+    def _scatter(self, client, payload: bytes, tries: int = 3):
+        """Put the work on every worker; retried when a worker dies while receiving it."""
+        for attempt in range(tries):
+            try:
+                return client.scatter(payload, broadcast=True, hash=False)
+            except OSError as exc:  # CommClosedError and friends
+                if attempt == tries - 1:
+                    raise WorkerError(f"could not send the work to the Dask workers: {exc}"
+                                      ) from exc
+                self._threads(client)
+
     def sample(self, request: WorkRequest) -> SampleResult:
         from distributed import as_completed
 
@@ -68,32 +81,55 @@ class DaskDistributedSampler(Sampler):
         sched = request.scheduler(True, batch_size=fixed, timing_hint=self._timing)
         sched.target_seconds = self.target_seconds
         threads = self._threads(client)
-        work = client.scatter(request.payload, broadcast=True, hash=False)
         key = request.work.token.encode()
         tag = request.work.token.replace(":", "-")
         in_flight: dict = {}
-        pending = as_completed(with_results=True)
+        pending = as_completed(with_results=True, loop=client.loop)
         checked = time.monotonic()
+        state = {"work": self._scatter(client, request.payload), "round": 0}
+
+        def rescatter():
+            """The scattered work was lost with its workers: wait for workers, scatter again."""
+            nonlocal threads, checked
+            threads, checked = self._threads(client), time.monotonic()
+            client.cancel(state["work"])
+            state["work"] = self._scatter(client, request.payload)
+            state["round"] += 1
 
         def submit_more():
             nonlocal threads, checked
             if time.monotonic() - checked > 0.5:  # follow adapt(): re-read the thread count
                 threads, checked = sum(client.nthreads().values()) or threads, time.monotonic()
             limit = self.client_max_jobs or 2 * threads
+            suffix = f"-r{state['round']}" if state["round"] else ""
             while len(in_flight) < limit:
                 task = sched.next_task(len(in_flight), threads)
                 if task is None:
                     return
-                fut = client.submit(_run, work, task, key, pure=False,
-                                    key=f"dabc-{tag}-{task[1]}-{task[2]}")
+                fut = client.submit(_run, state["work"], task, key, pure=False,
+                                    key=f"dabc-{tag}-{task[1]}-{task[2]}{suffix}")
                 in_flight[fut.key] = (fut, task)
                 pending.add(fut)
 
         try:
             submit_more()
-            for fut, (task, batch) in pending:
-                if in_flight.pop(fut.key, None) is None:
+            for fut, res in pending:
+                entry = in_flight.pop(fut.key, None)
+                if entry is None:
+                    continue  # cancelled by us, or from an earlier round
+                if fut.status == "error":
+                    _, exc, tb = res
+                    raise exc.with_traceback(tb)
+                if fut.status != "finished":  # cancelled by the cluster: the work was lost
+                    sched.reissue(entry[1])
+                    for f, t in in_flight.values():
+                        f.cancel()
+                        sched.reissue(t)
+                    in_flight.clear()
+                    rescatter()
+                    submit_more()
                     continue
+                task, batch = res
                 sched.add(task, batch)
                 if sched.done:
                     break
@@ -107,7 +143,7 @@ class DaskDistributedSampler(Sampler):
         finally:
             if in_flight:
                 client.cancel([f for f, _ in in_flight.values()])
-            client.cancel(work)
+            client.cancel(state["work"])
         self._timing = sched.seconds_per_evaluation()
         return sched.result()
 
