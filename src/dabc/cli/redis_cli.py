@@ -43,7 +43,8 @@ def _serve(kwargs) -> None:
     from ..samplers.redis import work_loop
 
     stats = work_loop(**kwargs)
-    print(json.dumps(stats), flush=True)
+    sys.stdout.write(json.dumps(stats) + "\n")  # one write: lines of processes never interleave
+    sys.stdout.flush()
 
 
 def run_worker(args) -> int:

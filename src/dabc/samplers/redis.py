@@ -64,16 +64,27 @@ def connect(host: str = "localhost", port: int = 6379, password: str | None = No
             url: str | None = None):
     """A checked redis-py client; a wrong password or an unreachable server is an InputError."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     where = url or f"{host}:{port}"
-    try:
+
+    def make(**extra):
         if url:
-            client = redis.Redis.from_url(url, password=password, socket_connect_timeout=5)
-        else:
-            client = redis.Redis(host=host, port=port, password=password,
-                                 socket_connect_timeout=5)
-        client.ping()
+            return redis.Redis.from_url(url, password=password, socket_connect_timeout=5,
+                                        **extra)
+        return redis.Redis(host=host, port=port, password=password, socket_connect_timeout=5,
+                           **extra)
+
+    try:
+        probe = make(retry=Retry(NoBackoff(), 0))  # fail at once on a wrong password
+        probe.ping()
+        probe.close()
+        client = make()
     except redis.AuthenticationError as exc:
+        if password is None:
+            raise InputError(f"Redis at {where} needs a password ({exc}). Pass password= / "
+                             "--password.") from exc
         raise InputError(f"Redis at {where} refused the password ({exc}). Pass the server's "
                          "requirepass as password= / --password.") from exc
     except redis.ResponseError as exc:
@@ -157,6 +168,7 @@ class RedisEvalParallelSampler(Sampler):
         pipe.set(f"{P}:gen", gen, ex=KEY_TTL)
         pipe.set(f"{P}:alive", 1, ex=ALIVE_TTL)
         pipe.zadd(ANALYSES, {self.analysis_id: time.time()})
+        pipe.expire(ANALYSES, KEY_TTL)
         pipe.hset(f"{P}:info", mapping={"generation": getattr(request.work, "t", -1),
                                         "n": request.n, "accepted": 0, "evaluations": 0,
                                         "failures": 0, "started": time.time()})
@@ -233,6 +245,7 @@ class RedisEvalParallelSampler(Sampler):
             pipe.expire(k, KEY_TTL)
         pipe.set(f"{P}:alive", 1, ex=ALIVE_TTL)
         pipe.zadd(ANALYSES, {self.analysis_id: time.time()})
+        pipe.expire(ANALYSES, KEY_TTL)
         pipe.hset(f"{P}:info", mapping={"accepted": sched.n_accepted,
                                         "evaluations": sched.n_evaluated,
                                         "failures": sched.n_failed})
@@ -263,6 +276,31 @@ class _Stop(BaseException):
     """Raised in a worker by SIGTERM/SIGINT to abandon the current task."""
 
 
+def _relay_signals_to_main_thread() -> None:
+    """Make SIGTERM/SIGINT interrupt the main thread even when another thread receives it.
+
+    Python runs handlers only in the main thread, and only when it next executes bytecode;
+    a model blocked in a long C call would keep its claim. The C-level handler writes the
+    signal number to a wakeup pipe at once, whichever thread it lands on; a relay thread
+    then sends SIGUSR1 to the main thread, whose blocking call returns with EINTR.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd)
+    main_id = threading.main_thread().ident
+    wanted = {int(signal.SIGTERM), int(signal.SIGINT)}
+
+    def relay():
+        while True:
+            data = os.read(read_fd, 64)
+            if not data:
+                return
+            if wanted.intersection(data):
+                signal.pthread_kill(main_id, signal.SIGUSR1)
+
+    threading.Thread(target=relay, daemon=True, name="dabc-signal-relay").start()
+
+
 def work_loop(host="localhost", port=6379, password=None, url=None, runtime: float | None = None,
               idle_sleep: float = 0.02, install_signals: bool = True) -> dict:
     """Serve every analysis on the server until ``runtime`` seconds pass or SIGTERM/SIGINT.
@@ -277,23 +315,31 @@ def work_loop(host="localhost", port=6379, password=None, url=None, runtime: flo
     stopping = threading.Event()
 
     def on_signal(signum, frame):
+        if stopping.is_set():
+            return  # already stopping: let the clean-up finish
         stopping.set()
         raise _Stop()
 
     if install_signals:
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(sig, on_signal)
+        _relay_signals_to_main_thread()
+
+    def heartbeat():
+        pipe = r.pipeline()
+        pipe.zadd(WORKERS, {wid: time.time()})
+        pipe.expire(WORKERS, int(HEARTBEAT_TTL) + 1)  # gone soon after the last worker
+        pipe.set(f"dabc:worker:{wid}", "1", ex=int(HEARTBEAT_TTL) + 1)
+        pipe.execute()
 
     def beat():
         while not stopping.wait(HEARTBEAT_TTL / 3):
             try:
-                r.zadd(WORKERS, {wid: time.time()})
-                r.set(f"dabc:worker:{wid}", "1", ex=int(HEARTBEAT_TTL) + 1)
+                heartbeat()
             except Exception:  # the server went away; the main loop will notice
                 pass
 
-    r.zadd(WORKERS, {wid: time.time()})
-    r.set(f"dabc:worker:{wid}", "1", ex=int(HEARTBEAT_TTL) + 1)
+    heartbeat()
     threading.Thread(target=beat, daemon=True).start()
     deadline = None if runtime is None else time.monotonic() + runtime
     cache: dict = {}
