@@ -132,11 +132,15 @@ class GenerationWork:
                            "outside the prior's support")
 
     def _perturb_model(self, m: int, rng) -> int:
-        k = len(self.alive)
-        if k == 1 or rng.random() < self.stay:
+        """Keep model m with probability ``stay``, else jump to another live model."""
+        if len(self.alive) == 1 or rng.random() < self.stay:
             return m
+        return self._jump(m, rng)
+
+    def _jump(self, m: int, rng) -> int:
+        """A uniformly chosen live model other than m."""
         others = self.alive[self.alive != m]
-        return int(others[int(rng.random() * (k - 1))])
+        return int(others[int(rng.random() * len(others))])
 
     def _one(self, rng):
         """Propose, simulate and flatten one evaluation: (m, theta, stats, failure)."""
@@ -208,9 +212,10 @@ class GenerationWork:
             if self.transitions is not None:
                 model[todo] = self.alive[np.searchsorted(self.cum, rng.random(len(todo)),
                                                          side="right")]
-                stay = rng.random(len(todo)) < self.stay
-                for r in np.flatnonzero(~stay):
-                    model[todo[r]] = self._perturb_model(int(model[todo[r]]), rng)
+                if len(self.alive) > 1:
+                    stay = rng.random(len(todo)) < self.stay
+                    for r in np.flatnonzero(~stay):
+                        model[todo[r]] = self._jump(int(model[todo[r]]), rng)
             bad = []
             for m in np.unique(model[todo]):
                 rows = todo[model[todo] == m]
