@@ -34,17 +34,17 @@ import cloudpickle
 import dask
 import numpy as np
 import pytest
+from distributed import Client, LocalCluster, get_task_stream
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 import dabc
-from distributed import Client, LocalCluster, get_task_stream
+from determinism import assert_same, snapshot
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SEED = 7_345_112
 N = 200          # population size of the equivalence runs
 GENS = 3
-FIELDS = ("theta", "weight", "distance", "stats", "id")
 OBS = {"y": 1.0}
 PRIOR_X = dabc.Prior(x=dabc.RV("norm", 0, 1))
 _MAIN_PID = os.getpid()
@@ -115,29 +115,8 @@ def run(model, sampler, db: Path, *, n=N, gens=GENS, seed=SEED, **kwargs) -> dab
     return abc.run(OBS, db=f"sqlite:///{db}", max_generations=gens)
 
 
-def snapshot(h: dabc.History) -> dict:
-    """Everything the determinism contract covers, read back from the database."""
-    pops = h.get_all_populations()
-    return {"t": pops.t.to_numpy(), "epsilon": pops.epsilon.to_numpy(),
-            "n_simulations": pops.n_simulations.to_numpy(),
-            "model_probabilities": h.get_model_probabilities().to_numpy(),
-            "arrays": [{m: {k: a[k] for k in FIELDS} for m, a in h.get_arrays(int(t)).items()}
-                       for t in pops.t]}
 
 
-def assert_same(got: dict, ref: dict) -> None:
-    """Bit-identical populations (theta, weights, ids, ...), epsilons and simulation counts."""
-    np.testing.assert_array_equal(got["t"], ref["t"], err_msg="generations")
-    np.testing.assert_array_equal(got["n_simulations"], ref["n_simulations"],
-                                  err_msg="n_simulations per generation")
-    np.testing.assert_array_equal(got["epsilon"], ref["epsilon"], err_msg="epsilon")
-    np.testing.assert_array_equal(got["model_probabilities"], ref["model_probabilities"])
-    for t, (g, r) in enumerate(zip(got["arrays"], ref["arrays"], strict=True)):
-        assert sorted(g) == sorted(r), f"generation {t}: models present differ"
-        for m in r:
-            for k in FIELDS:
-                np.testing.assert_array_equal(g[m][k], r[m][k],
-                                              err_msg=f"generation {t}, model {m}, {k}")
 
 
 _REFERENCES: dict[tuple, dict] = {}

@@ -31,6 +31,7 @@ import pytest
 import dabc
 from dabc.samplers import MappingSampler, SingleCoreSampler
 from dabc.samplers.redis import manager
+from determinism import assert_same, snapshot
 from redis_server import CLI, RedisServer, Worker, wait_for
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -41,7 +42,6 @@ GENS = 3
 OBS = {"y": 1.0}
 PRIOR_X = dabc.Prior(x=dabc.RV("norm", 0, 1))
 PRIOR_AB = dabc.Prior(a=dabc.RV("uniform", -2, 6), b=dabc.RV("norm", 0, 1))
-FIELDS = ("theta", "weight", "distance", "stats", "id")
 STALL_ENV = "DABC_TEST_STALL_MARKER"  # see Sleepy
 FACTOR_ENV = "DABC_TEST_SLEEP_FACTOR"
 STALL_SECONDS = 120.0
@@ -92,31 +92,8 @@ def run_abc(models, priors, sampler, db, *, n=N, gens=GENS, seed=SEED, observed=
     return abc.run(observed or OBS, db=f"sqlite:///{db}", max_generations=gens)
 
 
-def snapshot(h: dabc.History) -> dict:
-    """Everything the determinism contract covers, read back from the database."""
-    pops = h.get_all_populations()
-    return {"t": pops.t.to_numpy(), "epsilon": pops.epsilon.to_numpy(),
-            "n_simulations": pops.n_simulations.to_numpy(),
-            "model_probabilities": h.get_model_probabilities().to_numpy(),
-            "arrays": [{m: {k: a[k] for k in FIELDS} for m, a in h.get_arrays(int(t)).items()}
-                       for t in pops.t]}
 
 
-def assert_same(got: dict, ref: dict, generations: int | None = None) -> None:
-    """Bit-identical populations (theta, weights, ids, ...), epsilons and simulation counts.
-
-    With ``generations``, ``got`` must equal the first that many generations of ``ref``.
-    """
-    k = len(ref["t"]) if generations is None else generations
-    assert len(got["t"]) == k, f"{len(got['t'])} generations stored, expected {k}"
-    for key in ("t", "epsilon", "n_simulations", "model_probabilities"):
-        np.testing.assert_array_equal(got[key], ref[key][:k], err_msg=key)
-    for t, (g, r) in enumerate(zip(got["arrays"], ref["arrays"][:k], strict=True)):
-        assert sorted(g) == sorted(r), f"generation {t}: models present differ"
-        for m in r:
-            for f in FIELDS:
-                np.testing.assert_array_equal(g[m][f], r[m][f],
-                                              err_msg=f"generation {t}, model {m}, {f}")
 
 
 _REFS: dict = {}

@@ -17,33 +17,14 @@ import numpy as np
 import pytest
 
 import dabc
+from determinism import assert_same, snapshot
 
 SCRIPT = Path(__file__).parent / "scripts" / "resume_run.py"
 SEED = 424242
-FIELDS = ("theta", "weight", "distance", "stats", "id")
 
 
-def snapshot(h: dabc.History) -> dict:
-    pops = h.get_all_populations()
-    return {"t": pops.t.to_numpy(), "epsilon": pops.epsilon.to_numpy(),
-            "n_simulations": pops.n_simulations.to_numpy(),
-            "model_probabilities": h.get_model_probabilities().to_numpy(),
-            "arrays": [h.get_arrays(int(t)) for t in pops.t]}
 
 
-def assert_same(got: dict, ref: dict) -> None:
-    np.testing.assert_array_equal(got["t"], ref["t"], err_msg="generations")
-    np.testing.assert_array_equal(got["epsilon"], ref["epsilon"], err_msg="epsilon")
-    np.testing.assert_array_equal(got["n_simulations"], ref["n_simulations"],
-                                  err_msg="n_simulations")
-    np.testing.assert_array_equal(got["model_probabilities"], ref["model_probabilities"],
-                                  err_msg="model probabilities")
-    for t, (g, r) in enumerate(zip(got["arrays"], ref["arrays"], strict=True)):
-        assert sorted(g) == sorted(r), f"generation {t}: models present differ"
-        for m in r:
-            for k in FIELDS:
-                np.testing.assert_array_equal(g[m][k], r[m][k],
-                                              err_msg=f"generation {t}, model {m}, {k}")
 
 
 def _start(db: Path, marker: Path, max_generations: int) -> subprocess.Popen:

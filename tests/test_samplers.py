@@ -20,11 +20,11 @@ import pytest
 
 import dabc
 from dabc.samplers import SingleCoreSampler
+from determinism import assert_same, snapshot
 
 SEED = 20240611
 N = 40          # population size of the equivalence runs
 GENS = 4        # generations of the equivalence runs
-FIELDS = ("theta", "weight", "distance", "stats", "id")
 _MAIN_PID = os.getpid()  # forked workers inherit this value; used to never kill pytest
 
 
@@ -112,30 +112,8 @@ def run(models, priors, sampler, db: Path, *, n=N, gens=GENS, seed=SEED, observe
     return abc.run(observed or OBS, db=f"sqlite:///{db}", max_generations=gens)
 
 
-def snapshot(h: dabc.History) -> dict:
-    """Everything the determinism contract covers, read back from the database."""
-    pops = h.get_all_populations()
-    arrays = [h.get_arrays(int(t)) for t in pops.t]
-    return {"t": pops.t.to_numpy(), "epsilon": pops.epsilon.to_numpy(),
-            "n_simulations": pops.n_simulations.to_numpy(),
-            "model_probabilities": h.get_model_probabilities().to_numpy(),
-            "arrays": [{m: {k: a[k] for k in FIELDS} for m, a in g.items()} for g in arrays]}
 
 
-def assert_same(got: dict, ref: dict) -> None:
-    """Bit-identical populations, epsilons and simulation counts."""
-    np.testing.assert_array_equal(got["t"], ref["t"], err_msg="generations")
-    np.testing.assert_array_equal(got["epsilon"], ref["epsilon"], err_msg="epsilon")
-    np.testing.assert_array_equal(got["n_simulations"], ref["n_simulations"],
-                                  err_msg="n_simulations")
-    np.testing.assert_array_equal(got["model_probabilities"], ref["model_probabilities"],
-                                  err_msg="model probabilities")
-    for t, (g, r) in enumerate(zip(got["arrays"], ref["arrays"], strict=True)):
-        assert sorted(g) == sorted(r), f"generation {t}: models present differ"
-        for m in r:
-            for k in FIELDS:
-                np.testing.assert_array_equal(g[m][k], r[m][k],
-                                              err_msg=f"generation {t}, model {m}, {k}")
 
 
 _REFERENCES: dict[tuple[str, str], dict] = {}

@@ -60,22 +60,42 @@ def _mixture_logpdf(x, centres, logw, chols, chunk=2048):
     """log sum_j w_j N(x; centres_j, L_j L_j^T); ``chols`` is one (d, d) or one per centre."""
     x = np.atleast_2d(x)
     d = x.shape[1]
-    shared = chols.ndim == 2
-    if shared:
-        inv = np.linalg.inv(chols)
-        logdet = np.log(np.abs(np.diag(chols))).sum()
-    else:
-        inv = np.linalg.inv(chols)
-        logdet = np.log(np.abs(np.diagonal(chols, axis1=1, axis2=2))).sum(axis=1)
+    if chols.ndim == 2:
+        return _shared_mixture_logpdf(x, centres, np.exp(logw), chols, chunk)
+    inv = np.linalg.inv(chols)
+    logdet = np.log(np.abs(np.diagonal(chols, axis1=1, axis2=2))).sum(axis=1)
     const = -0.5 * d * np.log(2 * np.pi) - logdet
     out = np.empty(len(x))
     for s in range(0, len(x), chunk):
         diff = x[s:s + chunk, None, :] - centres[None, :, :]  # (c, M, d)
-        if shared:
-            z = diff @ inv.T
-        else:
-            z = np.einsum("jkl,cjl->cjk", inv, diff)
+        z = np.einsum("jkl,cjl->cjk", inv, diff)
         out[s:s + chunk] = logsumexp(logw + const - 0.5 * (z**2).sum(axis=2), axis=1)
+    return out
+
+
+def _shared_mixture_logpdf(x, centres, w, chol, chunk):
+    """The mixture density with one covariance: whitened distances, one exp and one matmul.
+
+    Each row is shifted by its smallest distance before exponentiating, so no row underflows.
+    """
+    d = x.shape[1]
+    inv = np.linalg.inv(chol)
+    z, c = x @ inv.T, centres @ inv.T
+    const = -0.5 * d * np.log(2 * np.pi) - np.log(np.abs(np.diag(chol))).sum()
+    c2 = (c**2).sum(axis=1)
+    out = np.empty(len(x))
+    for s in range(0, len(x), chunk):
+        zs = z[s:s + chunk]
+        if d == 1:
+            d2 = (zs - c.T) ** 2
+        else:
+            d2 = (zs**2).sum(axis=1)[:, None] + c2[None, :] - 2 * zs @ c.T
+            np.maximum(d2, 0, out=d2)
+        low = d2.min(axis=1)
+        d2 -= low[:, None]
+        d2 *= -0.5
+        np.exp(d2, out=d2)
+        out[s:s + chunk] = np.log(d2 @ w) - 0.5 * low + const
     return out
 
 

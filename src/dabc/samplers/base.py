@@ -137,16 +137,22 @@ class DynamicScheduler(_Scheduler):
         self.target_seconds, self.max_size = target_seconds, max_size
         self.fixed_size = fixed_size
         self.next_id = 0
+        self.issued = 0                             # ids handed out (re-issues not counted)
         self.pending: list[tuple[int, int]] = []   # ranges to re-issue first
         self.done_ranges: dict[int, int] = {}       # start -> stop, beyond the prefix
         self.prefix = 0                             # every id below this is evaluated
         self.batches: list[Batch] = []
         self.accepted_ids: list[np.ndarray] = []
         self._cutoff: int | None = None
+        self._received = 0
 
     # -- scheduling ---------------------------------------------------------------
     def next_task(self, in_flight: int = 0, workers: int = 1) -> tuple | None:
-        """The next id range to evaluate, or None when nothing more is needed now."""
+        """The next id range to evaluate, or None when nothing more is needed now.
+
+        ``workers`` (how many evaluate in parallel) shapes task sizes; evaluations in
+        flight are tracked here (``in_flight`` is accepted for backends that know better).
+        """
         while self.pending:
             start, stop = self.pending.pop(0)
             if self._needed(start) and start not in self.done_ranges and start >= self.prefix:
@@ -155,13 +161,16 @@ class DynamicScheduler(_Scheduler):
             return None
         if self.limit is not None and self.next_id >= self.limit:
             return None
-        size = self._size(in_flight, workers)
+        size = self._size(self.issued - self._received, workers)
         start = self.next_id
         stop = start + size if self.limit is None else min(start + size, self.limit)
         self.next_id = stop
+        self.issued += stop - start
         return ("ids", start, stop)
 
     def _size(self, in_flight: int, workers: int) -> int:
+        """Ids for the next task: ~target_seconds of work, and no more than the expected
+        remaining need (after what is in flight) shared among the workers."""
         g = self.granularity
         if self.fixed_size is not None:
             return max(g, -(-self.fixed_size // g) * g)
@@ -192,6 +201,7 @@ class DynamicScheduler(_Scheduler):
         if start < self.prefix or start in self.done_ranges:
             return  # a duplicate
         self._account(batch)
+        self._received += stop - start
         self.done_ranges[start] = stop
         while self.prefix in self.done_ranges:
             self.prefix = self.done_ranges.pop(self.prefix)

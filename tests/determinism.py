@@ -1,0 +1,36 @@
+"""Shared checks of the determinism contract: snapshot a run and compare bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import dabc
+
+FIELDS = ("theta", "weight", "distance", "stats", "id")
+
+
+def snapshot(h: dabc.History) -> dict:
+    """Everything the determinism contract covers, read back from the database."""
+    pops = h.get_all_populations()
+    return {"t": pops.t.to_numpy(), "epsilon": pops.epsilon.to_numpy(),
+            "n_simulations": pops.n_simulations.to_numpy(),
+            "model_probabilities": h.get_model_probabilities().to_numpy(),
+            "arrays": [{m: {k: a[k] for k in FIELDS} for m, a in h.get_arrays(int(t)).items()}
+                       for t in pops.t]}
+
+
+def assert_same(got: dict, ref: dict, generations: int | None = None) -> None:
+    """Bit-identical populations (theta, weights, ids, ...), epsilons and simulation counts.
+
+    With ``generations``, ``got`` must equal the first that many generations of ``ref``.
+    """
+    k = len(ref["t"]) if generations is None else generations
+    assert len(got["t"]) == k, f"{len(got['t'])} generations stored, expected {k}"
+    for key in ("t", "epsilon", "n_simulations", "model_probabilities"):
+        np.testing.assert_array_equal(got[key], ref[key][:k], err_msg=key)
+    for t, (g, r) in enumerate(zip(got["arrays"], ref["arrays"][:k], strict=True)):
+        assert sorted(g) == sorted(r), f"generation {t}: models present differ"
+        for m in r:
+            for f in FIELDS:
+                np.testing.assert_array_equal(g[m][f], r[m][f],
+                                              err_msg=f"generation {t}, model {m}, {f}")
