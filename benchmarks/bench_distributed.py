@@ -103,8 +103,10 @@ def bench(workload: str, with_pyabc: bool) -> dict:
         out[r]["procs"] = n
         if out[r]["efficiency"] is not None:  # recompute with the real worker count
             sims, wall = out[r]["simulations"], out[r]["wall_s"]
-            out[r]["efficiency"] = round(sims * {"sleep10": 0.01, "sleep100": 0.1}[workload]
-                                         / n / wall, 4)
+            sleep = {"sleep10": 0.01, "sleep100": 0.1}[workload]
+            out[r]["efficiency"] = round(sims * sleep / n / wall, 4)
+            out[r]["efficiency_all_evaluations"] = round(out[r]["evaluated"] * sleep / n / wall,
+                                                         4)
     if workload == "fast":
         out["dabc_multicore2"] = run_dabc("fast", dabc.MulticoreEvalParallelSampler(2))
         out["ratios"] = {

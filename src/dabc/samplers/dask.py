@@ -24,7 +24,9 @@ class DaskDistributedSampler(Sampler):
     """DYN on ``distributed``: an existing ``Client`` (any scheduler address, with
     ``distributed.Security`` if needed), or a local cluster started on first use.
 
-    ``batch_size="auto"`` sizes tasks from measured simulation times (~0.3 s per task);
+    ``batch_size="auto"`` sizes tasks from measured simulation times (``target_seconds``
+    per task, 0.1 s by default: long enough to amortise Dask's per-task cost for millisecond
+    simulations, short enough that a generation's last tasks leave workers idle briefly);
     ``client_max_jobs`` caps tasks in flight (default: twice the cluster's threads).
     ``no_worker_timeout``: seconds without any worker before failing with "no live workers".
     """
@@ -33,7 +35,7 @@ class DaskDistributedSampler(Sampler):
 
     def __init__(self, client=None, batch_size: int | str = "auto",
                  client_max_jobs: int | None = None, no_worker_timeout: float = 60.0,
-                 target_seconds: float = 0.3):
+                 target_seconds: float = 0.1):
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
         self.client, self.batch_size = client, batch_size

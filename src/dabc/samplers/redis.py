@@ -127,7 +127,7 @@ class RedisEvalParallelSampler(Sampler):
     def __init__(self, host: str = "localhost", port: int = 6379, password: str | None = None,
                  url: str | None = None, batch_size: int | str = "auto",
                  no_worker_timeout: float = 60.0, wait_for_workers: bool = False,
-                 target_seconds: float = 0.1):
+                 target_seconds: float = 0.05):
         if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
         self.host, self.port, self.password, self.url = host, port, password, url
