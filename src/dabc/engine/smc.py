@@ -132,17 +132,16 @@ class ABCSMC:
         reason = self._stop_before(t, eps, history, max_generations, max_total_simulations)
         try:
             while reason is None:
-                reason = self._generation(t, eps, previous, sampler, progress, history,
-                                          max_total_simulations)
+                reason, eps_next, previous, info = self._generation(
+                    t, eps, previous, sampler, progress, history, max_total_simulations)
                 if reason is not None:
                     break
-                eps_done, eps = eps, self._state["eps"]
-                previous = self._previous
+                eps_done, eps = eps, eps_next
                 if sampler.stop_requested():
                     reason = f"stop requested through the sampler after generation {t}"
                     break
                 reason = _stop_after(
-                    t, eps_done, eps, self._info, history, self.epsilon, minimum_epsilon,
+                    t, eps_done, eps, info, history, self.epsilon, minimum_epsilon,
                     max_generations, max_total_simulations, max_walltime, min_acceptance_rate,
                     time.monotonic() - t0_wall)
                 t += 1
@@ -178,7 +177,10 @@ class ABCSMC:
         return None
 
     def _generation(self, t, eps, previous, sampler, progress, history, max_total_simulations):
-        """Sample, weight and store generation t; None to go on, else why the run stops."""
+        """Sample, weight and store generation t.
+
+        Returns (why the run stops or None, next epsilon, stored particles, summary row).
+        """
         started, tic = _now(), time.perf_counter()
         n_models = len(self.models)
         if previous is None:
@@ -206,7 +208,7 @@ class ABCSMC:
         if not result.complete:
             return (f"max_total_simulations={max_total_simulations} reached during generation "
                     f"{t} ({len(pop)} of {self.population_size} particles accepted; "
-                    "generation not stored)")
+                    "generation not stored)"), None, None, None
         logw = self._log_weights(pop, previous, model_probs, transitions)
         w = np.exp(logw - logw.max())
         w /= w.sum()
@@ -222,18 +224,17 @@ class ABCSMC:
         self.distance.update(evals.stats[ok])
         new_d = self.distance.batch(pop.stats, self._layout.observed)
         eps_next = self.epsilon.next(t + 1, new_d, w)
-        self._state = {"distance": self.distance, "epsilon": self.epsilon,
-                       "eps": None if eps_next is None else float(eps_next)}
+        eps_next = None if eps_next is None else float(eps_next)
+        state = {"distance": self.distance, "epsilon": self.epsilon, "eps": eps_next}
         ess = 1 / (w**2).sum()
         info = {"epsilon": eps, "n_simulations": len(evals), "n_evaluated": result.n_evaluated,
                 "n_accepted": len(pop), "acceptance_rate": len(pop) / len(evals), "ess": ess,
                 "walltime_s": time.perf_counter() - tic, "started": started, "finished": _now(),
                 "model_probabilities": [float(p) for p in probs]}
-        history.append_generation(t, info, per_model, cloudpickle.dumps(self._state))
-        self._previous, self._info = per_model, info
+        history.append_generation(t, info, per_model, cloudpickle.dumps(state))
         progress.finish(f"generation {t}: epsilon {eps:.4g}, {len(evals):,} simulations, "
                         f"acceptance rate {info['acceptance_rate']:.3f}, ESS {ess:.0f}")
-        return None
+        return None, eps_next, per_model, info
 
     def _log_weights(self, pop, previous, model_probs, transitions):
         """Importance weights: prior over the model-and-parameter proposal density."""
