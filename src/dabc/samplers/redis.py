@@ -253,7 +253,7 @@ class RedisEvalParallelSampler(Sampler):
         self._stop_requested = pipe.execute()[-1] is not None
 
     def close(self) -> None:
-        """End the analysis: delete all its keys."""
+        """End the analysis: delete all its keys (the sampler can be used again)."""
         if self._r is not None:
             P = self.prefix
             leftovers = list(self._r.scan_iter(match=f"{P}:*"))
@@ -262,7 +262,6 @@ class RedisEvalParallelSampler(Sampler):
             self._r.zrem(ANALYSES, self.analysis_id)
             self._r.close()
             self._r = None
-        self.analysis_id = uuid.uuid4().hex[:16]
 
 
 class RedisStaticSampler(RedisEvalParallelSampler):
