@@ -177,10 +177,14 @@ class DynamicScheduler(_Scheduler):
         per_eval = self.seconds_per_evaluation()
         if per_eval is None:
             return g
-        size = self.target_seconds / max(per_eval, 1e-7)
+        per_eval = max(per_eval, 1e-7)
         rate = (self.n_accepted + 1) / (self.n_evaluated + 2)
         expected = (self.n - self.n_accepted) / rate - in_flight
-        size = min(size, max(expected / max(workers, 1), 1), self.max_size)
+        # Split what is still expected over two tasks per worker, but keep each task at least
+        # a tenth of the target time: otherwise sizes shrink geometrically near the end and
+        # per-task overhead dominates fast models.
+        size = min(expected / (2 * max(workers, 1)), self.target_seconds / per_eval)
+        size = min(max(size, 0.1 * self.target_seconds / per_eval, 1), self.max_size)
         return max(g, int(math.ceil(size / g)) * g)
 
     def reissue(self, task: tuple) -> None:
