@@ -21,6 +21,7 @@ class Distance:
         """Learn from all simulations of the last generation (adaptive distances only)."""
 
     def batch(self, stats: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        """Distances of each row of ``stats`` to the flat ``observed`` vector."""
         raise NotImplementedError
 
 

@@ -21,9 +21,11 @@ class Epsilon:
     None when the schedule is exhausted."""
 
     def initial(self) -> float:
+        """Generation 0's threshold."""
         return float("inf")
 
     def next(self, t: int, distances: np.ndarray, weights: np.ndarray) -> float | None:
+        """Generation t's threshold from the previous population, or None to stop."""
         raise NotImplementedError
 
 

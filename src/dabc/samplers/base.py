@@ -147,11 +147,11 @@ class DynamicScheduler(_Scheduler):
         self._received = 0
 
     # -- scheduling ---------------------------------------------------------------
-    def next_task(self, in_flight: int = 0, workers: int = 1) -> tuple | None:
+    def next_task(self, workers: int = 1) -> tuple | None:
         """The next id range to evaluate, or None when nothing more is needed now.
 
         ``workers`` (how many evaluate in parallel) shapes task sizes; evaluations in
-        flight are tracked here (``in_flight`` is accepted for backends that know better).
+        flight are tracked here.
         """
         while self.pending:
             start, stop = self.pending.pop(0)
@@ -252,7 +252,7 @@ class StaticScheduler(_Scheduler):
         self.done_slots: set[int] = set()
         self.batches: list[Batch] = []
 
-    def next_task(self, in_flight: int = 0, workers: int = 1) -> tuple | None:
+    def next_task(self, workers: int = 1) -> tuple | None:
         """The next range of slots to fill, or None when all are handed out."""
         while self.pending:
             task = self.pending.pop(0)

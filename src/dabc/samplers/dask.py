@@ -105,7 +105,7 @@ class DaskDistributedSampler(Sampler):
             limit = self.client_max_jobs or 2 * threads
             suffix = f"-r{state['round']}" if state["round"] else ""
             while len(in_flight) < limit:
-                task = sched.next_task(len(in_flight), threads)
+                task = sched.next_task(threads)
                 if task is None:
                     return
                 fut = client.submit(_run, state["work"], task, key, pure=False,

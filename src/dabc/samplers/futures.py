@@ -35,7 +35,7 @@ class ConcurrentFutureSampler(Sampler):
         try:
             while not sched.done:
                 while len(in_flight) < self.max_in_flight:
-                    task = sched.next_task(len(in_flight), self.max_in_flight // 2)
+                    task = sched.next_task(self.max_in_flight // 2)
                     if task is None:
                         break
                     in_flight[self.executor.submit(run_task, payload, task, key)] = task

@@ -85,16 +85,14 @@ class _Pool:
         token = request.work.token
         restarts = 0
         while not sched.done:
-            busy = sum(len(w.tasks) for w in self.workers)
             spe = sched.seconds_per_evaluation()
             depth = 2 if spe is None or spe < 0.005 else 1
             for w in list(self.workers):
                 while len(w.tasks) < depth:
-                    task = sched.next_task(busy, self.n_procs)
+                    task = sched.next_task(self.n_procs)
                     if task is None:
                         break
                     w.tasks.append((token, task))
-                    busy += 1
                     try:
                         if w.token != token:
                             w.conn.send(("work", token, request.payload))

@@ -220,7 +220,7 @@ class RedisEvalParallelSampler(Sampler):
         target = 2 * workers
         tasks = []
         while in_flight + len(tasks) < target:
-            task = sched.next_task(in_flight + len(tasks), workers)
+            task = sched.next_task(workers)
             if task is None:
                 break
             tasks.append(_encode(task))
