@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PYTHON=${PYTHON:-python3}
-EXTRAS=${DABC_TEST_EXTRAS:-test,redis,dask}
+EXTRAS=${DABC_TEST_EXTRAS:-test,redis,dask,stan,learn}
 PG_ROLE=dabc_test
 PG_PASSWORD=dabc_test
 PG_DB=dabc_test
