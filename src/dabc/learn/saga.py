@@ -332,8 +332,8 @@ class SAGAClassifier(LinearClassifierMixin, _BaseSAGA):
         else:
             all_classes = np.unique(y)
         if all_classes.size < 2:
-            raise ValueError(f"SAGAClassifier needs samples of at least 2 classes; got only "
-                             f"class {all_classes[0]!r}." if all_classes.size else
+            raise ValueError(f"SAGAClassifier needs samples of at least 2 classes; got one "
+                             f"class: {all_classes[0]!r}." if all_classes.size else
                              "SAGAClassifier: y is empty.")
         idx = np.searchsorted(all_classes, y)
         idx_c = np.minimum(idx, all_classes.size - 1)
