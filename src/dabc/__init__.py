@@ -15,6 +15,7 @@ from .engine import (  # noqa: E402
     Epsilon,
     EpsilonStallWarning,
     FunctionDistance,
+    LearnedStatisticsDistance,
     ListEpsilon,
     LocalTransition,
     MedianEpsilon,
@@ -42,7 +43,8 @@ from .storage import History  # noqa: E402
 __all__ = [
     "ABCSMC", "AdaptivePNormDistance", "ConcurrentFutureSampler", "ConstantEpsilon",
     "DabcError", "DaskDistributedSampler", "Distance", "Epsilon", "EpsilonStallWarning",
-    "FunctionDistance", "History", "InputError", "ListEpsilon", "LocalTransition",
+    "FunctionDistance", "History", "InputError", "LearnedStatisticsDistance", "ListEpsilon",
+    "LocalTransition",
     "MappingSampler", "MedianEpsilon", "ModelError", "MulticoreEvalParallelSampler",
     "MulticoreParticleParallelSampler", "MultivariateNormalTransition", "PNormDistance",
     "Prior", "QuantileEpsilon", "RV", "RedisEvalParallelSampler", "RedisStaticSampler",

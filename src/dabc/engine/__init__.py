@@ -2,6 +2,7 @@
 
 from .distance import AdaptivePNormDistance, Distance, FunctionDistance, PNormDistance
 from .epsilon import ConstantEpsilon, Epsilon, ListEpsilon, MedianEpsilon, QuantileEpsilon
+from .learned import LearnedStatisticsDistance
 from .model import vectorized
 from .prior import RV, Prior
 from .smc import ABCSMC, EpsilonStallWarning
@@ -9,7 +10,8 @@ from .transition import LocalTransition, MultivariateNormalTransition, Transitio
 
 __all__ = [
     "ABCSMC", "RV", "AdaptivePNormDistance", "ConstantEpsilon", "Distance", "Epsilon",
-    "EpsilonStallWarning", "FunctionDistance", "ListEpsilon", "LocalTransition",
+    "EpsilonStallWarning", "FunctionDistance", "LearnedStatisticsDistance", "ListEpsilon",
+    "LocalTransition",
     "MedianEpsilon", "MultivariateNormalTransition", "PNormDistance", "Prior",
     "QuantileEpsilon", "Transition", "vectorized",
 ]

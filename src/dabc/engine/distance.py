@@ -17,8 +17,10 @@ class Distance:
         """Bind to the statistics layout (called once per run)."""
         self.layout = layout
 
-    def update(self, stats: np.ndarray) -> None:
-        """Learn from all simulations of the last generation (adaptive distances only)."""
+    def update(self, stats: np.ndarray, theta: np.ndarray | None = None,
+               t: int | None = None) -> None:
+        """Learn from all simulations of generation ``t`` (their statistics and parameters)
+        before the next generation; adaptive and learned distances only."""
 
     def batch(self, stats: np.ndarray, observed: np.ndarray) -> np.ndarray:
         """Distances of each row of ``stats`` to the flat ``observed`` vector."""
@@ -73,7 +75,8 @@ class AdaptivePNormDistance(PNormDistance):
             raise InputError(f"AdaptivePNormDistance: scale must be 'mad' or 'std', not {scale!r}.")
         self.scale = scale
 
-    def update(self, stats: np.ndarray) -> None:
+    def update(self, stats: np.ndarray, theta: np.ndarray | None = None,
+               t: int | None = None) -> None:
         stats = stats[np.all(np.isfinite(stats), axis=1)]
         if len(stats) < 2:
             return

@@ -221,7 +221,7 @@ class ABCSMC:
                                  "stats": pop.stats[rows], "id": pop.ids[rows]}
         # Next generation's distance and threshold, from this generation's simulations.
         ok = ~evals.failed
-        self.distance.update(evals.stats[ok])
+        self.distance.update(evals.stats[ok], evals.theta[ok], t)
         new_d = self.distance.batch(pop.stats, self._layout.observed)
         eps_next = self.epsilon.next(t + 1, new_d, w)
         eps_next = None if eps_next is None else float(eps_next)

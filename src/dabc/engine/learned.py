@@ -1,0 +1,113 @@
+"""Learned summary statistics: regress the parameters on the simulated statistics and
+compare simulations through the predicted parameters.
+
+A regression from statistics to parameters approximates the posterior mean, which is an
+excellent low-dimensional summary: statistics that carry no information about the
+parameters get (near) zero coefficients instead of swamping the distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..errors import InputError
+from .distance import Distance
+from .model import StatLayout
+
+
+class LearnedStatisticsDistance(Distance):
+    """Euclidean distance between the parameters predicted from the statistics.
+
+    At each generation in ``fit_generations`` the regressor is fitted to all simulations of
+    that generation, accepted and rejected (statistics as features, parameters as targets,
+    both standardised), and from the next generation on the distance is
+    ``|| f(x) - f(x0) ||``: one coordinate per parameter, in units of that parameter's spread.
+    Before the first fit it is the ``initial`` distance (Euclidean by default).
+
+    ``regressor``: any scikit-learn style regressor with multi-output ``fit``/``predict``;
+    default ``dabc.learn.SAGARegressor`` (extra ``learn``). ``dask_chunks``: fit on a Dask
+    array with row chunks of this size (block-sequential SAGA on the cluster of the current
+    Dask client, or a local one), for generations too large for one process.
+    ``min_simulations``: a generation with fewer finished simulations is not used for fitting.
+    All models of the run must share the same parameter names.
+    """
+
+    def __init__(self, regressor=None, fit_generations: Iterable[int] = (0,),
+                 initial: Distance | None = None, dask_chunks: int | None = None,
+                 min_simulations: int = 20):
+        self.regressor = regressor
+        self.fit_generations = sorted({int(t) for t in fit_generations})
+        if not self.fit_generations or self.fit_generations[0] < 0:
+            raise InputError("LearnedStatisticsDistance: fit_generations must name generations "
+                             f"0, 1, ..., got {list(fit_generations)!r}.")
+        self.initial = initial
+        self.dask_chunks = dask_chunks
+        self.min_simulations = int(min_simulations)
+        self.fitted_ = None  # (regressor, x mean, x scale, y mean, y scale) once fitted
+        self.fitted_at_: list[int] = []
+
+    def initialize(self, layout: StatLayout) -> None:
+        super().initialize(layout)
+        if self.initial is None:
+            from .distance import PNormDistance
+            self.initial = PNormDistance(2)
+        self.initial.initialize(layout)
+
+    def update(self, stats: np.ndarray, theta: np.ndarray | None = None,
+               t: int | None = None) -> None:
+        if t is None or t not in self.fit_generations:
+            if self.fitted_ is None:
+                self.initial.update(stats, theta, t)
+            return
+        if theta is None:
+            raise InputError("LearnedStatisticsDistance needs the parameters of the simulations.")
+        keep = np.all(np.isfinite(stats), axis=1) & np.all(np.isfinite(theta), axis=1)
+        x, y = stats[keep], theta[keep]
+        if len(x) < self.min_simulations:
+            return
+        self.fitted_ = _fit(self._regressor(), x, y, self.dask_chunks)
+        self.fitted_at_.append(int(t))
+
+    def _regressor(self):
+        if self.regressor is not None:
+            from sklearn.base import clone
+            return clone(self.regressor)
+        try:
+            from ..learn import SAGARegressor
+        except ImportError as exc:  # numba or scikit-learn missing
+            raise InputError("LearnedStatisticsDistance uses dabc.learn.SAGARegressor by "
+                             "default: pip install 'dabc[learn]', or pass regressor=...") from exc
+        return SAGARegressor(alpha=1e-4, tol=1e-4, max_iter=1000, random_state=0)
+
+    def predict(self, stats: np.ndarray) -> np.ndarray:
+        """The learned statistics (standardised predicted parameters) of each row."""
+        reg, xm, xs, ym, ys = self.fitted_
+        pred = np.asarray(reg.predict((np.atleast_2d(stats) - xm) / xs))
+        return pred.reshape(len(np.atleast_2d(stats)), -1)
+
+    def batch(self, stats: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        if self.fitted_ is None:
+            return self.initial.batch(stats, observed)
+        ok = np.all(np.isfinite(stats), axis=1)
+        out = np.full(len(stats), np.inf)
+        if ok.any():
+            diff = self.predict(stats[ok]) - self.predict(observed[None, :])
+            out[ok] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        return out
+
+
+def _fit(reg, x, y, dask_chunks):
+    """Fit ``reg`` on standardised (x, y); returns what ``predict`` needs."""
+    xm, xs = x.mean(axis=0), x.std(axis=0)
+    xs[xs == 0] = 1.0
+    ym, ys = y.mean(axis=0), y.std(axis=0)
+    ys[ys == 0] = 1.0
+    xz, yz = (x - xm) / xs, (y - ym) / ys
+    if dask_chunks:
+        import dask.array as da
+        xz = da.from_array(xz, chunks=(int(dask_chunks), xz.shape[1]))
+        yz = da.from_array(yz, chunks=(int(dask_chunks), yz.shape[1]))
+    reg.fit(xz, yz if yz.shape[1] > 1 else yz[:, 0])
+    return reg, xm, xs, ym, ys
