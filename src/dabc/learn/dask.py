@@ -1,7 +1,7 @@
 """Block-sequential SAGA over the row chunks of a Dask array.
 
 An epoch visits the row chunks one after another (in a seeded order); the task for chunk ``c``
-is :func:`dabc.learn._core.chunk_epoch`, a pure function of
+is :func:`dabc.learn._core.chunk_epoch` (through :func:`_chunk_task`), a pure function of
 
 * the chunk ``X_c`` (already on a worker: ``X`` is persisted once),
 * its targets ``Y_c`` (scattered once, to the worker that holds ``X_c``),
@@ -12,9 +12,10 @@ is :func:`dabc.learn._core.chunk_epoch`, a pure function of
   chunk)``.
 
 Each chunk task is pinned (softly, ``allow_other_workers=True``) to the worker that holds its
-chunk, and its output is split on that worker into the memory (kept there) and the state (sent
-on). Averages divide by the global number of samples. The client fetches only the state at the
-end of an epoch (to test convergence), while the next epoch is already queued.
+chunk; its output (memory, state) stays there as the next epoch's input for the chunk, and
+only the state is extracted (on that worker, by a tiny task) and sent on to the next chunk.
+Averages divide by the global number of samples. The client fetches only the state at the end
+of an epoch (to test convergence), while the next epoch is already queued.
 
 Without a ``distributed`` client the same tasks run in this process, in the same order and
 with the same seeds, so both give identical weights.
@@ -130,6 +131,13 @@ def _table_sums(X, Y, W, b, loss):
     return G, (S, s)
 
 
+def _chunk_task(X, Y, previous, state, seed, problem):
+    """Dask task of one chunk and epoch: ``previous`` is this chunk's output of the previous
+    epoch (or of the gradient-table pass, or ``None``), whose first item is the memory."""
+    mem = None if previous is None else previous[0]
+    return _core.chunk_epoch(X, Y, mem, state, seed, problem)
+
+
 def solve_dask(X, Y: np.ndarray, loss: int, k: int, W: np.ndarray, b: np.ndarray, a1: float,
                a2: float, fit_intercept: bool, max_iter: int, tol: float, seed: int,
                partial: bool) -> tuple[np.ndarray, np.ndarray, int, bool]:
@@ -170,20 +178,20 @@ def solve_dask(X, Y: np.ndarray, loss: int, k: int, W: np.ndarray, b: np.ndarray
     if partial:
         tabs = [submit(_table_sums, xb[c], yb[c], W, b, loss, key=f"table-{c}", where=home[c])
                 for c in range(nb)]
-        mem = [submit(operator.getitem, tabs[c], 0, key=f"mem-init-{c}", where=home[c])
-               for c in range(nb)]
+        mem = tabs  # (memory, sums): the memory part is read by _chunk_task
         tables = client.gather([submit(operator.getitem, tabs[c], 1, key=f"sums-{c}",
                                        where=home[c]) for c in range(nb)])
-        del tabs
     [state_f] = client.scatter([_initial_state(W, b, k, tables, n, fit_intercept)], hash=False)
 
     def submit_epoch(epoch: int, state):
         for c in _core.chunk_order(seed, epoch, nb):
-            res = submit(_core.chunk_epoch, xb[c], yb[c], mem[c], state,
-                         _core.epoch_seed(seed, epoch, c), problem_f, key=f"epoch-{epoch}-{c}",
-                         where=home[c])
-            mem[c] = submit(operator.getitem, res, 0, key=f"mem-{epoch}-{c}", where=home[c])
-            state = submit(operator.getitem, res, 1, key=f"state-{epoch}-{c}", where=home[c])
+            # the whole output (memory, state) stays on the chunk's worker as the next
+            # epoch's input for this chunk; only its state part is extracted and sent on
+            mem[c] = submit(_chunk_task, xb[c], yb[c], mem[c], state,
+                            _core.epoch_seed(seed, epoch, c), problem_f,
+                            key=f"epoch-{epoch}-{c}", where=home[c])
+            state = submit(operator.getitem, mem[c], 1, key=f"state-{epoch}-{c}",
+                           where=home[c])
         return state
 
     try:
