@@ -1,0 +1,29 @@
+"""Stan model fleets: compile once, ship the compiled artifact to each worker once, fit many.
+
+- :class:`StanModel` compiles a Stan program (PyStan 3's httpstan, or CmdStanPy when CmdStan is
+  installed) and keeps the compiled file as compressed bytes with a SHA-256 hash.
+- :func:`sample_many` fits models to data sets on a Dask cluster (or in this process), one task
+  per (model, data set), results as they complete, a tidy table and ArviZ InferenceData.
+- :func:`stan_simulator` turns a Stan program's generated quantities into a dabc ABC model.
+
+No filesystem is shared: every worker writes the artifact into its own cache directory.
+"""
+
+from .fit import Fit, summarise
+from .model import (
+    Artifact,
+    StanDataError,
+    StanEnvironmentError,
+    StanFitError,
+    StanModel,
+    cache_dir,
+    materialise,
+    reset_stats,
+    set_cache_dir,
+    stats,
+)
+
+__all__ = [
+    "Artifact", "Fit", "StanDataError", "StanEnvironmentError", "StanFitError", "StanModel",
+    "cache_dir", "materialise", "reset_stats", "set_cache_dir", "stats", "summarise",
+]

@@ -1,0 +1,123 @@
+"""One fit's result, and the task that produces it on a worker (or in this process)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+
+
+@dataclasses.dataclass
+class Fit:
+    """The outcome of one (model, data set) run: draws and a summary, or Stan's error message.
+
+    ``posterior`` and ``sample_stats`` map names to arrays shaped (chain, draw, *dims);
+    ``summary`` is a tidy table (one row per scalar quantity: mean, sd, mcse_mean, ess_bulk,
+    ess_tail, r_hat, quantiles). A failed fit has ``ok == False``, ``error`` holding Stan's message and
+    ``error_type`` the exception class name; its draws are empty.
+    """
+
+    model: str
+    dataset: Any
+    seed: int
+    chains: int
+    draws: int
+    ok: bool = True
+    error: str | None = None
+    error_type: str | None = None
+    posterior: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+    sample_stats: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, repr=False)
+    summary: pd.DataFrame | None = dataclasses.field(default=None, repr=False)
+    messages: list[str] = dataclasses.field(default_factory=list, repr=False)
+    seconds: float = 0.0
+    host: str = ""
+    pid: int = 0
+    _idata: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def inference_data(self):
+        """The fit as an ArviZ ``InferenceData`` (posterior and sample_stats groups)."""
+        if not self.ok:
+            raise self.exception()
+        if self._idata is None:
+            import arviz as az
+
+            self._idata = az.from_dict(posterior=self.posterior, sample_stats=self.sample_stats)
+        return self._idata
+
+    def exception(self) -> Exception:
+        """The failure as an exception of its original kind (for re-raising)."""
+        from . import model as m
+
+        kinds = {"StanDataError": m.StanDataError, "StanFitError": m.StanFitError,
+                 "StanEnvironmentError": m.StanEnvironmentError, "InputError": InputError}
+        return kinds.get(self.error_type or "", m.StanFitError)(
+            f"Fit of model {self.model!r} to data set {self.dataset!r} failed: {self.error}")
+
+
+def summarise(posterior: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Tidy per-quantity summary of draws shaped (chain, draw, *dims), via ArviZ.
+
+    Columns: parameter, mean, sd, mcse_mean, ess_bulk, ess_tail, r_hat, q5, q50, q95.
+    ``mcse_mean`` is ArviZ's ESS-based Monte Carlo standard error of the mean.
+    """
+    import arviz as az
+
+    rows = []
+    for name, arr in posterior.items():
+        arr = np.asarray(arr, dtype=float)
+        dims = arr.shape[2:]
+        for idx in np.ndindex(*dims) if dims else [()]:
+            x = arr[(slice(None), slice(None), *idx)]
+            label = name + (f"[{','.join(map(str, idx))}]" if idx else "")
+            if not np.all(np.isfinite(x)) or np.ptp(x) == 0:
+                ess_b = ess_t = rhat = mcse_m = np.nan
+            else:
+                ess_b = float(np.ravel(az.ess(x, method="bulk"))[0])
+                ess_t = float(np.ravel(az.ess(x, method="tail"))[0])
+                rhat = float(np.ravel(az.rhat(x))[0]) if x.shape[0] > 1 else np.nan
+                mcse_m = float(np.ravel(az.mcse(x, method="mean"))[0])
+            q5, q50, q95 = np.quantile(x, [0.05, 0.5, 0.95])
+            rows.append({
+                "parameter": label, "mean": float(np.mean(x)), "sd": float(np.std(x, ddof=1)),
+                "mcse_mean": mcse_m, "ess_bulk": ess_b, "ess_tail": ess_t,
+                "r_hat": rhat, "q5": q5, "q50": q50, "q95": q95,
+            })
+    return pd.DataFrame(rows)
+
+
+def run_fit(model, dataset, data, *, chains: int, draws: int, warmup: int | None, seed: int,
+            sampler_args: dict | None = None) -> Fit:
+    """Sample ``model`` on ``data`` in this process and return a Fit; Stan errors become a
+    failed Fit carrying Stan's message instead of an exception, so one bad fit cannot stop a
+    fleet.
+    """
+    from .model import StanDataError, StanEnvironmentError, StanFitError, runtime
+
+    start = time.perf_counter()
+    fit = Fit(model=model.name, dataset=dataset, seed=int(seed), chains=int(chains),
+              draws=int(draws), host=socket.gethostname(), pid=os.getpid())
+    try:
+        if data is not None and not isinstance(data, Mapping):
+            raise StanDataError(f"data must be a dict of Stan data variables, got "
+                                f"{type(data).__name__}.")
+        rt = runtime(model.artifact)
+        fit.posterior, fit.sample_stats, fit.messages = rt.sample(
+            dict(data or {}), int(chains), int(draws), int(draws if warmup is None else warmup),
+            int(seed), dict(sampler_args or {}))
+        fit.summary = summarise(fit.posterior)
+    except (StanDataError, StanFitError, StanEnvironmentError, InputError) as exc:
+        fit.ok, fit.error, fit.error_type = False, str(exc), type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - reported per fit, the fleet goes on
+        fit.ok, fit.error, fit.error_type = False, f"{type(exc).__name__}: {exc}", \
+            type(exc).__name__
+    fit.seconds = time.perf_counter() - start
+    return fit
