@@ -10,6 +10,7 @@ No filesystem is shared: every worker writes the artifact into its own cache dir
 """
 
 from .fit import Fit, summarise
+from .fleet import Fleet, sample_many, ship, worker_stats
 from .model import (
     Artifact,
     StanDataError,
@@ -24,6 +25,16 @@ from .model import (
 )
 
 __all__ = [
-    "Artifact", "Fit", "StanDataError", "StanEnvironmentError", "StanFitError", "StanModel",
-    "cache_dir", "materialise", "reset_stats", "set_cache_dir", "stats", "summarise",
+    "Artifact", "Fit", "Fleet", "PrivateCacheDir", "StanDataError", "StanEnvironmentError",
+    "StanFitError", "StanModel", "cache_dir", "materialise", "reset_stats", "sample_many",
+    "set_cache_dir", "ship", "stats", "summarise", "worker_stats",
 ]
+
+
+def __getattr__(name: str):
+    # PrivateCacheDir subclasses a distributed class: import Dask only when it is asked for
+    if name == "PrivateCacheDir":
+        from ._dask import PrivateCacheDir
+
+        return PrivateCacheDir
+    raise AttributeError(f"module 'dabc.stan' has no attribute {name!r}")

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import socket
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +49,7 @@ class Fit:
         if not self.ok:
             raise self.exception()
         if self._idata is None:
-            import arviz as az
+            az = _arviz()
 
             self._idata = az.from_dict(posterior=self.posterior, sample_stats=self.sample_stats)
         return self._idata
@@ -63,13 +64,22 @@ class Fit:
             f"Fit of model {self.model!r} to data set {self.dataset!r} failed: {self.error}")
 
 
+def _arviz():
+    """ArviZ, imported without its FutureWarning about an upcoming refactor (noise on workers)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
 def summarise(posterior: Mapping[str, np.ndarray]) -> pd.DataFrame:
     """Tidy per-quantity summary of draws shaped (chain, draw, *dims), via ArviZ.
 
     Columns: parameter, mean, sd, mcse_mean, ess_bulk, ess_tail, r_hat, q5, q50, q95.
     ``mcse_mean`` is ArviZ's ESS-based Monte Carlo standard error of the mean.
     """
-    import arviz as az
+    az = _arviz()
 
     rows = []
     for name, arr in posterior.items():
