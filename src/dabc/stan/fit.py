@@ -22,8 +22,8 @@ class Fit:
 
     ``posterior`` and ``sample_stats`` map names to arrays shaped (chain, draw, *dims);
     ``summary`` is a tidy table (one row per scalar quantity: mean, sd, mcse_mean, ess_bulk,
-    ess_tail, r_hat, quantiles). A failed fit has ``ok == False``, ``error`` holding Stan's message and
-    ``error_type`` the exception class name; its draws are empty.
+    ess_tail, r_hat, quantiles). A failed fit has ``ok == False``, ``error`` holding Stan's
+    message and ``error_type`` the exception class name; its draws are empty.
     """
 
     model: str
