@@ -117,6 +117,20 @@ def build(code: str, workdir: Path) -> Path:
 
 _STAN_THREAD: ThreadPoolExecutor | None = None
 _STAN_THREAD_LOCK = threading.Lock()
+_LOADED: set[str] = set()  # module files loaded by this process image
+_INHERITED: set[str] = set()  # ... and by the parent, when this process is a fork
+
+
+def _after_fork_in_child() -> None:
+    # The parent's Stan thread does not exist in a forked child: start a new one on demand.
+    # Modules the parent loaded are mapped here but their autodiff tape belongs to that lost
+    # thread, so they are loaded again from a copy (see load).
+    global _STAN_THREAD, _STAN_THREAD_LOCK
+    _STAN_THREAD, _STAN_THREAD_LOCK = None, threading.Lock()
+    _INHERITED.update(_LOADED)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def stan_thread() -> ThreadPoolExecutor:
@@ -136,9 +150,22 @@ def in_stan_thread(fn, *args, **kwargs):
 
 
 def _load(path: Path) -> ModuleType:
+    key = str(Path(path).resolve())
+    if key in _INHERITED:
+        # dlopen would hand back the parent's already-initialised copy: load a private copy,
+        # whose static initialisers then run in this process's Stan thread. The file is
+        # removed once loaded (it stays mapped).
+        fd, tmp = tempfile.mkstemp(suffix=Path(path).name, prefix=f"dabc-fork-{os.getpid()}-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(Path(path).read_bytes())
+        try:
+            return _load(Path(tmp))
+        finally:
+            os.unlink(tmp)
     spec = importlib.util.spec_from_file_location("stan_services", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
+    _LOADED.add(key)
     return module
 
 
@@ -354,7 +381,7 @@ class Runtime:
             raise StanFitError(f"Stan failed in fixed-parameter sampling: "
                                f"{clean_message(exc)}") from None
         out = _reshape([rows], names, dims, flat_names)
-        return {k: v[0] for k, v in out.items()}
+        return {k: v[0] for k, v in out.items()}  # drop the chain axis
 
 
 def _data(data) -> dict:

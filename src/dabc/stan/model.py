@@ -117,6 +117,10 @@ def _backend_module(name: str):
 
 
 def _choose_backend(backend: str) -> str:
+    if backend == "cmdstanpy":
+        from . import _cmdstan
+
+        _cmdstan._require()
     if backend != "auto":
         return backend
     try:
@@ -237,6 +241,16 @@ def _store(root: Path, artifact: Artifact, raw: bytes) -> Path:
 _PATHS: dict[str, Path] = {}
 _RUNTIMES: dict[str, Any] = {}
 _ERRORS: dict[str, Exception] = {}
+
+
+def _after_fork_in_child() -> None:
+    # loaded modules belong to the parent's Stan thread; the backend reloads them in the child
+    global _LOCK
+    _LOCK = threading.RLock()
+    _RUNTIMES.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def materialise(artifact: Artifact, root: str | os.PathLike | None = None) -> Path:
