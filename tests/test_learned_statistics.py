@@ -74,3 +74,13 @@ def test_bad_fit_generations():
         LearnedStatisticsDistance(fit_generations=[])
     with pytest.raises(InputError, match="fit_generations"):
         LearnedStatisticsDistance(fit_generations=[-1])
+
+
+def test_learned_statistics_fitted_on_a_dask_array():
+    """dask_chunks: block-sequential SAGA over row chunks (in-process without a client)."""
+    pytest.importorskip("dask.array")
+    d = LearnedStatisticsDistance(dask_chunks=100)
+    mean, sd, ess, _, abc = posterior(d, 0)
+    assert abc.distance.fitted_at_ == [0]
+    assert 0.8 * EXACT_SD < sd < 1.4 * EXACT_SD, sd
+    assert abs(mean - EXACT_MEAN) < 4 * sd / np.sqrt(ess) + 0.4 * EXACT_SD, (mean, ess)
