@@ -180,7 +180,7 @@ def test_stan_syntax_error_is_a_clear_input_error(tmp_path):
     with pytest.raises(dabc.InputError) as info:
         StanModel(broken, cache_dir=tmp_path)
     msg = str(info.value)
-    assert "Syntax error" in msg and "';' expected" in msg and "line 1" in msg
+    assert "Syntax error" in msg and '";" expected' in msg and "line 1" in msg
     # stanc's message, not a chain of exceptions from inside the compiler driver
     assert info.value.__cause__ is None and info.value.__suppress_context__
     assert stats()["compilations"] <= 1  # nothing was compiled for it

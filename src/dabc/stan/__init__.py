@@ -27,8 +27,9 @@ from .simulator import StanSimulator, stan_simulator
 
 __all__ = [
     "Artifact", "Fit", "Fleet", "PrivateCacheDir", "StanDataError", "StanEnvironmentError",
-    "StanFitError", "StanModel", "StanSimulator", "cache_dir", "materialise", "reset_stats", "sample_many",
-    "set_cache_dir", "ship", "stan_simulator", "stats", "summarise", "worker_stats",
+    "StanFitError", "StanModel", "StanSimulator", "cache_dir", "materialise", "reset_stats",
+    "sample_many", "set_cache_dir", "ship", "stan_simulator", "stats", "summarise",
+    "worker_stats",
 ]
 
 

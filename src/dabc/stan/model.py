@@ -261,9 +261,9 @@ def materialise(artifact: Artifact, root: str | os.PathLike | None = None) -> Pa
     counted in ``stats()["materialisations"]``.
     """
     with _LOCK:
+        artifact.check_environment()
         if artifact.hash in _PATHS and _PATHS[artifact.hash].is_file():
             return _PATHS[artifact.hash]
-        artifact.check_environment()
         root = Path(root) if root is not None else cache_dir()
         found = _cached(root, artifact.backend, artifact.model_id, artifact.hash)
         if found is not None:
