@@ -9,11 +9,12 @@ Prints one JSON document. What it measures, all with real components:
    mean in units of ArviZ's Monte Carlo standard error (``z``; acceptance: |z| < 3).
 3. Wall time of a sampling-bound fleet (32 data sets of ``--n`` observations, so every fit
    takes about a second of Stan time) on 1 worker and on 2 workers, interleaved and repeated
-   (``--reps``) because the machine is shared; the load average before and after is reported.
+   (``--reps``, order alternating) because the machine is shared; the headline is the median
+   over repeats of the back-to-back ratio; the load average before and after is reported.
    ``busy`` is the Stan time inside tasks over (wall time x workers): near 1 means the fleet
    is sampling-bound and the ratio reflects parallelism.
 
-Run: ``python benchmarks/bench_stan.py [--reps 3] [--n 10000]``.
+Run: ``python benchmarks/bench_stan.py [--reps 5] [--n 10000]``.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def cluster(n_workers: int):
     from dabc.stan import PrivateCacheDir
 
     lc = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=None)
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                      worker_dashboard_address="127.0.0.1:0")
     client = Client(lc)
     client.register_plugin(PrivateCacheDir())
     return lc, client
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sets", type=int, default=32, help="data sets per fleet")
     ap.add_argument("--n", type=int, default=10000, help="observations per timing data set")
     ap.add_argument("--draws", type=int, default=1000, help="draws (and warm-up) per chain")
-    ap.add_argument("--reps", type=int, default=3, help="interleaved 1- and 2-worker repeats")
+    ap.add_argument("--reps", type=int, default=5, help="interleaved 1- and 2-worker repeats")
     args = ap.parse_args(argv)
 
     from dabc.stan import StanModel, reset_stats, sample_many, stats, worker_stats
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
             reps = []
             for r in range(args.reps):
                 row = {}
-                for label, c, workers in (("one_worker", c1, 1), ("two_workers", c2, 2)):
+                order = [("one_worker", c1, 1), ("two_workers", c2, 2)]
+                for label, c, workers in order if r % 2 == 0 else order[::-1]:
                     t = time.perf_counter()
                     fl = sample_many(model, heavy, client=c, chains=4, draws=args.draws,
                                      seed=100 + r)
@@ -146,6 +149,10 @@ def main(argv: list[str] | None = None) -> dict:
             report["scaling"] = {
                 "datasets": args.sets, "observations_per_set": args.n, "chains": 4,
                 "draws": args.draws, "repeats": reps,
+                # each repeat runs the two fleets back to back (order alternating), so its
+                # ratio compares like with like on a machine whose load changes over minutes
+                "median_ratio_two_over_one": round(statistics.median(r["ratio"] for r in reps),
+                                                   3),
                 "median_one_worker_s": one, "median_two_workers_s": two,
                 "ratio_of_medians": round(two / one, 3),
                 "loadavg_before": [round(x, 2) for x in load_before],
