@@ -12,7 +12,9 @@ Prints one JSON document. What it measures, all with real components:
    (``--reps``, order alternating) because the machine is shared; the headline is the median
    over repeats of the back-to-back ratio; the load average before and after is reported.
    ``busy`` is the Stan time inside tasks over (wall time x workers): near 1 means the fleet
-   is sampling-bound and the ratio reflects parallelism.
+   is sampling-bound and the ratio reflects parallelism. ``other_cores`` is the CPU used by
+   other programs during that fleet (machine CPU time minus ours, over wall time): with 2 cores,
+   another program's load takes from the 2-worker fleet what the 1-worker fleet never needed.
 
 Run: ``python benchmarks/bench_stan.py [--reps 5] [--n 10000]``.
 """
@@ -64,6 +66,27 @@ def cluster(n_workers: int):
     client = Client(lc)
     client.register_plugin(PrivateCacheDir())
     return lc, client
+
+
+def _busy_seconds() -> float:
+    """CPU seconds spent by the whole machine (all processes) since boot."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + \
+        getattr(t, "steal", 0)
+
+
+def _our_seconds(clients) -> float:
+    """CPU seconds of this process and of every worker process of ``clients``."""
+    import psutil
+
+    total = sum(os.times()[:2])
+    for c in clients:
+        for pid in c.run(os.getpid).values():
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -132,14 +155,18 @@ def main(argv: list[str] | None = None) -> dict:
                 row = {}
                 order = [("one_worker", c1, 1), ("two_workers", c2, 2)]
                 for label, c, workers in order if r % 2 == 0 else order[::-1]:
+                    busy0, ours0 = _busy_seconds(), _our_seconds((c1, c2))
                     t = time.perf_counter()
                     fl = sample_many(model, heavy, client=c, chains=4, draws=args.draws,
                                      seed=100 + r)
                     done = fl.fits
                     wall = time.perf_counter() - t
+                    foreign = (_busy_seconds() - busy0) - (_our_seconds((c1, c2)) - ours0)
                     stan = sum(f.seconds for f in done)
                     row[f"{label}_s"] = round(wall, 2)
                     row[f"{label}_busy"] = round(stan / (wall * workers), 2)
+                    # cores used by other programs on the machine during this fleet
+                    row[f"{label}_other_cores"] = round(max(foreign, 0.0) / wall, 2)
                     assert not fl.failures, fl.failures[0].error
                 row["ratio"] = round(row["two_workers_s"] / row["one_worker_s"], 3)
                 row["loadavg_1min"] = round(os.getloadavg()[0], 2)

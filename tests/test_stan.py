@@ -274,3 +274,16 @@ def test_tbb_linkage_is_detected_from_ldd_output():
     assert tbb_links(ldd) == {
         "libtbb.so.2": "/home/ci/.cmdstan/cmdstan-2.36.0/stan/lib/stan_math/lib/tbb/libtbb.so.2"}
     assert tbb_links("\tlibtbb.so.2 => not found\n") == {"libtbb.so.2": None}
+
+
+@pytest.mark.slow
+def test_compile_on_a_worker(client):
+    """A second real compilation, on a worker (its private cache), then a fit there."""
+    program = BERNOULLI.replace("beta(1, 1)", "beta(2, 2)")
+    model = StanModel(program, name="beta22", client=client)
+    assert model.compiled and model.compiled_on == "worker"
+    assert sum(s["compilations"] for s in worker_stats(client).values()) == 1
+    data = {"N": 10, "y": [1] * 7 + [0] * 3}
+    fit = sample_many(model, [data], client=client, chains=4, draws=1000, seed=5).fits[0]
+    row = fit.summary.set_index("parameter").loc["theta"]
+    assert abs(row["mean"] - (2 + 7) / (4 + 10)) < 3 * row["mcse_mean"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from ..errors import InputError
 from .fit import Fit, run_fit
 from .model import StanEnvironmentError, StanModel, stats
 
+_SHIPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> shipped keys
 _TABLE_COLUMNS = ["model", "dataset", "ok", "parameter", "mean", "sd", "mcse_mean", "ess_bulk",
                   "ess_tail", "r_hat", "q5", "q50", "q95", "seed", "seconds", "error"]
 
@@ -28,6 +30,10 @@ def ship(model: StanModel, client) -> None:
     """
     from ._dask import ArtifactPlugin
 
+    key = (getattr(client.scheduler, "address", None), model.hash)
+    done = _SHIPPED.setdefault(client, set())
+    if key in done:  # the scheduler has it already: do not even upload it again
+        return
     if model.artifact.data is None:
         raise InputError(f"{model!r} carries no compiled bytes here; ship it from the process "
                          "that created it.")
@@ -39,6 +45,7 @@ def ship(model: StanModel, client) -> None:
         if "different environment" in str(exc):
             raise StanEnvironmentError(str(exc)) from None
         raise
+    done.add(key)
 
 
 def worker_stats(client) -> dict[str, dict]:

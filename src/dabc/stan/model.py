@@ -338,6 +338,47 @@ def _read_program(code_or_path: str | os.PathLike) -> tuple[str, str | None]:
     return code_or_path, None
 
 
+def compile_artifact(code: str, backend: str = "auto", root: str | os.PathLike | None = None,
+                     name: str = "model") -> tuple[Artifact, bool, float, str]:
+    """Check ``code`` with stanc, then compile it or reuse the cache ``root``.
+
+    Returns (artifact with its compressed bytes, whether it was compiled, seconds, stanc
+    warnings). A syntax error raises :class:`dabc.InputError` with stanc's message. Runs in
+    whatever process should compile: this one, or a worker (``StanModel(..., client=...)``).
+    """
+    backend = _choose_backend(backend)
+    impl = _backend_module(backend)
+    try:
+        warnings = impl.stanc(code)
+    except ValueError as exc:
+        raise InputError(f"Stan could not translate the program {name!r}:\n{exc}") from None
+    root = Path(root) if root is not None else cache_dir()
+    model_id = impl.model_id(code)
+    env = impl.environment()
+    found = _cached(root, backend, model_id)
+    compiled, seconds = False, 0.0
+    if found is not None and found[0].get("environment") == env:
+        meta, path = found
+    else:
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="dabc-stan-build-", dir=_mkdir(root)) as tmp:
+            built = impl.build(code, Path(tmp))
+            with _LOCK:
+                _STATS["compilations"] += 1
+            raw = built.read_bytes()
+            meta = {"filename": built.name, "hash": hashlib.sha256(raw).hexdigest()}
+            proto = Artifact(backend, model_id, built.name, meta["hash"], len(raw), env)
+            path = _store(root, proto, raw)
+        compiled, seconds = True, time.perf_counter() - start
+    raw = Path(path).read_bytes()
+    artifact = Artifact(backend=backend, model_id=model_id, filename=meta["filename"],
+                        hash=meta["hash"], size=len(raw), environment=env,
+                        data=zlib.compress(raw, COMPRESS_LEVEL))
+    with _LOCK:
+        _PATHS.setdefault(artifact.hash, Path(path))
+    return artifact, compiled, seconds, warnings
+
+
 class StanModel:
     """A Stan program compiled once, whose compiled artifact travels to workers as bytes.
 
@@ -358,6 +399,10 @@ class StanModel:
         ``"auto"`` (httpstan when installed, else CmdStanPy).
     cache_dir
         Where the compiled artifact is stored and looked up; defaults to :func:`cache_dir`.
+    client
+        A ``distributed.Client``: compile on one of its workers (in that worker's cache)
+        instead of here, e.g. when this machine has no C++ compiler. The artifact then
+        records, and is checked against, the worker's environment.
     """
 
     def __init__(
@@ -367,44 +412,18 @@ class StanModel:
         name: str | None = None,
         backend: str = "auto",
         cache_dir: str | os.PathLike | None = None,
+        client=None,
     ):
         self.code, stem = _read_program(code_or_path)
         self.name = name or stem or "model"
-        self.backend = _choose_backend(backend)
-        impl = _backend_module(self.backend)
-        try:
-            self.stanc_warnings = impl.stanc(self.code)
-        except ValueError as exc:
-            raise InputError(f"Stan could not translate the program {self.name!r}:\n{exc}") \
-                from None
-        root = Path(cache_dir) if cache_dir is not None else globals()["cache_dir"]()
-        model_id = impl.model_id(self.code)
-        found = _cached(root, self.backend, model_id)
-        self.compiled = found is None
-        self.compile_seconds = 0.0
-        if found is not None and found[0].get("environment") == impl.environment():
-            meta, path = found
-        else:
-            start = time.perf_counter()
-            with tempfile.TemporaryDirectory(prefix="dabc-stan-build-", dir=_mkdir(root)) as tmp:
-                built = impl.build(self.code, Path(tmp))
-                with _LOCK:
-                    _STATS["compilations"] += 1
-                raw = built.read_bytes()
-                meta = {"filename": built.name, "hash": hashlib.sha256(raw).hexdigest()}
-                proto = Artifact(self.backend, model_id, built.name, meta["hash"], len(raw),
-                                 impl.environment())
-                path = _store(root, proto, raw)
-            self.compiled = True
-            self.compile_seconds = time.perf_counter() - start
-        raw = Path(path).read_bytes()
-        self.artifact = Artifact(
-            backend=self.backend, model_id=model_id, filename=meta["filename"],
-            hash=meta["hash"], size=len(raw), environment=impl.environment(),
-            data=zlib.compress(raw, COMPRESS_LEVEL),
-        )
-        with _LOCK:
-            _PATHS.setdefault(self.artifact.hash, Path(path))
+        if client is None:
+            built = compile_artifact(self.code, backend, cache_dir, self.name)
+        else:  # compile on one worker (e.g. the client machine has no C++ compiler)
+            built = client.submit(compile_artifact, self.code, backend, None, self.name,
+                                  pure=False).result()
+        self.artifact, self.compiled, self.compile_seconds, self.stanc_warnings = built
+        self.backend = self.artifact.backend
+        self.compiled_on = "client" if client is None else "worker"
 
     @property
     def hash(self) -> str:
