@@ -84,3 +84,21 @@ def test_learned_statistics_fitted_on_a_dask_array():
     assert abc.distance.fitted_at_ == [0]
     assert 0.8 * EXACT_SD < sd < 1.4 * EXACT_SD, sd
     assert abs(mean - EXACT_MEAN) < 4 * sd / np.sqrt(ess) + 0.4 * EXACT_SD, (mean, ess)
+
+
+def test_models_with_different_parameters_are_refused():
+    def other(p, rng):
+        return model({"theta": p["a"]}, rng)
+
+    abc = dabc.ABCSMC([model, other], [PRIOR, dabc.Prior(a=dabc.RV("norm", 0, 1))],
+                      distance=LearnedStatisticsDistance(), population_size=50, progress=False)
+    with pytest.raises(InputError, match="same parameters"):
+        abc.run(OBSERVED, db="sqlite://", max_generations=2)
+
+
+def test_too_few_simulations_postpone_the_fit():
+    d = LearnedStatisticsDistance(min_simulations=60)
+    abc = dabc.ABCSMC(model, PRIOR, distance=d, population_size=40, seed=1, progress=False)
+    with pytest.warns(UserWarning, match="generation 0 has only 40 finished simulations"):
+        abc.run(OBSERVED, db="sqlite://", max_generations=3)
+    assert abc.distance.fitted_at_ == [1]

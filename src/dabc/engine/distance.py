@@ -17,6 +17,10 @@ class Distance:
         """Bind to the statistics layout (called once per run)."""
         self.layout = layout
 
+    def check_priors(self, priors) -> None:
+        """Raise InputError if this distance cannot serve models with these priors (called
+        once per run, before the first generation)."""
+
     def update(self, stats: np.ndarray, theta: np.ndarray | None = None,
                t: int | None = None) -> None:
         """Learn from all simulations of generation ``t`` (their statistics and parameters)

@@ -8,6 +8,7 @@ parameters get (near) zero coefficients instead of swamping the distance.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -31,7 +32,9 @@ class LearnedStatisticsDistance(Distance):
     array with row chunks of this size (block-sequential SAGA on the cluster of the current
     Dask client, or a local one), for generations too large for one process.
     ``min_simulations``: a generation with fewer finished simulations is not used for fitting.
-    All models of the run must share the same parameter names.
+    All models of the run must share the same parameter names (checked at the start). A fit
+    generation with fewer than ``min_simulations`` finished simulations is skipped with a
+    warning, and the fit happens at the next generation instead.
     """
 
     def __init__(self, regressor=None, fit_generations: Iterable[int] = (0,),
@@ -45,8 +48,9 @@ class LearnedStatisticsDistance(Distance):
         self.initial = initial
         self.dask_chunks = dask_chunks
         self.min_simulations = int(min_simulations)
-        self.fitted_ = None  # (regressor, x mean, x scale, y mean, y scale) once fitted
+        self.fitted_ = None  # (regressor, x mean, x scale) once fitted
         self.fitted_at_: list[int] = []
+        self._owed = False  # a fit generation had too few simulations: fit at the next one
 
     def initialize(self, layout: StatLayout) -> None:
         super().initialize(layout)
@@ -55,20 +59,40 @@ class LearnedStatisticsDistance(Distance):
             self.initial = PNormDistance(2)
         self.initial.initialize(layout)
 
+    def check_priors(self, priors) -> None:
+        names = [tuple(p.names) for p in priors]
+        if len(set(names)) > 1:
+            raise InputError(
+                "LearnedStatisticsDistance regresses the parameters on the statistics, so all "
+                f"models must have the same parameters; got {[list(n) for n in names]}. Use "
+                "one LearnedStatisticsDistance per model comparison with shared parameters, "
+                "or another distance.")
+
     def update(self, stats: np.ndarray, theta: np.ndarray | None = None,
                t: int | None = None) -> None:
-        if t is None or t not in self.fit_generations:
+        due = t is not None and (t in self.fit_generations or self._owed)
+        if not due:
             if self.fitted_ is None:
                 self.initial.update(stats, theta, t)
             return
         if theta is None:
             raise InputError("LearnedStatisticsDistance needs the parameters of the simulations.")
         keep = np.all(np.isfinite(stats), axis=1) & np.all(np.isfinite(theta), axis=1)
+        if len(keep) and not keep.any() and np.isfinite(stats).all():
+            raise InputError("LearnedStatisticsDistance: the simulations' parameters are "
+                             "missing (models with different parameters?).")
         x, y = stats[keep], theta[keep]
         if len(x) < self.min_simulations:
+            warnings.warn(f"LearnedStatisticsDistance: generation {t} has only {len(x)} finished "
+                          f"simulations (min_simulations={self.min_simulations}); fitting at "
+                          "the next generation instead.", stacklevel=2)
+            self._owed = True
+            if self.fitted_ is None:
+                self.initial.update(stats, theta, t)
             return
         self.fitted_ = _fit(self._regressor(), x, y, self.dask_chunks)
         self.fitted_at_.append(int(t))
+        self._owed = False
 
     def _regressor(self):
         if self.regressor is not None:
@@ -83,7 +107,7 @@ class LearnedStatisticsDistance(Distance):
 
     def predict(self, stats: np.ndarray) -> np.ndarray:
         """The learned statistics (standardised predicted parameters) of each row."""
-        reg, xm, xs, ym, ys = self.fitted_
+        reg, xm, xs = self.fitted_
         pred = np.asarray(reg.predict((np.atleast_2d(stats) - xm) / xs))
         return pred.reshape(len(np.atleast_2d(stats)), -1)
 
@@ -99,15 +123,20 @@ class LearnedStatisticsDistance(Distance):
 
 
 def _fit(reg, x, y, dask_chunks):
-    """Fit ``reg`` on standardised (x, y); returns what ``predict`` needs."""
+    """Fit ``reg`` on standardised (x, y); returns what ``predict`` needs (predictions stay
+    in standardised units, so every parameter weighs the same in the distance)."""
     xm, xs = x.mean(axis=0), x.std(axis=0)
     xs[xs == 0] = 1.0
     ym, ys = y.mean(axis=0), y.std(axis=0)
     ys[ys == 0] = 1.0
     xz, yz = (x - xm) / xs, (y - ym) / ys
     if dask_chunks:
-        import dask.array as da
+        try:
+            import dask.array as da
+        except ImportError as exc:
+            raise InputError("LearnedStatisticsDistance(dask_chunks=...) needs Dask arrays: "
+                             "pip install 'dabc[learn]'.") from exc
         xz = da.from_array(xz, chunks=(int(dask_chunks), xz.shape[1]))
         yz = da.from_array(yz, chunks=(int(dask_chunks), yz.shape[1]))
     reg.fit(xz, yz if yz.shape[1] > 1 else yz[:, 0])
-    return reg, xm, xs, ym, ys
+    return reg, xm, xs

@@ -157,6 +157,7 @@ class ABCSMC:
         self._layout = StatLayout(observed)
         self._observed = {k: observed[k] for k in observed}
         self.distance.initialize(self._layout)
+        self.distance.check_priors(self.priors)
         history = History(db)
         history.create_run(
             seed=self.seed, population_size=self.population_size,
