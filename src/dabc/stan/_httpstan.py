@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
@@ -226,6 +228,7 @@ def call_service(function, data: dict, init: dict, **kwargs) -> tuple[list[dict]
                 server.bind(path)
                 server.listen(8)
                 future = stan_thread().submit(run)
+                started = time.monotonic()
                 conns: dict = {}
                 chunks: list[bytearray] = []
                 done = False
@@ -248,6 +251,11 @@ def call_service(function, data: dict, init: dict, **kwargs) -> tuple[list[dict]
                                 s.close()
                     if done and not conns and not readable:
                         break  # the service returned and every writer closed its connection
+                    if not done and time.monotonic() - started > 0.02:
+                        # a long run (not a quick simulation): let output pile up in the
+                        # socket buffers (~200 kB) for a moment; waking for every draw's
+                        # message cost ~15% of a core and slowed Stan itself by a third
+                        time.sleep(0.002)
                 future.result()
     finally:
         os.close(wake_r)
@@ -322,8 +330,10 @@ class Runtime:
     def _defaults(self, basename: str, method: str) -> dict:
         A = self._arguments
         names = A.function_arguments(basename, self.module)
-        return {a: A.lookup_default(A.Method[method], a) for a in names
-                if a not in ("data", "init", "random_seed", "chain")}
+        with warnings.catch_warnings():  # httpstan reads its defaults with a deprecated API
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return {a: A.lookup_default(A.Method[method], a) for a in names
+                    if a not in ("data", "init", "random_seed", "chain")}
 
     def sample(self, data: dict, chains: int, draws: int, warmup: int, seed: int,
                sampler_args: dict):

@@ -6,7 +6,7 @@ import sys
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -15,12 +15,15 @@ from ..errors import InputError
 from .fit import Fit, run_fit
 from .model import StanEnvironmentError, StanModel, stats
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 _SHIPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> shipped keys
 _TABLE_COLUMNS = ["model", "dataset", "ok", "parameter", "mean", "sd", "mcse_mean", "ess_bulk",
                   "ess_tail", "r_hat", "q5", "q50", "q95", "seed", "seconds", "error"]
 
 
-def ship(model: StanModel, client) -> None:
+def ship(model: StanModel, client: Client) -> None:
     """Send ``model``'s compiled artifact to every worker of ``client`` once.
 
     Uses an idempotent Dask worker plugin keyed by the artifact's hash: calling this again (or
@@ -48,7 +51,7 @@ def ship(model: StanModel, client) -> None:
     done.add(key)
 
 
-def worker_stats(client) -> dict[str, dict]:
+def worker_stats(client: Client) -> dict[str, dict]:
     """:func:`dabc.stan.stats` of every worker of ``client``, by worker address."""
     return client.run(stats)
 
@@ -187,9 +190,9 @@ def _named_datasets(datasets) -> dict[Any, Mapping]:
 
 
 def sample_many(
-    models,
-    datasets,
-    client=None,
+    models: StanModel | Sequence[StanModel] | Mapping[str, StanModel],
+    datasets: Mapping | Sequence[Mapping],
+    client: Client | None = None,
     chains: int = 4,
     draws: int = 1000,
     seed: int | None = None,

@@ -412,7 +412,7 @@ class StanModel:
         name: str | None = None,
         backend: str = "auto",
         cache_dir: str | os.PathLike | None = None,
-        client=None,
+        client: Any = None,
     ):
         self.code, stem = _read_program(code_or_path)
         self.name = name or stem or "model"
