@@ -16,7 +16,8 @@ from scipy.special import expit, logsumexp, softmax
 from .kernels import LOGISTIC, MULTINOMIAL, SQUARED, saga_epoch_csr, saga_epoch_dense
 
 __all__ = ["Problem", "State", "chunk_epoch", "chunk_stats", "chunk_loss", "chunk_grad_table",
-           "step_size", "epoch_seed", "chunk_order", "max_relative_change"]
+           "step_size", "epoch_seed", "chunk_order", "converged", "kernel_input", "kernel_array",
+           "prox_power"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,9 @@ class Problem:
 
     ``a1 = alpha * l1_ratio`` and ``a2 = alpha * (1 - l1_ratio)`` are the per-sample-scaled
     penalty weights; ``n_total`` is the global number of samples; ``colscale`` (sparse data
-    only) is ``n_total / nnz(column)`` per column (``inf`` for empty columns, never used).
+    only) is ``n_total / nnz(column)`` per column and ``0.0`` for columns without nonzeros
+    (which the CSR kernel never touches: :func:`chunk_epoch` applies their penalty in closed
+    form instead).
     """
 
     loss: int
@@ -65,6 +68,48 @@ def chunk_order(seed: int, epoch: int, n_chunks: int) -> np.ndarray:
         n_chunks)
 
 
+def kernel_array(a, dtype=np.float64) -> np.ndarray:
+    """``a`` as a writeable, aligned, C-contiguous array of ``dtype``; copied only if it is not.
+
+    Every array handed to a numba kernel goes through this (or :func:`kernel_input`), so each
+    kernel sees one type per argument and keeps exactly one compiled signature: numba types a
+    read-only, a Fortran-ordered or an ``int64``-instead-of-``int32`` array differently.
+    """
+    a = np.asarray(a)
+    if (a.dtype != dtype or not a.flags.c_contiguous or not a.flags.writeable
+            or not a.flags.aligned):
+        a = np.array(a, dtype=dtype, order="C", copy=True)
+    return a
+
+
+def kernel_input(X):
+    """``X`` as the kernels take it: a float64 C-contiguous writeable array, or a canonical
+    float64 CSR matrix with writeable ``int32`` indices (``int64`` only when the matrix has
+    2**31 or more nonzeros or columns). No copy when ``X`` is already so."""
+    if sp.issparse(X):
+        return _as_csr(X)
+    return kernel_array(X)
+
+
+def prox_power(V: np.ndarray, n: int, step: float, a1: float, a2: float) -> np.ndarray:
+    """``n`` successive coordinate prox steps ``v <- (sign(v) max(|v| - step a1, 0)) / (1 + step
+    a2)`` in closed form: what ``n`` SAGA steps do to a coordinate whose feature is zero in all
+    ``n`` rows (its gradient average is then zero too).
+
+    With ``s = 1 / (1 + step a2)`` and ``u = |v|``, ``n`` steps give ``s^n u - step a1 (s + s^2
+    + ... + s^n)`` while positive, else 0 (the sequence decreases, so it stays 0 once there).
+    """
+    V = np.asarray(V, dtype=np.float64)
+    if n <= 0 or (a1 == 0.0 and a2 == 0.0) or V.size == 0:
+        return V.copy()
+    h = step * a2
+    lg = np.log1p(h)
+    sn = np.exp(-n * lg)  # s^n
+    geom = float(n) if h == 0.0 else -np.expm1(-n * lg) / h  # s + ... + s^n
+    u = sn * np.abs(V) - step * a1 * geom
+    return np.sign(V) * np.maximum(u, 0.0)
+
+
 def chunk_epoch(X, Y: np.ndarray, mem: np.ndarray | None, state: State, seed,
                 problem: Problem) -> tuple[np.ndarray, State]:
     """One SAGA pass over the rows of one chunk, in a seeded random order.
@@ -73,32 +118,53 @@ def chunk_epoch(X, Y: np.ndarray, mem: np.ndarray | None, state: State, seed,
     (n_rows, m) float targets, ``mem`` the chunk's gradient memory (``None``: zeros), ``state``
     the weights and gradient averages. Returns the new memory and state; the inputs are not
     modified, so this is a pure function of its arguments (suitable as a Dask task).
+
+    For CSR chunks the columns without nonzeros in the whole data set (``colscale == 0``) get
+    the ``n_rows``-fold prox of :func:`prox_power`, exactly what the dense kernel does to them.
     """
-    W, b, gbar, gbar_b = (np.array(a, dtype=np.float64, copy=True) for a in state)
+    W, b, gbar, gbar_b = (np.array(a, dtype=np.float64, order="C", copy=True) for a in state)
     n = X.shape[0]
     mem = (np.zeros((n, problem.k)) if mem is None
-           else np.array(mem, dtype=np.float64, copy=True))
+           else np.array(mem, dtype=np.float64, order="C", copy=True))
     order = np.random.default_rng(seed).permutation(n).astype(np.int64)
-    args = (1.0 / problem.n_total, problem.step, problem.a1, problem.a2, problem.loss,
-            problem.fit_intercept)
+    Y = kernel_array(Y)
+    step, a1, a2 = float(problem.step), float(problem.a1), float(problem.a2)
+    args = (1.0 / float(problem.n_total), step, a1, a2, int(problem.loss),
+            bool(problem.fit_intercept))
     if sp.issparse(X):
         X = _as_csr(X)
-        saga_epoch_csr(X.data, X.indices, X.indptr, Y, order, problem.colscale, W, b, mem, gbar,
+        colscale = kernel_array(problem.colscale)
+        saga_epoch_csr(X.data, X.indices, X.indptr, Y, order, colscale, W, b, mem, gbar,
                        gbar_b, *args)
+        empty = np.flatnonzero(colscale == 0.0)
+        if empty.size:
+            W[:, empty] = prox_power(W[:, empty], n, step, a1, a2)
     else:
-        saga_epoch_dense(np.ascontiguousarray(X, dtype=np.float64), Y, order, W, b, mem, gbar,
-                         gbar_b, *args)
+        saga_epoch_dense(kernel_array(X), Y, order, W, b, mem, gbar, gbar_b, *args)
     return mem, (W, b, gbar, gbar_b)
 
 
 def _as_csr(X) -> sp.csr_matrix:
-    """Canonical float64 CSR (sorted, no duplicate indices) without copying when possible."""
+    """Canonical float64 CSR (sorted, no duplicate indices), writeable, with ``int32`` index
+    arrays when they fit (else ``int64``); no copy when ``X`` already is so."""
     X = sp.csr_matrix(X) if not (sp.isspmatrix_csr(X) or X.format == "csr") else X
+    copied = False
     if X.dtype != np.float64:
         X = X.astype(np.float64)
+        copied = True
     if not X.has_canonical_format:
         X = X.copy()
         X.sum_duplicates()
+        copied = True
+    idx = np.int32 if max(X.nnz, X.shape[1]) < np.iinfo(np.int32).max else np.int64
+    arrays = (X.data, X.indices, X.indptr)
+    ok = [a.flags.c_contiguous and a.flags.writeable and a.flags.aligned for a in arrays]
+    if not all(ok) or X.indices.dtype != idx or X.indptr.dtype != idx:
+        if not copied:
+            X = X.copy()
+        X.data = kernel_array(X.data)
+        X.indices = kernel_array(X.indices, idx)
+        X.indptr = kernel_array(X.indptr, idx)
     return X
 
 
@@ -146,7 +212,7 @@ def chunk_grad_table(X, Y: np.ndarray, W: np.ndarray, b: np.ndarray, loss: int
     else:
         G = softmax(Z, axis=1)
         G[np.arange(G.shape[0]), Y[:, 0].astype(np.intp)] -= 1.0
-    return G, np.asarray(X.T @ G).T, G.sum(axis=0)
+    return G, np.ascontiguousarray(np.asarray(X.T @ G).T), G.sum(axis=0)
 
 
 def penalty(W: np.ndarray, a1: float, a2: float) -> float:
@@ -154,13 +220,23 @@ def penalty(W: np.ndarray, a1: float, a2: float) -> float:
     return a1 * float(np.abs(W).sum()) + 0.5 * a2 * float(np.sum(W * W))
 
 
-def max_relative_change(W_old: np.ndarray, b_old: np.ndarray, W: np.ndarray, b: np.ndarray
-                        ) -> float:
-    """``max |change| / max |weight|`` over coefficients and intercepts (0 if both are 0)."""
-    old = np.concatenate([W_old.ravel(), b_old.ravel()])
-    new = np.concatenate([W.ravel(), b.ravel()])
-    change = float(np.max(np.abs(new - old))) if new.size else 0.0
-    scale = float(np.max(np.abs(new))) if new.size else 0.0
-    if scale == 0.0:
-        return 0.0 if change == 0.0 else np.inf
-    return change / scale
+def converged(W_old: np.ndarray, b_old: np.ndarray, W: np.ndarray, b: np.ndarray, tol: float,
+              b_scale: float) -> bool:
+    """The stopping rule: weights by scikit-learn's criterion, intercepts on their own scale.
+
+    Weights (as in scikit-learn's ``_sag_fast``): ``max|W - W_old| <= tol max|W|``, or no
+    change at all when ``W`` is zero. Intercepts: ``max|b - b_old| <= tol max(max|b|,
+    b_scale)``, ``b_scale`` the natural scale of an intercept (the callers pass the largest
+    standard deviation of the regression targets, ``1`` logit for classifiers), so that a large
+    intercept does not hide moving weights and all-zero weights (strong L1) do not stop the
+    run while the intercepts still move. ``tol < 0`` never converges.
+    """
+    if tol < 0:
+        return False
+    dw = float(np.max(np.abs(W - W_old))) if W.size else 0.0
+    sw = float(np.max(np.abs(W))) if W.size else 0.0
+    db = float(np.max(np.abs(b - b_old))) if b.size else 0.0
+    sb = max(float(np.max(np.abs(b))) if b.size else 0.0, float(b_scale))
+    w_ok = dw <= tol * sw if sw > 0.0 else dw == 0.0
+    b_ok = db <= tol * sb if sb > 0.0 else db == 0.0
+    return w_ok and b_ok

@@ -4,7 +4,8 @@ An epoch visits the row chunks one after another (in a seeded order); the task f
 is :func:`dabc.learn._core.chunk_epoch` (through :func:`_chunk_task`), a pure function of
 
 * the chunk ``X_c`` (already on a worker: ``X`` is persisted once),
-* its targets ``Y_c`` (scattered once, to the worker that holds ``X_c``),
+* its targets ``Y_c`` (a task of its own on the worker that holds ``X_c``, so that the
+  scheduler can recompute it if that worker is lost; the same for the initial state),
 * its gradient memory (the output of the previous epoch's task for chunk ``c``, so it never
   leaves that worker),
 * the *state*: weights, intercepts and the gradient averages (``k x n_features`` numbers, the
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import is_classifier
+from sklearn.utils.validation import column_or_1d
 
 from . import _core
 
@@ -70,7 +72,7 @@ def validate_dask(est, X, y, reset: bool) -> tuple[Any, np.ndarray]:
     y = np.asarray(y)
     if is_classifier(est):
         if y.ndim == 2 and y.shape[1] == 1:
-            y = y.ravel()
+            y = column_or_1d(y, warn=True)  # DataConversionWarning, as scikit-learn
         if y.ndim != 1:
             raise ValueError(f"{name}: y must be 1-D class labels, got shape {y.shape}.")
     if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
@@ -125,6 +127,10 @@ def _initial_state(W, b, k, tables, n, fit_intercept):
     return (W, b, gbar, gbar_b)
 
 
+def _identity(x):
+    return x
+
+
 def _table_sums(X, Y, W, b, loss):
     """(memory, (sum g x^T, sum g)) at ``(W, b)``: the first stays, the second travels."""
     G, S, s = _core.chunk_grad_table(X, Y, W, b, loss)
@@ -138,35 +144,46 @@ def _chunk_task(X, Y, previous, state, seed, problem):
     return _core.chunk_epoch(X, Y, mem, state, seed, problem)
 
 
+def _kernel_chunks(X):
+    """``X`` with every chunk in the kernels' input form (:func:`_core.kernel_input`): done
+    once per fit, in the graph, instead of in every epoch's task."""
+    meta = getattr(X, "_meta", None)
+    if meta is not None and hasattr(meta, "astype"):
+        meta = meta.astype(np.float64)
+    return X.map_blocks(_core.kernel_input, dtype=np.float64, meta=meta)
+
+
 def solve_dask(X, Y: np.ndarray, loss: int, k: int, W: np.ndarray, b: np.ndarray, a1: float,
                a2: float, fit_intercept: bool, max_iter: int, tol: float, seed: int,
-               partial: bool) -> tuple[np.ndarray, np.ndarray, int, bool]:
+               partial: bool, b_scale: float) -> tuple[np.ndarray, np.ndarray, int, bool]:
     """Run SAGA epochs over the row chunks of ``X``; returns ``(W, b, epochs, converged)``.
 
     ``partial``: the memory starts at the exact gradients at ``(W, b)`` (one extra pass);
-    otherwise at zero.
+    otherwise at zero. ``b_scale``: see :func:`dabc.learn._core.converged`.
     """
     client = _client()
     if client is None:
         return _solve_local(X, Y, loss, k, W, b, a1, a2, fit_intercept, max_iter, tol, seed,
-                            partial)
+                            partial, b_scale)
     from distributed import futures_of, wait
 
     rows = _row_slices(X)
     nb = len(rows)
-    Xp = client.persist(X)
+    Xp = client.persist(_kernel_chunks(X))
     by_key = {f.key: f for f in futures_of(Xp)}
     xb = [by_key[(Xp.name, c, 0)] for c in range(nb)]
     wait(xb)
     who = client.who_has(xb)
     home = [list(who[f.key]) or None for f in xb]
-    yb = [client.scatter(np.ascontiguousarray(Y[r]), workers=home[c], hash=False)
-          for c, r in enumerate(rows)]
     tag = uuid.uuid4().hex[:10]
 
     def submit(fn, *args, key: str, where=None):
         return client.submit(fn, *args, key=f"saga-{key}-{tag}", workers=where,
-                             allow_other_workers=True, pure=False)
+                             allow_other_workers=where is not None, pure=False)
+
+    # tasks, not scatter: the scheduler keeps their inputs and can recompute a lost result
+    yb = [submit(_core.kernel_array, np.array(Y[r]), key=f"y-{c}", where=home[c])
+          for c, r in enumerate(rows)]
 
     stats = client.gather([submit(_core.chunk_stats, xb[c], key=f"stats-{c}", where=home[c])
                            for c in range(nb)])
@@ -181,7 +198,8 @@ def solve_dask(X, Y: np.ndarray, loss: int, k: int, W: np.ndarray, b: np.ndarray
         mem = tabs  # (memory, sums): the memory part is read by _chunk_task
         tables = client.gather([submit(operator.getitem, tabs[c], 1, key=f"sums-{c}",
                                        where=home[c]) for c in range(nb)])
-    [state_f] = client.scatter([_initial_state(W, b, k, tables, n, fit_intercept)], hash=False)
+    state_f = submit(_identity, _initial_state(W, b, k, tables, n, fit_intercept),
+                     key="init-state")
 
     def submit_epoch(epoch: int, state):
         for c in _core.chunk_order(seed, epoch, nb):
@@ -200,7 +218,7 @@ def solve_dask(X, Y: np.ndarray, loss: int, k: int, W: np.ndarray, b: np.ndarray
             current = ahead
             ahead = submit_epoch(epoch + 1, current) if epoch + 1 < max_iter else None
             W_new, b_new = current.result()[:2]
-            if _core.max_relative_change(W, b, W_new, b_new) <= tol:
+            if _core.converged(W, b, W_new, b_new, tol, b_scale):
                 return W_new, b_new, epoch + 1, True
             W, b = W_new, b_new
         return W, b, max_iter, False
@@ -209,12 +227,13 @@ def solve_dask(X, Y: np.ndarray, loss: int, k: int, W: np.ndarray, b: np.ndarray
             ahead.cancel()
 
 
-def _solve_local(X, Y, loss, k, W, b, a1, a2, fit_intercept, max_iter, tol, seed, partial):
+def _solve_local(X, Y, loss, k, W, b, a1, a2, fit_intercept, max_iter, tol, seed, partial,
+                 b_scale):
     """:func:`solve_dask` without a cluster: the same pure tasks, run in this process."""
     rows = _row_slices(X)
-    X = X.persist(scheduler="sync")
+    X = _kernel_chunks(X).persist(scheduler="sync")
     xb = [X.blocks[c].compute(scheduler="sync") for c in range(len(rows))]
-    yb = [np.ascontiguousarray(Y[r]) for r in rows]
+    yb = [_core.kernel_array(np.array(Y[r])) for r in rows]
     problem = _problem(loss, k, a1, a2, fit_intercept, [_core.chunk_stats(x) for x in xb])
     mem: list[Any] = [None] * len(xb)
     tables = None
@@ -227,7 +246,7 @@ def _solve_local(X, Y, loss, k, W, b, a1, a2, fit_intercept, max_iter, tol, seed
         for c in _core.chunk_order(seed, epoch, len(xb)):
             mem[c], state = _core.chunk_epoch(xb[c], yb[c], mem[c], state,
                                               _core.epoch_seed(seed, epoch, c), problem)
-        if _core.max_relative_change(W, b, state[0], state[1]) <= tol:
+        if _core.converged(W, b, state[0], state[1], tol, b_scale):
             return state[0], state[1], epoch + 1, True
         W, b = state[0], state[1]
     return W, b, max_iter, False
@@ -250,7 +269,15 @@ def map_rows(fn, X, cols: int | None, dtype) -> Any:
     if X.numblocks[1] > 1:
         X = X.rechunk({1: -1})
     if cols is None:
-        return X.map_blocks(fn, dtype=dtype, drop_axis=1, chunks=(X.chunks[0],),
-                            meta=np.empty((0,), dtype=dtype))
-    return X.map_blocks(fn, dtype=dtype, chunks=(X.chunks[0], (cols,)),
-                        meta=np.empty((0, 0), dtype=dtype))
+        return X.map_blocks(_rows_or_empty, fn, (), dtype, dtype=dtype, drop_axis=1,
+                            chunks=(X.chunks[0],), meta=np.empty((0,), dtype=dtype))
+    return X.map_blocks(_rows_or_empty, fn, (cols,), dtype, dtype=dtype,
+                        chunks=(X.chunks[0], (cols,)), meta=np.empty((0, 0), dtype=dtype))
+
+
+def _rows_or_empty(block, fn, tail: tuple, dtype):
+    """``fn(block)``, or an empty result for a chunk without rows (which scikit-learn's input
+    validation would reject)."""
+    if block.shape[0] == 0:
+        return np.empty((0, *tail), dtype=dtype)
+    return fn(block)

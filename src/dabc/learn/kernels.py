@@ -162,14 +162,23 @@ def saga_epoch_csr(data, indices, indptr, Y, order, colscale, W, b, mem, gbar, g
 KERNELS = {"saga_epoch_dense": saga_epoch_dense, "saga_epoch_csr": saga_epoch_csr,
            "_loss_grad": _loss_grad}
 
-_compiled = {"compiled": 0}
+_compiled = {name: 0 for name in KERNELS}
+_names = {id(disp): name for name, disp in KERNELS.items()}
 
 
 class _CompileListener(_numba_event.Listener):
-    """numba event listener counting compilations in this process."""
+    """numba event listener counting compilations of the dabc kernels in this process.
+
+    numba fires ``numba:compile`` only on a disk-cache miss, once per compiled signature of
+    any dispatcher (also for user functions and for callees compiled with their caller); only
+    the events whose dispatcher is one of :data:`KERNELS` are counted.
+    """
 
     def on_start(self, event) -> None:
-        _compiled["compiled"] += 1
+        data = event.data or {}
+        name = _names.get(id(data.get("dispatcher")))
+        if name is not None and KERNELS[name] is data.get("dispatcher"):
+            _compiled[name] += 1
 
     def on_end(self, event) -> None:
         pass
@@ -178,17 +187,24 @@ class _CompileListener(_numba_event.Listener):
 _numba_event.register("numba:compile", _CompileListener())
 
 
-def compile_counts() -> dict[str, int]:
-    """Per-process counts: kernel compilations and disk-cache loads since import.
+def compile_counts() -> dict:
+    """Per-process counts for the dabc kernels: compilations and disk-cache loads since import.
 
-    ``compiled`` counts every numba compilation in this process (any dispatcher; numba only
-    compiles on a disk-cache miss), ``cache_loads`` the signatures of the dabc kernels loaded
-    from the on-disk cache, ``signatures`` the signatures the dabc kernels hold now. A process
-    that has run one SAGA task holds its signatures; any later task must leave all three fixed.
+    ``compiled`` counts numba compilations of the dabc kernels (:data:`KERNELS`; numba only
+    compiles on a disk-cache miss; other dispatchers in the process are not counted),
+    ``cache_loads`` the signatures of the dabc kernels loaded from the on-disk cache,
+    ``signatures`` the signatures the dabc kernels hold now, and ``per_kernel`` the same three
+    numbers for each kernel by name. ``_loss_grad`` is compiled together with the first epoch
+    kernel that is compiled (it is linked into the cached epoch kernels, so a cache load of
+    those leaves it at zero). A process that has run one dense and one CSR chunk task holds
+    one signature of each epoch kernel; any later task must leave all numbers fixed.
     """
-    loads = 0
-    sigs = 0
-    for disp in KERNELS.values():
-        loads += sum(disp.stats.cache_hits.values())
-        sigs += len(disp.signatures)
-    return {"compiled": _compiled["compiled"], "cache_loads": loads, "signatures": sigs}
+    per = {}
+    for name, disp in KERNELS.items():
+        per[name] = {"compiled": _compiled[name],
+                     "cache_loads": int(sum(disp.stats.cache_hits.values())),
+                     "signatures": len(disp.signatures)}
+    return {"compiled": sum(v["compiled"] for v in per.values()),
+            "cache_loads": sum(v["cache_loads"] for v in per.values()),
+            "signatures": sum(v["signatures"] for v in per.values()),
+            "per_kernel": per}

@@ -111,10 +111,12 @@ class _BaseSAGA(BaseEstimator):
         """Run SAGA from ``(W, b)``; store ``coef``/``intercept`` (2-D) and ``n_iter_``.
 
         ``partial``: one epoch, the gradient memory initialised at ``(W, b)``; otherwise up to
-        ``max_iter`` epochs from a zero memory, stopping when ``max|change| / max|weight|``
-        over an epoch is at most ``tol``. Returns the new ``(W, b)``.
+        ``max_iter`` epochs from a zero memory, stopping by :func:`dabc.learn._core.converged`
+        (weights: ``max|change| / max|weight|`` over an epoch at most ``tol``; intercepts the
+        same on their own scale). Returns the new ``(W, b)``.
         """
         a1, a2 = self._penalty_weights()
+        b_scale = _intercept_scale(Y, loss)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         max_iter, tol = (1, -1.0) if partial else (int(self.max_iter), float(self.tol))
         fit_intercept = bool(self.fit_intercept)
@@ -122,11 +124,11 @@ class _BaseSAGA(BaseEstimator):
             from .dask import solve_dask
 
             W, b, n_iter, converged = solve_dask(X, Y, loss, k, W, b, a1, a2, fit_intercept,
-                                                 max_iter, tol, seed, partial)
+                                                 max_iter, tol, seed, partial, b_scale)
         else:
             W, b, n_iter, converged = _solve_in_memory(X, Y, loss, k, W, b, a1, a2,
                                                        fit_intercept, max_iter, tol, seed,
-                                                       partial)
+                                                       partial, b_scale)
         if not converged and not partial:
             warnings.warn(f"{type(self).__name__} did not converge in max_iter={max_iter} "
                           f"epochs (tol={tol}); increase max_iter or tol.", ConvergenceWarning,
@@ -157,9 +159,18 @@ class _BaseSAGA(BaseEstimator):
         return tags
 
 
+def _intercept_scale(Y: np.ndarray, loss: int) -> float:
+    """The scale against which the intercepts' change is judged when they are near zero: the
+    largest standard deviation of the regression targets, one logit for classifiers."""
+    if loss != SQUARED:
+        return 1.0
+    return float(np.max(np.std(Y, axis=0))) if Y.size else 0.0
+
+
 def _solve_in_memory(X, Y, loss, k, W, b, a1, a2, fit_intercept, max_iter, tol, seed,
-                     partial):
+                     partial, b_scale):
     """SAGA epochs over one in-memory chunk (numpy array or CSR matrix)."""
+    X, Y = _core.kernel_input(X), _core.kernel_array(Y)  # once per fit, not per epoch
     n_rows, max_sq, counts, _ = _core.chunk_stats(X)
     colscale = None
     if counts is not None:
@@ -176,7 +187,7 @@ def _solve_in_memory(X, Y, loss, k, W, b, a1, a2, fit_intercept, max_iter, tol, 
     for epoch in range(max_iter):
         mem, state = _core.chunk_epoch(X, Y, mem, state, _core.epoch_seed(seed, epoch, 0),
                                        problem)
-        if _core.max_relative_change(W, b, state[0], state[1]) <= tol:
+        if _core.converged(W, b, state[0], state[1], tol, b_scale):
             return state[0], state[1], epoch + 1, True
         W, b = state[0], state[1]
     return state[0], state[1], max_iter, False
@@ -207,7 +218,9 @@ class SAGARegressor(RegressorMixin, _BaseSAGA):
         Maximum number of epochs (passes over the data).
     tol : float, default=1e-4
         Stop when ``max|weight change| / max|weight|`` over an epoch is at most ``tol`` (the
-        criterion of scikit-learn's saga).
+        criterion of scikit-learn's saga, on the weights only) and the intercepts changed by at
+        most ``tol * max(max|intercept|, s)``, ``s`` the largest standard deviation of the
+        targets (one logit for the classifier).
     random_state : int, RandomState or None
         Seeds the order in which samples (and Dask chunks) are visited.
 
@@ -335,11 +348,7 @@ class SAGAClassifier(LinearClassifierMixin, _BaseSAGA):
             raise ValueError(f"SAGAClassifier needs samples of at least 2 classes; got one "
                              f"class: {all_classes[0]!r}." if all_classes.size else
                              "SAGAClassifier: y is empty.")
-        idx = np.searchsorted(all_classes, y)
-        idx_c = np.minimum(idx, all_classes.size - 1)
-        if np.any(all_classes[idx_c] != y):
-            raise ValueError(f"SAGAClassifier.partial_fit: y has labels not in classes "
-                             f"{all_classes.tolist()}.")
+        idx_c = _encode_labels(all_classes, y, "SAGAClassifier.partial_fit")
         binary = all_classes.size == 2
         loss, k = (LOGISTIC, 1) if binary else (MULTINOMIAL, all_classes.size)
         Y = np.ascontiguousarray(idx_c.astype(np.float64).reshape(-1, 1))
@@ -403,9 +412,22 @@ class SAGAClassifier(LinearClassifierMixin, _BaseSAGA):
         check_is_fitted(self)
         X, y = self._validate_X_y(X, y, reset=False)
         y = np.asarray(y)
-        idx = np.searchsorted(self.classes_, y)
-        idx_c = np.minimum(idx, self.classes_.size - 1)
-        if np.any(self.classes_[idx_c] != y):
-            raise ValueError("SAGAClassifier.objective: y has labels not in classes_.")
+        idx_c = _encode_labels(self.classes_, y, "SAGAClassifier.objective")
         Y = np.ascontiguousarray(idx_c.astype(np.float64).reshape(-1, 1))
         return self._objective_terms(X, Y, self._loss_code())
+
+
+def _encode_labels(classes: np.ndarray, y: np.ndarray, where: str) -> np.ndarray:
+    """Index of each label of ``y`` in the sorted ``classes``; a clear ``ValueError`` for labels
+    not in ``classes``, including labels of an incomparable type (strings vs numbers)."""
+    message = f"{where}: y has labels not in classes {classes.tolist()}."
+    try:
+        idx = np.searchsorted(classes, y)
+        idx_c = np.minimum(idx, classes.size - 1)
+        unknown = np.any(classes[idx_c] != y)
+    except (TypeError, np.exceptions.DTypePromotionError) as exc:
+        raise ValueError(f"{message} (label types {y.dtype} and {classes.dtype} do not "
+                         f"compare)") from exc
+    if unknown:
+        raise ValueError(message)
+    return idx_c
