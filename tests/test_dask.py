@@ -343,6 +343,45 @@ def test_client_not_set_as_default(dask_cluster, tmp_path, tmp_path_factory):
     assert_same(snapshot(dabc.History(f"sqlite:///{db}")), ref)
 
 
+def _flag(value: str | None) -> None:
+    """Set (or with None, clear) DABC_TEST_STUCK in this process."""
+    if value is None:
+        os.environ.pop("DABC_TEST_STUCK", None)
+    else:
+        os.environ["DABC_TEST_STUCK"] = value
+
+
+def stuck_where_flagged(p, rng):
+    """``sleepy``, but blocked for as long as its worker process has DABC_TEST_STUCK set."""
+    while os.environ.get("DABC_TEST_STUCK"):
+        time.sleep(0.02)
+    return sleepy(p, rng)
+
+
+@pytest.mark.timeout(120)
+@plain_failures
+def test_stuck_worker_does_not_hold_up_generations(dask_cluster, tmp_path, tmp_path_factory):
+    """One of two workers hangs in every simulation (a wedged node): the tasks it holds
+    below a generation's cutoff are run again elsewhere (backup copies; tasks are pure), so
+    every generation ends, with the identical result. Without backups this run never ends."""
+    ref = reference(tmp_path_factory, sleepy)
+    pids = dask_cluster.use(2)
+    client = dask_cluster.client
+    stuck = sorted(pids)[0]
+    client.run(_flag, "1", workers=[stuck])
+    try:
+        with get_task_stream(client) as stream:
+            h = run(stuck_where_flagged, dabc.DaskDistributedSampler(client),
+                    tmp_path / "s.db")
+    finally:
+        client.run(_flag, None)
+    assert_same(snapshot(h), ref)
+    keys = [str(r["key"]) for r in stream.data]
+    assert any(k.endswith("-backup") for k in keys), "no backup copy ever ran"
+    assert not any(r["worker"] == stuck for r in stream.data
+                   if str(r["key"]).startswith("dabc-")), "the stuck worker finished a task"
+
+
 # --- 2. the work: scattered once per generation, passed as a future, unpickled once ---------
 class DependencyRecorder(SchedulerPlugin):
     """On the scheduler: for each dabc task sent to a worker, what it depends on."""
@@ -689,3 +728,21 @@ def test_all_workers_gone_mid_run_is_a_worker_error(dask_cluster, tmp_path):
     h = dabc.History(f"sqlite:///{db}")
     assert h.n_populations >= 1
     assert h.all_runs().status.tolist() == ["failed"]
+
+
+# --- 7. the sampler's own cluster -------------------------------------------------------------
+class _RecordingSampler(dabc.DaskDistributedSampler):
+    def sample(self, request):
+        self.seen = self.client.run(dask.config.get, "distributed.worker.profile.enabled")
+        self.cluster_seen = self._cluster
+        return super().sample(request)
+
+
+@pytest.mark.timeout(120)
+@plain_failures
+def test_sampler_without_client_starts_and_closes_a_lean_local_cluster(tmp_path):
+    sampler = _RecordingSampler()
+    h = run(sleepy, sampler, tmp_path / "own.db", n=20, gens=2)
+    assert h.n_populations == 2
+    assert sampler.seen and set(sampler.seen.values()) == {False}  # Dask's profiler is off
+    assert sampler.client is None and sampler.cluster_seen.status.name == "closed"
