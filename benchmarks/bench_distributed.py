@@ -4,7 +4,10 @@
 
 ``fast`` runs with 2 workers (evaluations/s, also against our MulticoreEval with 2
 processes); the sleep workloads with 8 workers (efficiency). The script starts its own
-password-protected redis-server on a free loopback port and its own Dask LocalCluster.
+password-protected redis-server on a free loopback port and its own Dask LocalClusters: the
+one ``DaskDistributedSampler()`` starts by itself (``local_cluster``: Dask's diagnostics off,
+reported as ``dabc_dask``) and, for comparison, one with Dask's default settings
+(``dabc_dask_default``).
 """
 
 from __future__ import annotations
@@ -79,8 +82,13 @@ def run_pyabc(workload: str, sampler: str, procs: int, server: RedisServer | Non
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def bench(workload: str, with_pyabc: bool) -> dict:
+def bench(workload: str, with_pyabc: bool, dask_configs=("lean", "default")) -> dict:
+    """One workload on Redis and Dask (each Dask config in ``dask_configs``: "lean" is
+    ``dabc.samplers.dask.local_cluster``, Dask's diagnostics off; "default" is a plain
+    LocalCluster), and pyABC's samplers if asked."""
     from distributed import Client, LocalCluster
+
+    from dabc.samplers.dask import local_cluster
 
     n = WORKERS[workload]
     out: dict = {"workers": n}
@@ -94,12 +102,19 @@ def bench(workload: str, with_pyabc: bool) -> dict:
             workers.wait(30)
         if with_pyabc:
             out["pyabc_redis"] = run_pyabc(workload, "redis", n, server)
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        out["dabc_dask"] = run_dabc(workload, dabc.DaskDistributedSampler(client))
+    for config, key in ((dask_configs[0], "dabc_dask"), *((c, f"dabc_dask_{c}")
+                                                         for c in dask_configs[1:])):
+        if config == "lean":  # what DaskDistributedSampler() starts by itself
+            cluster = local_cluster(n)
+        else:                 # Dask's default settings
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address=None)
+        with cluster, Client(cluster) as client:
+            out[key] = run_dabc(workload, dabc.DaskDistributedSampler(client))
+            out[key]["dask_config"] = config
     if with_pyabc:
         out["pyabc_dask"] = run_pyabc(workload, "dask", n, None)
-    for r in ("dabc_redis", "dabc_dask"):
+    for r in ("dabc_redis", *(k for k in out if k.startswith("dabc_dask"))):
         out[r]["procs"] = n
         if out[r]["efficiency"] is not None:  # recompute with the real worker count
             sims, wall = out[r]["simulations"], out[r]["wall_s"]
@@ -124,6 +139,9 @@ def bench(workload: str, with_pyabc: bool) -> dict:
                           "redis_vs_multicore2": 0.5, "dask_vs_multicore2": 0.5}
     else:
         out["target_efficiency"] = {"sleep10": 0.85, "sleep100": 0.90}[workload]
+        # The same machine's ceiling without any network or scheduler in between.
+        out["dabc_multicore8_reference"] = run_dabc(workload,
+                                                    dabc.MulticoreEvalParallelSampler(8))
     return out
 
 

@@ -733,7 +733,7 @@ def test_all_workers_gone_mid_run_is_a_worker_error(dask_cluster, tmp_path):
 # --- 7. the sampler's own cluster -------------------------------------------------------------
 class _RecordingSampler(dabc.DaskDistributedSampler):
     def sample(self, request):
-        self.seen = self.client.run(dask.config.get, "distributed.worker.profile.enabled")
+        self.seen = self._client().run(dask.config.get, "distributed.worker.profile.enabled")
         self.cluster_seen = self._cluster
         return super().sample(request)
 
