@@ -382,6 +382,54 @@ def test_stuck_worker_does_not_hold_up_generations(dask_cluster, tmp_path, tmp_p
                    if str(r["key"]).startswith("dabc-")), "the stuck worker finished a task"
 
 
+def _slow_log(path: str | None) -> None:
+    """Set (or with None, clear) DABC_TEST_SLOW in this process: the file slow_where_flagged
+    logs its evaluations to."""
+    if path is None:
+        os.environ.pop("DABC_TEST_SLOW", None)
+    else:
+        os.environ["DABC_TEST_SLOW"] = path
+
+
+def slow_where_flagged(p, rng):
+    """Instant, but 0.25 s per simulation (each logged) where DABC_TEST_SLOW is set."""
+    log = os.environ.get("DABC_TEST_SLOW")
+    if log:
+        with open(log, "a") as f:
+            f.write("evaluation\n")
+        time.sleep(0.25)
+    return {"y": p["x"] + 0.3 * rng.standard_normal()}
+
+
+def _lines(path: str) -> int:
+    return len(Path(path).read_text().splitlines()) if Path(path).exists() else 0
+
+
+@pytest.mark.timeout(120)
+@plain_failures
+def test_cancelled_task_stops_early_and_frees_its_worker(dask_cluster, tmp_path):
+    """A worker cannot interrupt a running task, so a task cancelled because it can no
+    longer contribute used to run to its last evaluation, holding its worker. Now it stops
+    at the next evaluation. One of two workers is slow (0.25 s per simulation): whichever
+    20-id task it holds is cancelled once the fast worker has decided the generation, and
+    the probe task sent to it afterwards runs only when that task has ended."""
+    pids = dask_cluster.use(2)
+    client = dask_cluster.client
+    slow = sorted(pids)[0]
+    log = str(tmp_path / "slow.log")
+    client.run(_slow_log, log, workers=[slow])
+    try:
+        h = run(slow_where_flagged, dabc.DaskDistributedSampler(client, batch_size=20),
+                tmp_path / "c.db", n=5, gens=1)
+        evaluated = client.submit(_lines, log, workers=[slow], pure=False).result(timeout=60)
+    finally:
+        client.run(_slow_log, None)
+    assert h.n_populations == 1
+    assert evaluated >= 1, "the slow worker never ran a simulation; the test is void"
+    assert evaluated < 10, (f"the cancelled task went on for {evaluated} of its 20 "
+                            "simulations")
+
+
 # --- 2. the work: scattered once per generation, passed as a future, unpickled once ---------
 class DependencyRecorder(SchedulerPlugin):
     """On the scheduler: for each dabc task sent to a worker, what it depends on."""

@@ -443,3 +443,37 @@ def test_failure_rate_above_limit_is_a_model_error(tmp_path):
     with pytest.raises(dabc.ModelError, match=r"'fails_sometimes' failed in \d+ of \d+"):
         run(fails_sometimes, prior, SingleCoreSampler(), tmp_path / "r.db", n=200, gens=1,
             observed={"y": 0.3}, max_failure_rate=0.002)
+
+
+# --- cancellable DYN tasks --------------------------------------------------------------------
+class _WorkCapture(SingleCoreSampler):
+    """A single-core sampler that keeps the last generation's work object."""
+
+    def sample(self, request):
+        self.work = request.work
+        return super().sample(request)
+
+
+@pytest.mark.parametrize("model", [gauss, gauss_vec], ids=["plain", "vectorized"])
+def test_cancelled_task_returns_its_first_ids_and_is_never_counted(model, tmp_path):
+    """A DYN task asked ``cancelled`` stops at the next evaluation (block, if vectorized);
+    its partial batch is marked, holds exactly the first ids with the same values as a full
+    run, and the DYN scheduler ignores it (the range stays unevaluated)."""
+    from dabc.samplers.base import DynamicScheduler
+
+    sampler = _WorkCapture()
+    dabc.ABCSMC(model, dabc.Prior(x=dabc.RV("norm", 0, 1)), population_size=20, seed=SEED,
+                sampler=sampler, progress=False).run({"y": 0.5}, db=str(tmp_path / "c.db"),
+                                                     max_generations=2)
+    work = sampler.work
+    full = work.run(("ids", 0, 64))
+    asked = []
+    partial = work.run(("ids", 0, 64), cancelled=lambda: len(asked) > 2 or asked.append(1))
+    step = 16 if model is gauss_vec else 1
+    assert partial.stopped_early and not full.stopped_early
+    assert list(partial.ids) == list(range(3 * step))
+    np.testing.assert_array_equal(partial.stats, full.stats[:3 * step])
+    sched = DynamicScheduler(20, granularity=step)
+    task = sched.next_task()
+    sched.add(task, work.run(task, cancelled=lambda: True))
+    assert sched.n_evaluated == 0 and sched.prefix == 0 and not sched.done

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 
 import numpy as np
 
@@ -57,11 +58,16 @@ class GenerationWork:
         return [m.name for m in self.models]
 
     # -- entry point for samplers ---------------------------------------------------
-    def run(self, task: tuple) -> Batch:
-        """Evaluate a task: ``("ids", start, stop)`` or ``("slots", j0, j1, max_attempts)``."""
+    def run(self, task: tuple, cancelled: Callable[[], bool] | None = None) -> Batch:
+        """Evaluate a task: ``("ids", start, stop)`` or ``("slots", j0, j1, max_attempts)``.
+
+        ``cancelled`` (DYN only), asked before each evaluation or block: when it answers
+        True, the task stops and returns the evaluations made so far, marked
+        ``stopped_early`` (the sampler no longer wants them; see ``Batch.stopped_early``).
+        """
         t0 = time.perf_counter()
         if task[0] == "ids":
-            batch = self.evaluate_ids(task[1], task[2])
+            batch = self.evaluate_ids(task[1], task[2], cancelled)
         elif task[0] == "slots":
             batch = self.evaluate_slots(task[1], task[2], task[3])
         else:
@@ -69,20 +75,28 @@ class GenerationWork:
         batch.seconds = time.perf_counter() - t0
         return batch
 
-    def evaluate_ids(self, start: int, stop: int) -> Batch:
+    def evaluate_ids(self, start: int, stop: int,
+                     cancelled: Callable[[], bool] | None = None) -> Batch:
         """DYN: evaluations ``start..stop-1``, each from its own stream (or block stream)."""
+        g = self.granularity
+        if self.vectorized and (start % g or stop % g):
+            raise ValueError(f"id range [{start}, {stop}) not aligned to block size {g}")
+        parts, rows, end = [], [], start
+        while end < stop and not (cancelled is not None and cancelled()):
+            if self.vectorized:
+                parts.append(self._block(stream(self.seed, self.t, _DYN_BLOCK, end // g), g))
+                end += g
+            else:
+                rows.append(self._one(stream(self.seed, self.t, _DYN, end)))
+                end += 1
+        ids = np.arange(start, end, dtype=np.int64)
         if self.vectorized:
-            g = self.granularity
-            if start % g or stop % g:
-                raise ValueError(f"id range [{start}, {stop}) not aligned to block size {g}")
-            parts = [self._block(stream(self.seed, self.t, _DYN_BLOCK, k), g)
-                     for k in range(start // g, stop // g)]
-            batch = _merge(parts)
-            batch.ids = np.arange(start, stop, dtype=np.int64)
-            return batch
-        rows = [self._one(stream(self.seed, self.t, _DYN, i)) for i in range(start, stop)]
-        return self._finish(rows, np.arange(start, stop, dtype=np.int64),
-                            np.zeros(stop - start, dtype=np.int64))
+            batch = _merge(parts) if parts else self._finish([], ids, ids)
+            batch.ids = ids
+        else:
+            batch = self._finish(rows, ids, np.zeros(len(ids), dtype=np.int64))
+        batch.stopped_early = end < stop
+        return batch
 
     def evaluate_slots(self, j0: int, j1: int, max_attempts: int | None) -> Batch:
         """STAT: fill slots ``j0..j1-1``, each retrying from its own stream until accepted."""

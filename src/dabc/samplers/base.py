@@ -39,6 +39,7 @@ class Batch:
     fatal: str | None = None
     seconds: float = 0.0
     aborted: bool = False   # the task stopped early because most evaluations failed
+    stopped_early: bool = False  # a cancelled DYN task: only its first ids were evaluated
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -136,6 +137,7 @@ class DynamicScheduler(_Scheduler):
             self.limit = max(g, int(math.ceil(max_evaluations / g)) * g)
         self.target_seconds, self.max_size = target_seconds, max_size
         self.fixed_size = fixed_size
+        self.min_task_fraction = 0.1  # smallest task, as a share of target_seconds
         self.next_id = 0
         self.issued = 0                             # ids handed out (re-issues not counted)
         self.pending: list[tuple[int, int]] = []   # ranges to re-issue first
@@ -181,10 +183,11 @@ class DynamicScheduler(_Scheduler):
         rate = (self.n_accepted + 1) / (self.n_evaluated + 2)
         expected = (self.n - self.n_accepted) / rate - in_flight
         # Split what is still expected over two tasks per worker, but keep each task at least
-        # a tenth of the target time: otherwise sizes shrink geometrically near the end and
-        # per-task overhead dominates fast models.
+        # min_task_fraction of the target time: otherwise sizes shrink geometrically near the
+        # end and per-task overhead dominates fast models.
         size = min(expected / (2 * max(workers, 1)), self.target_seconds / per_eval)
-        size = min(max(size, 0.1 * self.target_seconds / per_eval, 1), self.max_size)
+        size = min(max(size, self.min_task_fraction * self.target_seconds / per_eval, 1),
+                   self.max_size)
         return max(g, int(math.ceil(size / g)) * g)
 
     def reissue(self, task: tuple) -> None:
@@ -202,8 +205,8 @@ class DynamicScheduler(_Scheduler):
     def add(self, task: tuple, batch: Batch) -> None:
         """Record a finished id range."""
         start, stop = task[1], task[2]
-        if start < self.prefix or start in self.done_ranges:
-            return  # a duplicate
+        if start < self.prefix or start in self.done_ranges or batch.stopped_early:
+            return  # a duplicate, or a cancelled task's partial result
         self._account(batch)
         self._received += stop - start
         self.done_ranges[start] = stop
@@ -380,9 +383,11 @@ def load_work(payload: bytes, key: bytes | None = None):
     return work
 
 
-def run_task(payload: bytes, task: tuple, key: bytes | None = None) -> tuple[tuple, Batch]:
-    """Evaluate one task of a pickled generation's work (used by map and executors)."""
+def run_task(payload: bytes, task: tuple, key: bytes | None = None,
+             cancelled: Callable[[], bool] | None = None) -> tuple[tuple, Batch]:
+    """Evaluate one task of a pickled generation's work (used by map and executors);
+    ``cancelled`` lets a DYN task stop early (see ``GenerationWork.run``)."""
     t0 = time.perf_counter()
-    batch = load_work(payload, key).run(task)
+    batch = load_work(payload, key).run(task, cancelled)
     batch.seconds = time.perf_counter() - t0
     return task, batch

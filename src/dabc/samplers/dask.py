@@ -17,7 +17,24 @@ from .base import Sampler, SampleResult, WorkRequest, run_task
 
 
 def _run(payload: bytes, task: tuple, key: bytes):
-    return run_task(payload, task, key)
+    return run_task(payload, task, key, _cancel_check())
+
+
+def _cancel_check():
+    """A check, cheap enough to ask before every evaluation, of whether the client has
+    cancelled the running task. A worker cannot interrupt a running task, so without it a
+    cancelled task would occupy its thread until its last evaluation, delaying the next
+    generation's first tasks."""
+    try:
+        from distributed import get_worker
+        from distributed.worker import thread_state
+
+        ts = get_worker().state.tasks.get(thread_state.key)
+    except (ValueError, AttributeError):  # not on a worker (e.g. a local scheduler)
+        return None
+    if ts is None:
+        return None
+    return lambda: ts.state == "cancelled"
 
 
 #: Dask settings that cut the CPU an idle or busy cluster spends on itself. Every worker's
@@ -110,6 +127,10 @@ class DaskDistributedSampler(Sampler):
         fixed = None if self.batch_size == "auto" else self.batch_size
         sched = request.scheduler(True, batch_size=fixed, timing_hint=self._timing)
         sched.target_seconds = self.target_seconds
+        # Near a generation's end, keep tasks at least half the target: a Dask round trip
+        # costs tens of ms on a busy machine, so shorter tasks leave workers idle (sleep10
+        # with 8 workers on 2 cores: efficiency 0.58 with a tenth, 0.61-0.66 with half).
+        sched.min_task_fraction = 0.5
         threads = self._threads(client)
         key = request.work.token.encode()
         tag = request.work.token.replace(":", "-")
