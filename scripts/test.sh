@@ -10,12 +10,12 @@
 #   database dabc_test (password dabc_test) through the local socket as the postgres user,
 #   so it works with Debian's default peer authentication; the URL reaches the tests as
 #   DABC_TEST_POSTGRES_URL (set it yourself to use another server and skip all of this);
-# - python3 -m pip install -e ".[test,redis,dask]", then python3 -m pytest; exits with pytest's
+# - python3 -m pip install -e ".[test,redis,dask,stan,learn]", then python3 -m pytest; exits with pytest's
 #   status.
 #
 # Environment: PYTHON (default python3), DABC_TEST_POSTGRES_URL, DABC_TEST_PG_CLUSTER (which
 # local cluster to use, e.g. 15/main; default: the first online one), DABC_TEST_EXTRAS
-# (default test,redis,dask: the tests import redis and distributed).
+# (default test,redis,dask,stan,learn: the tests import redis, distributed, pystan and numba).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
