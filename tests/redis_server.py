@@ -127,7 +127,8 @@ class Worker:
     """One ``redis-worker`` subprocess (``--processes n``), started by us, known by PID."""
 
     def __init__(self, server: RedisServer, processes: int = 1, env: dict | None = None,
-                 password: str | None = None, log_dir: Path | None = None):
+                 password: str | None = None, log_dir: Path | None = None,
+                 args: tuple[str, ...] = ()):
         self.server = server
         self.processes = processes
         log_dir = Path(log_dir or server.workdir)
@@ -138,7 +139,8 @@ class Worker:
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [*CLI, "redis-worker", "--host", server.host, "--port", str(server.port),
-                 "--password", password or server.password, "--processes", str(processes)],
+                 "--password", password or server.password, "--processes", str(processes),
+                 *args],
                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=full_env,
                 text=True)
         self.pid = self.proc.pid

@@ -173,8 +173,9 @@ def workers(server, tmp_path):
     """``workers(k, processes=1, env=None)`` starts k worker subprocesses; all are reaped."""
     started: list[Worker] = []
 
-    def start(k: int = 1, processes: int = 1, env: dict | None = None) -> list[Worker]:
-        new = [Worker(server, processes, env, log_dir=tmp_path) for _ in range(k)]
+    def start(k: int = 1, processes: int = 1, env: dict | None = None,
+              args: tuple[str, ...] = ()) -> list[Worker]:
+        new = [Worker(server, processes, env, log_dir=tmp_path, args=args) for _ in range(k)]
         started.extend(new)
         return new
 
@@ -504,6 +505,22 @@ def test_early_and_late_workers_both_contribute(server, workers, rc, tmp_path,
     assert st_late["tasks"] > 0, (st_late, f"joined during generation {running[1]}")
 
 
+@pytest.mark.timeout(90)
+def test_idle_workers_are_woken_when_tasks_are_queued(server, workers, rc, tmp_path,
+                                                      tmp_path_factory):
+    """Idle workers wait for a master's wake-up message instead of polling. With
+    ``--idle-wait 10m`` they would otherwise sit out every generation's start: the 3
+    generations of this run would take 30 minutes; woken, it ends with the reference."""
+    ws = workers(2, args=("--idle-wait", "10m"))
+    ref = reference("dyn", tmp_path_factory)
+    wait_registered(server, 2)
+    time.sleep(0.5)  # both are waiting for a message by now
+    got = snapshot(run_abc(Sleepy(0.0002), PRIOR_X, sampler_for(server), tmp_path / "w.db"))
+    assert_same(got, ref)
+    stats = finish(server, ws)
+    assert sum(s["tasks"] for s in stats) > 0, stats
+
+
 # --- 6. redis-manager and SIGTERM ---------------------------------------------------------
 @pytest.mark.timeout(120)
 def test_manager_info_and_stop(server, workers, rc, tmp_path, tmp_path_factory):
@@ -520,17 +537,30 @@ def test_manager_info_and_stop(server, workers, rc, tmp_path, tmp_path_factory):
     assert int(row["generation"]) >= 0 and int(row["n"]) == N
     assert row["live_workers"] == 3
     assert not bg.done
-    before = current_gen(rc, s)
+    seen: dict = {}
+
+    def watch():  # the generation running when the stop flag appears on the server
+        stop_key, last = f"{s.prefix}:stop", None
+        while not bg.done:
+            last = current_gen(rc, s) or last
+            if rc.exists(stop_key):
+                seen["at_stop"] = last
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     stop = server.cli("redis-manager", "stop")
-    after = current_gen(rc, s)
     assert stop.returncode == 0, stop.stderr
     assert s.analysis_id in stop.stdout
     h = bg.result(60)
-    assert before is not None and after is not None, "the run ended before the stop"
+    watcher.join(10)
+    at_stop = seen.get("at_stop")
+    assert at_stop is not None, "the run ended before the stop"
     k = h.n_populations
     # the generation running when the stop arrived is finished (the flag is read twice a
     # second, so the one after it at the latest), and stored; then the run ends
-    assert before[1] + 1 <= k <= after[1] + 2, (before, after, k)
+    assert at_stop[1] + 1 <= k <= at_stop[1] + 2, (at_stop, k)
     (reason,) = h.all_runs().stop_reason.tolist()
     assert "stop requested" in reason, reason
     assert h.all_runs().status.tolist() == ["done"]

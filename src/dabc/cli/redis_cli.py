@@ -32,6 +32,9 @@ def add_parsers(sub) -> None:
     w.add_argument("--runtime", type=parse_duration, default=None,
                    help="exit after this long, e.g. 2h (default: run until stopped)")
     w.add_argument("--processes", type=int, default=1, help="worker processes to run")
+    w.add_argument("--idle-wait", type=parse_duration, default=0.5,
+                   help="with nothing to do, look for work again after this long at the "
+                        "latest (masters wake idle workers at once when they queue tasks)")
     w.set_defaults(func=run_worker)
     m = sub.add_parser("redis-manager", help="inspect or stop analyses on a Redis server")
     m.add_argument("command", choices=["info", "stop", "reset"])
@@ -51,7 +54,7 @@ def run_worker(args) -> int:
     from ..samplers.redis import connect
 
     kwargs = {"host": args.host, "port": args.port, "password": args.password, "url": args.url,
-              "runtime": args.runtime}
+              "runtime": args.runtime, "idle_sleep": args.idle_wait}
     connect(args.host, args.port, args.password, args.url).close()  # fail fast, clearly
     if args.processes <= 1:
         _serve(kwargs)

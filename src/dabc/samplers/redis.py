@@ -30,6 +30,7 @@ from .base import Sampler, SampleResult, WorkRequest
 
 ANALYSES = "dabc:analyses"
 WORKERS = "dabc:workers"
+WAKE = "dabc:wake"        # pub/sub channel: new tasks were queued (wakes idle workers)
 HEARTBEAT_TTL = 3.0       # seconds without a heartbeat before a worker counts as dead
 KEY_TTL = 600             # keys of an analysis whose master died expire after this long
 ALIVE_TTL = 30
@@ -216,7 +217,8 @@ class RedisEvalParallelSampler(Sampler):
         return sched.result()
 
     def _refill(self, r, sched, keys, workers: int) -> None:
-        in_flight = r.llen(keys["queue"]) + r.hlen(keys["claims"])
+        queued = r.llen(keys["queue"])
+        in_flight = queued + r.hlen(keys["claims"])
         target = 2 * workers
         tasks = []
         while in_flight + len(tasks) < target:
@@ -228,6 +230,8 @@ class RedisEvalParallelSampler(Sampler):
             pipe = r.pipeline()
             pipe.rpush(keys["queue"], *tasks)
             pipe.expire(keys["queue"], KEY_TTL)
+            if queued == 0:  # the queue was empty: some workers may be waiting for tasks
+                pipe.publish(WAKE, 1)
             pipe.execute()
 
     def _tick(self, r, sched, keys, P) -> None:
@@ -301,13 +305,17 @@ def _relay_signals_to_main_thread() -> None:
 
 
 def work_loop(host="localhost", port=6379, password=None, url=None, runtime: float | None = None,
-              idle_sleep: float = 0.02, install_signals: bool = True) -> dict:
+              idle_sleep: float = 0.5, install_signals: bool = True) -> dict:
     """Serve every analysis on the server until ``runtime`` seconds pass or SIGTERM/SIGINT.
 
+    An idle worker waits up to ``idle_sleep`` seconds for a master's wake-up message (sent
+    when tasks are queued), so it starts at once without polling the server.
     On a signal the unfinished claim is handed back to its queue before exiting.
     Returns counts of what this worker did.
     """
     r = connect(host, port, password, url)
+    wake = r.pubsub(ignore_subscribe_messages=True)
+    wake.subscribe(WAKE)
     claim, deliver = r.register_script(_CLAIM), r.register_script(_DELIVER)
     wid = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     stats = {"worker": wid, "tasks": 0, "evaluations": 0}
@@ -380,11 +388,14 @@ def work_loop(host="localhost", port=6379, password=None, url=None, runtime: flo
                 stats["evaluations"] += 0 if isinstance(batch, str) else len(batch)
                 break
             else:
-                time.sleep(idle_sleep)
+                wake.get_message(timeout=idle_sleep)
+                while wake.get_message() is not None:  # one wake-up serves them all
+                    pass
     except _Stop:
         pass
     finally:
         stopping.set()
+        wake.close()
         r.close()  # a signal may have interrupted a command half-way: use a fresh connection
         r = connect(host, port, password, url)
         if current is not None:
