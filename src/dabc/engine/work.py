@@ -90,11 +90,12 @@ class GenerationWork:
                 rows.append(self._one(stream(self.seed, self.t, _DYN, end)))
                 end += 1
         ids = np.arange(start, end, dtype=np.int64)
-        if self.vectorized:
-            batch = _merge(parts) if parts else self._finish([], ids, ids)
+        attempt = np.zeros(len(ids), dtype=np.int64)
+        if self.vectorized and parts:
+            batch = _merge(parts)
             batch.ids = ids
         else:
-            batch = self._finish(rows, ids, np.zeros(len(ids), dtype=np.int64))
+            batch = self._finish(rows, ids, attempt)
         batch.stopped_early = end < stop
         return batch
 

@@ -10,6 +10,8 @@ Layout on the server (``P`` = ``dabc:a:<analysis id>``), every key with a TTL:
   exists, so results of a finished generation never reappear.
 - ``dabc:worker:<id>`` is a worker's heartbeat (short TTL). The master re-queues the claims
   of workers whose heartbeat expired, so a killed worker never stalls a generation.
+- The pub/sub channel ``dabc:wake`` (not a key) carries a message whenever tasks are queued
+  on an empty queue; idle workers wait on it instead of polling.
 """
 
 from __future__ import annotations
