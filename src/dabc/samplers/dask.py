@@ -110,14 +110,20 @@ class DaskDistributedSampler(Sampler):
             time.sleep(0.2)
 
     def _scatter(self, client, payload: bytes, tries: int = 3):
-        """Put the work on every worker; retried when a worker dies while receiving it."""
+        """Put the work on every worker; retried when a worker dies while receiving it.
+
+        Each try has a deadline (10 s plus 1 s per MB): a broadcast to a worker that was
+        killed but not yet removed by the scheduler can otherwise wait forever.
+        """
+        timeout = 10.0 + len(payload) / 1e6
         for attempt in range(tries):
             try:
-                return client.scatter(payload, broadcast=True, hash=False)
-            except OSError as exc:  # CommClosedError and friends
+                return client.sync(client._scatter, payload, broadcast=True, hash=False,
+                                   callback_timeout=timeout)
+            except OSError as exc:  # CommClosedError, TimeoutError and friends
                 if attempt == tries - 1:
-                    raise WorkerError(f"could not send the work to the Dask workers: {exc}"
-                                      ) from exc
+                    raise WorkerError(f"could not send the work to the Dask workers "
+                                      f"({tries} tries): {exc}") from exc
                 self._threads(client)
 
     def sample(self, request: WorkRequest) -> SampleResult:
