@@ -90,16 +90,7 @@ def median_run(workload: str, make_sampler, repeats: int, procs: int) -> dict:
     """``repeats`` runs of ``workload``; the median one (by efficiency, or evaluations/s for
     ``fast``), with efficiencies computed for ``procs`` workers and every repeat's figure."""
     metric = "evals_per_s" if workload == "fast" else "efficiency"
-    sleep = {"fast": 0.0, "sleep10": 0.01, "sleep100": 0.1}[workload]
-    runs = []
-    for _ in range(repeats):
-        out = run_dabc(workload, make_sampler())
-        out["procs"] = procs
-        if sleep:
-            out["efficiency"] = round(out["simulations"] * sleep / procs / out["wall_s"], 4)
-            out["efficiency_all_evaluations"] = round(
-                out["evaluated"] * sleep / procs / out["wall_s"], 4)
-        runs.append(out)
+    runs = [run_dabc(workload, make_sampler(), procs=procs) for _ in range(repeats)]
     runs.sort(key=lambda r: r[metric])
     best = dict(runs[(len(runs) - 1) // 2])
     best["repeats"] = [r[metric] for r in runs]

@@ -32,8 +32,12 @@ def make_model(sleep: float, vectorized: bool = False):
     return model
 
 
-def run_dabc(workload: str, sampler, vectorized: bool = False, seed: int = 1) -> dict:
-    """Run one workload end to end (ABCSMC construction, run, SQLite history) and time it."""
+def run_dabc(workload: str, sampler, vectorized: bool = False, seed: int = 1,
+             procs: int | None = None) -> dict:
+    """Run one workload end to end (ABCSMC construction, run, SQLite history) and time it.
+
+    ``procs``: the workers efficiency is computed for (default: the sampler's ``n_procs``,
+    else 1; pass it for samplers whose workers live elsewhere, such as Redis or Dask)."""
     pop, gens, sleep = WORKLOADS[workload]
     prior = dabc.Prior(theta=dabc.RV("uniform", -10, 20))
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,7 +50,7 @@ def run_dabc(workload: str, sampler, vectorized: bool = False, seed: int = 1) ->
         gen = h.get_all_populations()
     sims = int(gen.n_simulations.sum())
     out = {"tool": "dabc", "workload": workload, "sampler": type(sampler).__name__,
-           "procs": getattr(sampler, "n_procs", 1), "vectorized": vectorized,
+           "procs": procs or getattr(sampler, "n_procs", 1), "vectorized": vectorized,
            "simulations": sims, "evaluated": int(gen.n_evaluated.sum()),
            "generations": len(gen), "wall_s": round(wall, 4),
            "evals_per_s": round(sims / wall, 1), "efficiency": None}

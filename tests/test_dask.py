@@ -343,12 +343,13 @@ def test_client_not_set_as_default(dask_cluster, tmp_path, tmp_path_factory):
     assert_same(snapshot(dabc.History(f"sqlite:///{db}")), ref)
 
 
-def _flag(value: str | None) -> None:
-    """Set (or with None, clear) DABC_TEST_STUCK in this process."""
+def _set_env(name: str, value: str | None) -> None:
+    """Set (or with None, clear) the environment variable ``name`` in this process; run on
+    chosen workers to make test models behave differently there."""
     if value is None:
-        os.environ.pop("DABC_TEST_STUCK", None)
+        os.environ.pop(name, None)
     else:
-        os.environ["DABC_TEST_STUCK"] = value
+        os.environ[name] = value
 
 
 def stuck_where_flagged(p, rng):
@@ -368,27 +369,18 @@ def test_stuck_worker_does_not_hold_up_generations(dask_cluster, tmp_path, tmp_p
     pids = dask_cluster.use(2)
     client = dask_cluster.client
     stuck = sorted(pids)[0]
-    client.run(_flag, "1", workers=[stuck])
+    client.run(_set_env, "DABC_TEST_STUCK", "1", workers=[stuck])
     try:
         with get_task_stream(client) as stream:
             h = run(stuck_where_flagged, dabc.DaskDistributedSampler(client),
                     tmp_path / "s.db")
     finally:
-        client.run(_flag, None)
+        client.run(_set_env, "DABC_TEST_STUCK", None)
     assert_same(snapshot(h), ref)
     keys = [str(r["key"]) for r in stream.data]
     assert any(k.endswith("-backup") for k in keys), "no backup copy ever ran"
     assert not any(r["worker"] == stuck for r in stream.data
                    if str(r["key"]).startswith("dabc-")), "the stuck worker finished a task"
-
-
-def _slow_log(path: str | None) -> None:
-    """Set (or with None, clear) DABC_TEST_SLOW in this process: the file slow_where_flagged
-    logs its evaluations to."""
-    if path is None:
-        os.environ.pop("DABC_TEST_SLOW", None)
-    else:
-        os.environ["DABC_TEST_SLOW"] = path
 
 
 def slow_where_flagged(p, rng):
@@ -417,13 +409,13 @@ def test_cancelled_task_stops_early_and_frees_its_worker(dask_cluster, tmp_path)
     client = dask_cluster.client
     slow = sorted(pids)[0]
     log = str(tmp_path / "slow.log")
-    client.run(_slow_log, log, workers=[slow])
+    client.run(_set_env, "DABC_TEST_SLOW", log, workers=[slow])
     try:
         h = run(slow_where_flagged, dabc.DaskDistributedSampler(client, batch_size=20),
                 tmp_path / "c.db", n=5, gens=1)
         evaluated = client.submit(_lines, log, workers=[slow], pure=False).result(timeout=60)
     finally:
-        client.run(_slow_log, None)
+        client.run(_set_env, "DABC_TEST_SLOW", None)
     assert h.n_populations == 1
     assert evaluated >= 1, "the slow worker never ran a simulation; the test is void"
     assert evaluated < 10, (f"the cancelled task went on for {evaluated} of its 20 "
