@@ -2,11 +2,31 @@
 
 The same script runs on one core, all cores of a machine, or a cluster, and gives the same
 answer for the same seed.
+
+Layers
+------
+The subpackages form one-way layers; a module may import from its own subpackage and from any
+layer below its own, never from a layer above or from a sibling in the same layer::
+
+    cli                                   (top: argument parsing and printing)
+    dabc (this file)                      (re-exports the public names of the layers below)
+    cluster, viz                          (cluster set-ups, plots: future subpackages)
+    engine                                (ABC-SMC: priors, distances, epsilons, the loop)
+    samplers, storage, learn, stan        (independent of each other)
+    _compat                               (doors to other libraries' private APIs)
+    errors, _version                      (import nothing from dabc)
+
+``__main__`` sits above ``cli``. Nothing in the package imports the package root ``dabc``
+(neither ``import dabc`` nor ``from .. import X`` reaching this file): the root imports the
+engine and the samplers, so a lower module importing it would import the layers above itself.
+``engine`` knows ``samplers`` only through the contract in ``dabc.samplers.base``, and no
+sampler knows the engine. Within each subpackage the modules import each other without a
+cycle. ``tests/test_layers.py`` checks all of this on every import statement of
+``src/dabc``: at module level, inside functions and under ``if TYPE_CHECKING:``.
 """
 
-__version__ = "0.1.0"
-
-from .engine import (  # noqa: E402
+from ._version import __version__ as __version__
+from .engine import (
     ABCSMC,
     RV,
     AdaptivePNormDistance,
@@ -26,8 +46,8 @@ from .engine import (  # noqa: E402
     Transition,
     vectorized,
 )
-from .errors import DabcError, InputError, ModelError, WorkerError  # noqa: E402
-from .samplers import (  # noqa: E402
+from .errors import DabcError, InputError, ModelError, WorkerError
+from .samplers import (
     ConcurrentFutureSampler,
     DaskDistributedSampler,
     MappingSampler,
@@ -38,7 +58,7 @@ from .samplers import (  # noqa: E402
     Sampler,
     SingleCoreSampler,
 )
-from .storage import History  # noqa: E402
+from .storage import History
 
 __all__ = [
     "ABCSMC", "AdaptivePNormDistance", "ConcurrentFutureSampler", "ConstantEpsilon",

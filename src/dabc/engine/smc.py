@@ -305,6 +305,6 @@ def _default_sampler() -> Sampler:
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__
