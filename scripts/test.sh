@@ -10,8 +10,10 @@
 #   database dabc_test (password dabc_test) through the local socket as the postgres user,
 #   so it works with Debian's default peer authentication; the URL reaches the tests as
 #   DABC_TEST_POSTGRES_URL (set it yourself to use another server and skip all of this);
-# - python3 -m pip install -e ".[test,redis,dask,stan,learn]", then python3 -m pytest; exits with pytest's
-#   status.
+# - python3 -m pip install -e ".[test,redis,dask,stan,learn]" (test includes docs);
+# - the documentation: sphinx-build -W (warnings are errors) into docs/_build/html; a failure
+#   stops the script here, before the tests;
+# - python3 -m pytest; exits with pytest's status.
 #
 # Environment: PYTHON (default python3), DABC_TEST_POSTGRES_URL, DABC_TEST_PG_CLUSTER (which
 # local cluster to use, e.g. 15/main; default: the first online one), DABC_TEST_EXTRAS
@@ -154,6 +156,15 @@ if ! pip_install; then
     apt_install build-essential python3-dev libpq-dev
     pip_install
 fi
+
+# --- the documentation ----------------------------------------------------------------------
+# -E: a fresh environment every time, so a warning in a page that did not change since a failed
+# build is reported again (an incremental build would read nothing and pass).
+"$PYTHON" -c "import sphinx, numpydoc, myst_parser" 2>/dev/null \
+    || die "sphinx, numpydoc or myst-parser missing: include the docs extra in DABC_TEST_EXTRAS"
+log "sphinx-build -W docs -> docs/_build/html"
+"$PYTHON" -m sphinx -W --keep-going -E -q -b html docs docs/_build/html \
+    || die "the documentation does not build (warnings are errors): see the messages above"
 
 # --- the tests ------------------------------------------------------------------------------
 log "pytest, PostgreSQL at $(sed -E 's#//([^:@/]+):[^@/]*@#//\1:***@#' \
