@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.stats
 
+from .._compat.scipy import parse_args
 from ..errors import InputError
 
 # Fast per-draw samplers for common distributions: scipy's rvs costs ~20 us per call,
@@ -53,7 +54,7 @@ class RV:
         shapes = self.frozen.dist.shapes
         n_shapes = len(shapes.split(",")) if shapes else 0
         try:
-            shape_args, loc, scale = self.frozen.dist._parse_args(*self.args, **self.kwargs)
+            shape_args, loc, scale = parse_args(self.frozen.dist, self.args, self.kwargs)
         except Exception:
             return None
         if len(shape_args) != n_shapes:

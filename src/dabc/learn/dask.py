@@ -32,6 +32,7 @@ import numpy as np
 from sklearn.base import is_classifier
 from sklearn.utils.validation import column_or_1d
 
+from .._compat.dask_array import chunk_meta
 from . import _core
 
 __all__ = ["validate_dask", "solve_dask", "total_loss", "map_rows"]
@@ -147,10 +148,8 @@ def _chunk_task(X, Y, previous, state, seed, problem):
 def _kernel_chunks(X):
     """``X`` with every chunk in the kernels' input form (:func:`_core.kernel_input`): done
     once per fit, in the graph, instead of in every epoch's task."""
-    meta = getattr(X, "_meta", None)
-    if meta is not None and hasattr(meta, "astype"):
-        meta = meta.astype(np.float64)
-    return X.map_blocks(_core.kernel_input, dtype=np.float64, meta=meta)
+    return X.map_blocks(_core.kernel_input, dtype=np.float64,
+                        meta=chunk_meta(X, dtype=np.float64))
 
 
 def solve_dask(X, Y: np.ndarray, loss: int, k: int, W: np.ndarray, b: np.ndarray, a1: float,

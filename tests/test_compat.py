@@ -1,0 +1,205 @@
+"""Each door of ``dabc._compat`` on the installed library versions, with real objects.
+
+Where a module has a fallback for a future version without the private name, the fallback is
+called directly here and compared with the private route, so that it is known to give the same
+answer before the day it is needed. (``_compat.httpstan`` is exercised by ``test_stan.py``.)
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import scipy
+import scipy.sparse as sp
+import scipy.stats as st
+import sklearn
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+
+from dabc import RV
+from dabc._compat import dask_array, futures
+from dabc._compat import scipy as compat_scipy
+from dabc._compat import sklearn as compat_sklearn
+from dabc.learn import SAGAClassifier
+
+
+def test_installed_versions_are_reported(capsys):
+    """The versions this suite checked the doors on (visible with ``pytest -s``)."""
+    versions = {"scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+                "dask": dask.__version__}
+    print("compat checked on:", versions)
+    assert all(versions.values())
+
+
+# --- scipy: rv_generic._parse_args --------------------------------------------------------
+
+CASES = [
+    ("norm", (1.0, 2.0), {}),
+    ("norm", (), {"loc": 1.0, "scale": 2.0}),
+    ("uniform", (-1.0,), {"scale": 2.0}),
+    ("gamma", (2.0,), {"scale": 3.0}),
+    ("gamma", (), {"a": 2.0}),
+    ("beta", (2.0, 3.0, 1.0, 4.0), {}),
+    ("lognorm", (0.5,), {"loc": 0.1}),
+    ("expon", (), {}),
+    ("poisson", (3.0,), {"loc": 1}),
+    ("randint", (0, 5), {}),
+    ("binom", (), {"n": 10, "p": 0.3}),
+]
+
+
+@pytest.mark.parametrize("name,args,kwargs", CASES)
+def test_scipy_parse_args_private_and_fallback_agree(name, args, kwargs):
+    dist = getattr(st, name)
+    private = dist._parse_args(*args, **kwargs)
+    assert compat_scipy.parse_args(dist, args, kwargs) == private
+    assert compat_scipy.parse_args_public(dist, args, kwargs) == private
+
+
+@pytest.mark.parametrize("name,args,kwargs", [("norm", (1, 2, 3), {}), ("gamma", (), {}),
+                                              ("poisson", (1,), {"scale": 2}),
+                                              ("beta", (1, 2), {"c": 1})])
+def test_scipy_parse_args_bad_arguments_raise_type_error(name, args, kwargs):
+    dist = getattr(st, name)
+    for fn in (compat_scipy.parse_args, compat_scipy.parse_args_public):
+        with pytest.raises(TypeError):
+            fn(dist, args, kwargs)
+
+
+def test_rv_uses_the_fast_path_through_the_door():
+    rv = RV("gamma", 2.0, scale=3.0)
+    assert rv._fast is not None
+    draws = np.array([rv.draw(np.random.default_rng(s)) for s in range(2000)])
+    assert abs(draws.mean() - 6.0) < 0.5
+
+
+# --- scikit-learn: sklearn.linear_model._base.LinearClassifierMixin ----------------------
+
+
+def test_sklearn_private_mixin_in_use_on_installed_version():
+    from sklearn.linear_model._base import LinearClassifierMixin
+
+    assert compat_sklearn.USES_PRIVATE
+    assert compat_sklearn.LinearClassifierMixin is LinearClassifierMixin
+    assert issubclass(SAGAClassifier, LinearClassifierMixin)
+
+
+def _data(n_classes: int, sparse: bool, labels):
+    rng = np.random.default_rng(n_classes)
+    X = rng.normal(size=(120, 6))
+    y = np.asarray(labels)[rng.integers(0, n_classes, size=120)]
+    return (sp.csr_matrix(np.where(np.abs(X) > 0.7, X, 0.0)) if sparse else X), y
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("labels", [[0, 1], ["no", "yes"], [3, 5, 9], ["a", "b", "c", "d"]])
+def test_sklearn_fallback_predicts_as_the_private_mixin(sparse, labels):
+    X, y = _data(len(labels), sparse, labels)
+    clf = SAGAClassifier(max_iter=50, tol=1e-6, random_state=0).fit(X, y)
+    # the fallback's methods, run on the same fitted estimator
+    scores = compat_sklearn.LinearClassifierFallback.decision_function(clf, X)
+    np.testing.assert_array_equal(scores, clf.decision_function(X))
+    assert scores.shape == ((120,) if len(labels) == 2 else (120, len(labels)))
+    pred = compat_sklearn.LinearClassifierFallback.predict(clf, X)
+    np.testing.assert_array_equal(pred, clf.predict(X))
+    assert pred.dtype == clf.predict(X).dtype
+
+
+class _FallbackLinear(compat_sklearn.LinearClassifierFallback, BaseEstimator):
+    """A linear classifier on the fallback alone, as SAGAClassifier would be without the
+    private mixin (the tests set the fitted attributes directly)."""
+
+    def fit(self, X, y):
+        raise NotImplementedError
+
+
+class _PrivateLinear(compat_sklearn.LinearClassifierMixin, BaseEstimator):
+    def fit(self, X, y):
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("k,classes", [(1, np.array(["neg", "pos"])), (3, np.arange(3))])
+def test_sklearn_fallback_as_a_base_class(k, classes):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(30, 4))
+    fitted = dict(coef_=rng.normal(size=(k, 4)), intercept_=rng.normal(size=k),
+                  classes_=classes, n_features_in_=4)
+    fb, pv = _FallbackLinear(), _PrivateLinear()
+    with pytest.raises(NotFittedError):
+        fb.predict(X)
+    for est in (fb, pv):
+        for key, value in fitted.items():
+            setattr(est, key, value)
+    np.testing.assert_array_equal(fb.decision_function(X), pv.decision_function(X))
+    np.testing.assert_array_equal(fb.predict(X), pv.predict(X))
+    with pytest.raises(ValueError, match="features"):
+        fb.predict(X[:, :3])
+
+
+# --- dask.array: Array._meta ----------------------------------------------------------------
+
+
+def _dask_arrays():
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(20, 5))
+    S = sp.csr_matrix(np.where(np.abs(A) > 0.8, A, 0.0))
+    return {
+        "float32": da.from_array(A.astype(np.float32), chunks=(7, 5)),
+        "int64": da.from_array(np.arange(100).reshape(20, 5), chunks=(7, 5)),
+        "csr_matrix": da.from_array(S, chunks=(7, 5), asarray=False),
+        "csr_array": da.from_array(sp.csr_array(S), chunks=(7, 5), asarray=False),
+    }
+
+
+@pytest.mark.parametrize("kind", ["float32", "int64", "csr_matrix", "csr_array"])
+def test_dask_chunk_meta_public_private_and_inferred_agree(kind):
+    from dabc.learn import _core
+
+    X = _dask_arrays()[kind]
+    public = dask_array.chunk_meta(X, dtype=np.float64)
+    private = dask_array.chunk_meta_private(X, dtype=np.float64)
+    assert type(public) is type(private) is type(X._meta)
+    assert public.dtype == private.dtype == np.float64
+    assert public.shape == private.shape and 0 in public.shape
+    assert type(dask_array.chunk_meta(X)) is type(X._meta)
+    assert dask_array.chunk_meta(X).dtype == X.dtype
+    # the last fallback, meta=None: map_blocks infers the same chunk type
+    inferred = X.map_blocks(_core.kernel_input, dtype=np.float64)._meta
+    given = X.map_blocks(_core.kernel_input, dtype=np.float64, meta=public)._meta
+    assert type(inferred) is type(given) is type(public)
+    out = X.map_blocks(_core.kernel_input, dtype=np.float64, meta=public).compute(
+        scheduler="sync")
+    assert type(out) is type(public) and out.dtype == np.float64
+
+
+def test_dask_chunk_meta_private_without_meta_is_none():
+    assert dask_array.chunk_meta_private(np.zeros((2, 2))) is None
+
+
+# --- concurrent.futures: Executor._max_workers ----------------------------------------------
+
+
+def test_futures_executor_workers_on_real_executors():
+    with ThreadPoolExecutor(max_workers=3) as ex:
+        assert ex._max_workers == 3
+        assert futures.executor_workers(ex) == 3
+    with ProcessPoolExecutor(max_workers=2) as ex:
+        assert futures.executor_workers(ex) == 2
+
+
+def test_futures_executor_workers_fallback_is_cpu_count():
+    class Plain(ThreadPoolExecutor):  # an executor that keeps no _max_workers
+        def __init__(self):
+            super().__init__(max_workers=1)
+            del self._max_workers
+
+    ex = Plain()
+    try:
+        assert futures.executor_workers(ex) == (os.cpu_count() or 1)
+    finally:
+        ex.shutdown()
