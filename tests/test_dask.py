@@ -446,9 +446,9 @@ class DependencyRecorder(SchedulerPlugin):
 
 
 def _worker_cache_keys():
-    from dabc.samplers import base
+    from dabc.samplers import worker
 
-    return [k.decode() if isinstance(k, bytes) else repr(k) for k in base._WORK_CACHE]
+    return [k.decode() if isinstance(k, bytes) else repr(k) for k in worker._WORK_CACHE]
 
 
 @pytest.mark.timeout(120)

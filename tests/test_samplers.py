@@ -459,16 +459,16 @@ def test_cancelled_task_returns_its_first_ids_and_is_never_counted(model, tmp_pa
     """A DYN task asked ``cancelled`` stops at the next evaluation (block, if vectorized);
     its partial batch is marked, holds exactly the first ids with the same values as a full
     run, and the DYN scheduler ignores it (the range stays unevaluated)."""
-    from dabc.samplers.base import DynamicScheduler
+    from dabc.samplers import DynamicScheduler, Task
 
     sampler = _WorkCapture()
     dabc.ABCSMC(model, dabc.Prior(x=dabc.RV("norm", 0, 1)), population_size=20, seed=SEED,
                 sampler=sampler, progress=False).run({"y": 0.5}, db=str(tmp_path / "c.db"),
                                                      max_generations=2)
     work = sampler.work
-    full = work.run(("ids", 0, 64))
+    full = work.run(Task("ids", 0, 64))
     asked = []
-    partial = work.run(("ids", 0, 64), cancelled=lambda: len(asked) > 2 or asked.append(1))
+    partial = work.run(Task("ids", 0, 64), cancelled=lambda: len(asked) > 2 or asked.append(1))
     step = 16 if model is gauss_vec else 1
     assert partial.stopped_early and not full.stopped_early
     assert list(partial.ids) == list(range(3 * step))

@@ -203,8 +203,8 @@ class ABCSMC:
         if max_total_simulations is not None:
             budget = max_total_simulations - history.total_simulations
         progress.start(t, eps)
-        result = sampler.sample(WorkRequest(work, self.population_size, budget,
-                                            self.max_failure_rate, progress))
+        result = sampler.sample(WorkRequest(work, self.population_size, budget, progress,
+                                            generation=t))
         pop, evals = result.population, result.evaluations
         if not result.complete:
             return (f"max_total_simulations={max_total_simulations} reached during generation "

@@ -7,14 +7,13 @@ computed it. Vectorized models are evaluated in fixed blocks of ids, one stream 
 
 from __future__ import annotations
 
-import time
 import traceback
 from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import InputError
-from ..samplers.base import Batch
+from ..samplers.base import IDS, SLOTS, Batch, Task
 
 _DYN, _STAT, _DYN_BLOCK, _STAT_BLOCK = 0, 1, 2, 3
 _MAX_PROPOSAL_TRIES = 10_000
@@ -28,8 +27,9 @@ def stream(seed: int, t: int, *key: int) -> np.random.Generator:
 class GenerationWork:
     """Proposes parameters, simulates, and measures distances for generation ``t``.
 
-    ``transitions`` is None in generation 0 (proposals come from the priors). The object is
-    cloudpickled once per generation and shipped to every worker.
+    Implements the sampler contract's :class:`~dabc.samplers.base.Work`. ``transitions``
+    is None in generation 0 (proposals come from the priors). The object is cloudpickled
+    once per generation and shipped to every worker.
     """
 
     def __init__(self, t, seed, models, priors, layout, distance, epsilon, model_probs,
@@ -55,25 +55,22 @@ class GenerationWork:
 
     @property
     def model_names(self) -> list[str]:
+        """The models' names, for messages."""
         return [m.name for m in self.models]
 
     # -- entry point for samplers ---------------------------------------------------
-    def run(self, task: tuple, cancelled: Callable[[], bool] | None = None) -> Batch:
-        """Evaluate a task: ``("ids", start, stop)`` or ``("slots", j0, j1, max_attempts)``.
+    def run(self, task: Task, cancelled: Callable[[], bool] | None = None) -> Batch:
+        """Evaluate a task: evaluation ids (kind ``"ids"``) or particle slots (``"slots"``).
 
         ``cancelled`` (DYN only), asked before each evaluation or block: when it answers
         True, the task stops and returns the evaluations made so far, marked
         ``stopped_early`` (the sampler no longer wants them; see ``Batch.stopped_early``).
         """
-        t0 = time.perf_counter()
-        if task[0] == "ids":
-            batch = self.evaluate_ids(task[1], task[2], cancelled)
-        elif task[0] == "slots":
-            batch = self.evaluate_slots(task[1], task[2], task[3])
-        else:
-            raise ValueError(f"unknown task {task!r}")
-        batch.seconds = time.perf_counter() - t0
-        return batch
+        if task.kind == IDS:
+            return self.evaluate_ids(task.start, task.stop, cancelled)
+        if task.kind == SLOTS:
+            return self.evaluate_slots(task.start, task.stop, task.max_attempts)
+        raise ValueError(f"unknown task {task!r}")
 
     def evaluate_ids(self, start: int, stop: int,
                      cancelled: Callable[[], bool] | None = None) -> Batch:

@@ -10,31 +10,31 @@ The number of tasks in flight follows the cluster's current thread count, so
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Any, NamedTuple
 
+from .._compat.distributed import cancellation_check, scatter_broadcast
 from ..errors import WorkerError
-from .base import Sampler, SampleResult, WorkRequest, run_task
+from .base import Sampler, SampleResult, Task, WorkRequest
+from .scheduling import check_batch_size, make_scheduler
+from .worker import run_task
+
+log = logging.getLogger("dabc.samplers.dask")
 
 
-def _run(payload: bytes, task: tuple, key: bytes):
-    return run_task(payload, task, key, _cancel_check())
+def _run(payload: bytes, task: Task, key: bytes) -> tuple:
+    """A Dask task: run_task, stopping early when the client cancels it (a worker cannot
+    interrupt a running task, so without the check a cancelled task would hold its thread
+    to its last evaluation, delaying the next generation's first tasks)."""
+    return run_task(payload, task, key, cancellation_check())
 
 
-def _cancel_check():
-    """A check, cheap enough to ask before every evaluation, of whether the client has
-    cancelled the running task. A worker cannot interrupt a running task, so without it a
-    cancelled task would occupy its thread until its last evaluation, delaying the next
-    generation's first tasks."""
-    try:
-        from distributed import get_worker
-        from distributed.worker import thread_state
+class _Copy(NamedTuple):
+    """A submitted copy of a task (a task may have a backup copy running too)."""
 
-        ts = get_worker().state.tasks.get(thread_state.key)
-    except (ValueError, AttributeError):  # not on a worker (e.g. a local scheduler)
-        return None
-    if ts is None:
-        return None
-    return lambda: ts.state == "cancelled"
+    future: Any
+    task: Task
 
 
 #: Dask settings that cut the CPU an idle or busy cluster spends on itself. Every worker's
@@ -79,8 +79,7 @@ class DaskDistributedSampler(Sampler):
     def __init__(self, client=None, batch_size: int | str = "auto",
                  client_max_jobs: int | None = None, no_worker_timeout: float = 60.0,
                  target_seconds: float = 0.1):
-        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
+        self._fixed_size = check_batch_size(batch_size)
         self.client, self.batch_size = client, batch_size
         self.client_max_jobs, self.no_worker_timeout = client_max_jobs, no_worker_timeout
         self.target_seconds = target_seconds
@@ -118,30 +117,37 @@ class DaskDistributedSampler(Sampler):
         timeout = 10.0 + len(payload) / 1e6
         for attempt in range(tries):
             try:
-                return client.sync(client._scatter, payload, broadcast=True, hash=False,
-                                   callback_timeout=timeout)
+                return scatter_broadcast(client, payload, timeout)
             except OSError as exc:  # CommClosedError, TimeoutError and friends
                 if attempt == tries - 1:
                     raise WorkerError(f"could not send the work to the Dask workers "
                                       f"({tries} tries): {exc}") from exc
+                log.warning("sending the work to the Dask workers failed (%s); trying again",
+                            exc)
                 self._threads(client)
 
     def sample(self, request: WorkRequest) -> SampleResult:
+        """Sample one generation on the cluster (starting a local one on first use).
+
+        Raises
+        ------
+        dabc.WorkerError
+            If no worker joins within ``no_worker_timeout`` or the work cannot be sent.
+        """
         from distributed import as_completed
 
         client = self._client()
-        fixed = None if self.batch_size == "auto" else self.batch_size
-        sched = request.scheduler(True, batch_size=fixed, timing_hint=self._timing)
-        sched.target_seconds = self.target_seconds
         # Near a generation's end, keep tasks at least half the target: a Dask round trip
         # costs tens of ms on a busy machine, so shorter tasks leave workers idle (sleep10
         # with 8 workers on 2 cores: efficiency 0.58 with a tenth, 0.61-0.66 with half).
-        sched.min_task_fraction = 0.5
+        sched = make_scheduler(request, True, batch_size=self._fixed_size,
+                               timing_hint=self._timing, target_seconds=self.target_seconds,
+                               min_task_fraction=0.5)
         threads = self._threads(client)
         key = request.work.token.encode()
         tag = request.work.token.replace(":", "-")
-        in_flight: dict = {}
-        backed_up: set = set()  # start ids of tasks that have a second copy running
+        in_flight: dict[str, _Copy] = {}
+        backed_up: set[int] = set()  # start ids of tasks that have a second copy running
         pending = as_completed(with_results=True, loop=client.loop)
         checked = time.monotonic()
         state = {"work": self._scatter(client, request.payload), "round": 0}
@@ -149,6 +155,8 @@ class DaskDistributedSampler(Sampler):
         def rescatter():
             """The scattered work was lost with its workers: wait for workers, scatter again."""
             nonlocal threads, checked
+            log.warning("every copy of generation %d's work was lost with its workers; "
+                        "sending it again", request.generation)
             threads, checked = self._threads(client), time.monotonic()
             client.cancel(state["work"])
             state["work"] = self._scatter(client, request.payload)
@@ -165,11 +173,11 @@ class DaskDistributedSampler(Sampler):
                 if task is None:
                     back_up(suffix)
                     return
-                submit(task, f"dabc-{tag}-{task[1]}-{task[2]}{suffix}")
+                submit(task, f"dabc-{tag}-{task.start}-{task.stop}{suffix}")
 
-        def submit(task, name):
+        def submit(task: Task, name: str):
             fut = client.submit(_run, state["work"], task, key, pure=False, key=name)
-            in_flight[fut.key] = (fut, task)
+            in_flight[fut.key] = _Copy(fut, task)
             pending.add(fut)
 
         def back_up(suffix):
@@ -177,15 +185,18 @@ class DaskDistributedSampler(Sampler):
             copy of each (a task is pure, so both give the same result and the first to
             arrive counts), so that a task queued behind another or on a slow worker does
             not hold up the generation while other workers sit idle."""
-            for _fut, task in sorted(in_flight.values(), key=lambda ft: ft[1][1]):
-                if task[1] not in backed_up and sched.wanted(task):
-                    backed_up.add(task[1])
-                    submit(task, f"dabc-{tag}-{task[1]}-{task[2]}{suffix}-backup")
+            for copy in sorted(in_flight.values(), key=lambda c: c.task.start):
+                task = copy.task
+                if task.start not in backed_up and sched.wanted(task):
+                    backed_up.add(task.start)
+                    log.debug("backup copy of evaluations %d..%d", task.start, task.stop - 1)
+                    submit(task, f"dabc-{tag}-{task.start}-{task.stop}{suffix}-backup")
 
-        def drop_copies(task):
-            for k, (f, t) in list(in_flight.items()):
-                if t[1] == task[1]:
-                    f.cancel()
+        def drop(keep):
+            """Cancel every copy in flight for which ``keep(task)`` is False."""
+            for k, copy in list(in_flight.items()):
+                if not keep(copy.task):
+                    copy.future.cancel()
                     del in_flight[k]
 
         try:
@@ -198,32 +209,29 @@ class DaskDistributedSampler(Sampler):
                     _, exc, tb = res
                     raise exc.with_traceback(tb)
                 if fut.status != "finished":  # cancelled by the cluster: the work was lost
-                    lost = {entry[1][1]: entry[1]}
-                    for f, t in in_flight.values():
-                        f.cancel()
-                        lost[t[1]] = t
-                    for t in lost.values():
-                        sched.reissue(t)
+                    lost = {entry.task.start: entry.task}
+                    for copy in in_flight.values():
+                        copy.future.cancel()
+                        lost[copy.task.start] = copy.task
+                    for task in lost.values():
+                        sched.reissue(task)
                     in_flight.clear()
                     backed_up.clear()
                     rescatter()
                     submit_more()
                     continue
                 task, batch = res
-                drop_copies(task)
+                drop(lambda t, done=task: t.start != done.start)  # its other copy, if any
                 sched.add(task, batch)
                 if sched.done:
                     break
-                for k, (f, t) in list(in_flight.items()):
-                    if not sched.wanted(t):
-                        f.cancel()
-                        del in_flight[k]
+                drop(sched.wanted)
                 submit_more()
                 if not in_flight and not sched.done:
                     raise WorkerError("Dask sampler stalled (please report this bug)")
         finally:
             if in_flight:
-                client.cancel([f for f, _ in in_flight.values()])
+                client.cancel([copy.future for copy in in_flight.values()])
             client.cancel(state["work"])
         self._timing = sched.seconds_per_evaluation()
         return sched.result()

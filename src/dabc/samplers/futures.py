@@ -2,34 +2,51 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import FIRST_COMPLETED, Executor, wait
 from concurrent.futures.process import BrokenProcessPool
 
+from .._compat.futures import executor_workers
 from ..errors import WorkerError
-from .base import Sampler, SampleResult, WorkRequest, run_task
+from .base import Sampler, SampleResult, WorkRequest
+from .scheduling import check_batch_size, make_scheduler
+from .worker import run_task
 
 
 class ConcurrentFutureSampler(Sampler):
     """DYN over an executor (thread pool, process pool, or a cluster's executor).
 
-    ``batch_size`` is the number of evaluation ids per task, or ``"auto"`` to size tasks from
-    measured simulation times. ``max_in_flight`` defaults to twice the executor's workers.
+    Parameters
+    ----------
+    executor : concurrent.futures.Executor
+        Where tasks run. It stays open: the caller owns it.
+    batch_size : int or "auto", default "auto"
+        Evaluation ids per task; ``"auto"`` sizes tasks from measured simulation times.
+    max_in_flight : int, optional
+        Tasks submitted at once; default twice the executor's workers.
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` is neither a positive integer nor ``"auto"``.
     """
 
     dynamic = True
 
     def __init__(self, executor: Executor, batch_size: int | str = "auto",
                  max_in_flight: int | None = None):
-        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
+        self._fixed_size = check_batch_size(batch_size)
         self.executor, self.batch_size = executor, batch_size
-        workers = getattr(executor, "_max_workers", None) or os.cpu_count() or 1
-        self.max_in_flight = max_in_flight or 2 * workers
+        self.max_in_flight = max_in_flight or 2 * executor_workers(executor)
 
     def sample(self, request: WorkRequest) -> SampleResult:
-        fixed = None if self.batch_size == "auto" else self.batch_size
-        sched = request.scheduler(dynamic=True, batch_size=fixed)
+        """Keep ``max_in_flight`` tasks submitted until the generation is complete.
+
+        Raises
+        ------
+        dabc.WorkerError
+            If a process pool's worker died (the executor is then unusable).
+        """
+        sched = make_scheduler(request, dynamic=True, batch_size=self._fixed_size)
         payload, key = request.payload, request.work.token.encode()
         in_flight = {}
         try:
@@ -42,7 +59,8 @@ class ConcurrentFutureSampler(Sampler):
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     task = in_flight.pop(fut)
-                    sched.add(task, fut.result()[1])
+                    _, batch = fut.result()
+                    sched.add(task, batch)
                 for fut, task in list(in_flight.items()):
                     if not sched.wanted(task) and fut.cancel():
                         del in_flight[fut]

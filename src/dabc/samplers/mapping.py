@@ -6,14 +6,22 @@ import functools
 import os
 from collections.abc import Callable
 
-from .base import Sampler, SampleResult, WorkRequest, run_task
+from .base import Sampler, SampleResult, WorkRequest
+from .scheduling import make_scheduler
+from .worker import run_task
 
 
 class MappingSampler(Sampler):
     """STAT over any map, e.g. ``map``, ``multiprocessing.Pool().map`` or a cluster's map.
 
-    The particle slots are cut into ``chunks`` tasks (default: 4 per CPU); each task carries
-    the generation's pickled work, unpickled once per process.
+    Each task carries the generation's pickled work, unpickled once per process.
+
+    Parameters
+    ----------
+    map_ : callable, default builtins.map
+        Called as ``map_(function, tasks)``; must return the results (in any order).
+    chunks : int, optional
+        How many tasks the particle slots are cut into (default: 4 per CPU).
     """
 
     dynamic = False
@@ -23,9 +31,9 @@ class MappingSampler(Sampler):
         self.chunks = chunks
 
     def sample(self, request: WorkRequest) -> SampleResult:
+        """Map over every slot range of the generation at once."""
         chunks = self.chunks or 4 * (os.cpu_count() or 1)
-        sched = request.scheduler(dynamic=False)
-        sched.chunk = max(1, -(-request.n // chunks))
+        sched = make_scheduler(request, dynamic=False, chunk=max(1, -(-request.n // chunks)))
         fn = functools.partial(run_task, request.payload, key=request.work.token.encode())
         for task, batch in self.map_(fn, sched.all_tasks()):
             sched.add(task, batch)

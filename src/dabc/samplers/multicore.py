@@ -8,6 +8,7 @@ a generation never hangs and nothing is lost or counted twice.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -18,6 +19,10 @@ import cloudpickle
 
 from ..errors import WorkerError
 from .base import Sampler, SampleResult, WorkRequest
+from .scheduling import Scheduler, make_scheduler
+from .worker import execute
+
+log = logging.getLogger("dabc.samplers")
 
 
 def default_n_procs() -> int:
@@ -35,24 +40,25 @@ def default_n_procs() -> int:
 
 
 def _worker_main(conn, parent_end) -> None:
+    """A worker process: messages are (kind, token, body) with kind "work" (body: the
+    pickled work of generation ``token``), "task" (body: a Task) or "stop"."""
     parent_end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the master's to handle
     work = None
     while True:
         try:
-            msg = conn.recv()
+            kind, token, body = conn.recv()
         except (EOFError, OSError):
             return
-        if msg[0] == "stop":
+        if kind == "stop":
             return
-        if msg[0] == "work":
-            work = cloudpickle.loads(msg[2])
+        if kind == "work":
+            work = cloudpickle.loads(body)
             continue
-        _, token, task = msg
         try:
-            conn.send(("batch", token, task, work.run(task)))
+            conn.send(("batch", token, body, execute(work, body)))
         except BaseException:
-            conn.send(("crash", token, task, traceback.format_exc()))
+            conn.send(("crash", token, body, traceback.format_exc()))
 
 
 class _Worker:
@@ -80,7 +86,7 @@ class _Pool:
         while len(self.workers) < self.n_procs:
             self.workers.append(_Worker(self.ctx))
 
-    def run(self, request: WorkRequest, sched) -> SampleResult:
+    def run(self, request: WorkRequest, sched: Scheduler) -> SampleResult:
         self._fill()
         token = request.work.token
         restarts = 0
@@ -135,6 +141,8 @@ class _Pool:
         w.process.join(timeout=1)
         code = w.process.exitcode
         self.deaths += 1
+        log.warning("worker process %d died (exit code %s) with %d unfinished task(s); "
+                    "starting a replacement", w.process.pid, code, len(w.tasks))
         for tok, task in w.tasks:
             if tok == token:
                 sched.reissue(task)
@@ -147,7 +155,7 @@ class _Pool:
     def close(self) -> None:
         for w in self.workers:
             try:
-                w.conn.send(("stop",))
+                w.conn.send(("stop", None, None))
             except OSError:
                 pass
         for w in self.workers:
@@ -176,7 +184,8 @@ class _MulticoreSampler(Sampler):
     def sample(self, request: WorkRequest) -> SampleResult:
         if self._pool is None:
             self._pool = _Pool(self.n_procs)
-        sched = request.scheduler(self.dynamic, self.n_procs, timing_hint=self._timing)
+        sched = make_scheduler(request, self.dynamic, workers=self.n_procs,
+                               timing_hint=self._timing)
         result = self._pool.run(request, sched)
         self._timing = sched.seconds_per_evaluation()
         return result

@@ -16,6 +16,7 @@ Layout on the server (``P`` = ``dabc:a:<analysis id>``), every key with a TTL:
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import signal
@@ -24,11 +25,16 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 
 import cloudpickle
 
 from ..errors import InputError, WorkerError
-from .base import Sampler, SampleResult, WorkRequest
+from .base import Sampler, SampleResult, Task, WorkRequest
+from .scheduling import Scheduler, check_batch_size, make_scheduler
+from .worker import execute
+
+log = logging.getLogger("dabc.samplers.redis")
 
 ANALYSES = "dabc:analyses"
 WORKERS = "dabc:workers"
@@ -101,13 +107,17 @@ def connect(host: str = "localhost", port: int = 6379, password: str | None = No
     return client
 
 
-def _encode(task: tuple) -> str:
-    return ":".join(str(x) for x in task)
+def _encode(task: Task) -> str:
+    """``ids:start:stop`` or ``slots:start:stop:max_attempts`` (the queue's entries)."""
+    if task.kind == "ids":
+        return f"ids:{task.start}:{task.stop}"
+    return f"slots:{task.start}:{task.stop}:{task.max_attempts}"
 
 
-def _decode(text) -> tuple:
-    kind, *rest = (text.decode() if isinstance(text, bytes) else text).split(":")
-    return (kind, *[None if x == "None" else int(x) for x in rest])
+def _decode(text: bytes | str) -> Task:
+    kind, start, stop, *attempts = (text.decode() if isinstance(text, bytes) else text).split(":")
+    max_attempts = None if not attempts or attempts[0] == "None" else int(attempts[0])
+    return Task(kind, int(start), int(stop), max_attempts)
 
 
 def live_workers(r) -> list[str]:
@@ -131,8 +141,7 @@ class RedisEvalParallelSampler(Sampler):
                  url: str | None = None, batch_size: int | str = "auto",
                  no_worker_timeout: float = 60.0, wait_for_workers: bool = False,
                  target_seconds: float = 0.05):
-        if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
+        self._fixed_size = check_batch_size(batch_size)
         self.host, self.port, self.password, self.url = host, port, password, url
         self.batch_size = batch_size
         self.no_worker_timeout, self.wait_for_workers = no_worker_timeout, wait_for_workers
@@ -159,10 +168,8 @@ class RedisEvalParallelSampler(Sampler):
 
     def sample(self, request: WorkRequest) -> SampleResult:
         r = self._client()
-        fixed = None if self.batch_size == "auto" else self.batch_size
-        sched = request.scheduler(self.dynamic, batch_size=fixed, timing_hint=self._timing)
-        if hasattr(sched, "target_seconds"):
-            sched.target_seconds = self.target_seconds
+        sched = make_scheduler(request, self.dynamic, batch_size=self._fixed_size,
+                               timing_hint=self._timing, target_seconds=self.target_seconds)
         gen = request.work.token.replace(":", "-")
         P = self.prefix
         keys = {k: f"{P}:{k}:{gen}" for k in ("work", "queue", "claims", "results")}
@@ -172,7 +179,7 @@ class RedisEvalParallelSampler(Sampler):
         pipe.set(f"{P}:alive", 1, ex=ALIVE_TTL)
         pipe.zadd(ANALYSES, {self.analysis_id: time.time()})
         pipe.expire(ANALYSES, KEY_TTL)
-        pipe.hset(f"{P}:info", mapping={"generation": getattr(request.work, "t", -1),
+        pipe.hset(f"{P}:info", mapping={"generation": request.generation,
                                         "n": request.n, "accepted": 0, "evaluations": 0,
                                         "failures": 0, "started": time.time()})
         pipe.expire(f"{P}:info", KEY_TTL)
@@ -184,7 +191,7 @@ class RedisEvalParallelSampler(Sampler):
         finally:
             r.delete(*keys.values(), f"{P}:gen")
 
-    def _run(self, r, sched, keys, P) -> SampleResult:
+    def _run(self, r, sched: Scheduler, keys, P) -> SampleResult:
         last_tick, no_workers_since, last_warning = 0.0, None, 0.0
         workers = 1
         while not sched.done:
@@ -203,7 +210,6 @@ class RedisEvalParallelSampler(Sampler):
                             "pass wait_for_workers=True to wait for them.")
                     if self.wait_for_workers and now - last_warning > 60:
                         last_warning = now
-                        import warnings
                         warnings.warn("no live Redis workers; waiting for workers to join",
                                       stacklevel=2)
                 else:
@@ -212,13 +218,14 @@ class RedisEvalParallelSampler(Sampler):
             got = r.blpop([keys["results"]], timeout=0.2)
             if got is None:
                 continue
-            task, batch = pickle.loads(got[1])
+            _, raw = got
+            task, batch = pickle.loads(raw)
             if isinstance(batch, str):
                 raise WorkerError(f"a Redis worker failed outside the model:\n{batch}")
             sched.add(task, batch)
         return sched.result()
 
-    def _refill(self, r, sched, keys, workers: int) -> None:
+    def _refill(self, r, sched: Scheduler, keys, workers: int) -> None:
         queued = r.llen(keys["queue"])
         in_flight = queued + r.hlen(keys["claims"])
         target = 2 * workers
@@ -236,12 +243,14 @@ class RedisEvalParallelSampler(Sampler):
                 pipe.publish(WAKE, 1)
             pipe.execute()
 
-    def _tick(self, r, sched, keys, P) -> None:
+    def _tick(self, r, sched: Scheduler, keys, P) -> None:
         """Re-queue claims of dead workers, refresh TTLs, publish progress, read stop flag."""
         alive = set(live_workers(r))
         for task, wid in r.hgetall(keys["claims"]).items():
-            if wid.decode() not in alive:
-                self._release(keys=[keys["claims"], keys["queue"]], args=[task, wid])
+            if wid.decode() not in alive and self._release(
+                    keys=[keys["claims"], keys["queue"]], args=[task, wid]):
+                log.warning("Redis worker %s stopped sending heartbeats; re-queued its task %s",
+                            wid.decode(), task.decode())
         # drop queued tasks that can no longer contribute
         for task in r.lrange(keys["queue"], 0, -1):
             if not sched.wanted(_decode(task)):
@@ -362,11 +371,11 @@ def work_loop(host="localhost", port=6379, password=None, url=None, runtime: flo
                 if gen is None:
                     continue
                 gen = gen.decode()
-                keys = [f"{P}:queue:{gen}", f"{P}:claims:{gen}"]
-                task = claim(keys=keys, args=[wid])
+                queue, claims = f"{P}:queue:{gen}", f"{P}:claims:{gen}"
+                task = claim(keys=[queue, claims], args=[wid])
                 if task is None:
                     continue
-                current = (keys, task)
+                current = (queue, claims, task)
                 work = cache.get(gen)
                 if work is None:
                     payload = r.get(f"{P}:work:{gen}")
@@ -375,15 +384,13 @@ def work_loop(host="localhost", port=6379, password=None, url=None, runtime: flo
                     cache.clear()
                     work = cache[gen] = cloudpickle.loads(payload)
                 decoded = _decode(task)
-                t0 = time.perf_counter()
                 try:
-                    batch = work.run(decoded)
-                    batch.seconds = time.perf_counter() - t0
+                    batch = execute(work, decoded)
                 except _Stop:
                     raise
                 except Exception:
                     batch = traceback.format_exc()
-                deliver(keys=[keys[1], f"{P}:results:{gen}"],
+                deliver(keys=[claims, f"{P}:results:{gen}"],
                         args=[task, pickle.dumps((decoded, batch)), KEY_TTL])
                 current = None
                 stats["tasks"] += 1
@@ -401,8 +408,8 @@ def work_loop(host="localhost", port=6379, password=None, url=None, runtime: flo
         r.close()  # a signal may have interrupted a command half-way: use a fresh connection
         r = connect(host, port, password, url)
         if current is not None:
-            keys, task = current
-            r.register_script(_RELEASE)(keys=[keys[1], keys[0]], args=[task, wid])
+            queue, claims, task = current
+            r.register_script(_RELEASE)(keys=[claims, queue], args=[task, wid])
         r.zrem(WORKERS, wid)
         r.delete(f"dabc:worker:{wid}")
         r.close()

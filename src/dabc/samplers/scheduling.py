@@ -1,0 +1,295 @@
+"""The DYN and STAT schedulers: results in any order, from any number of workers, become
+the same population.
+
+A sampler asks a scheduler for the next :class:`~dabc.samplers.base.Task`, has it run
+anywhere, and gives back the batch with :meth:`add`. DYN keeps the first ``n`` accepted
+evaluations in id order; STAT keeps one per slot. Tasks of a dead worker are put back with
+:meth:`reissue` and run again with the same ids; a duplicate result is ignored, so nothing is
+lost or counted twice. Every knob is a constructor argument; :func:`make_scheduler` builds
+either kind from a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from .base import IDS, SLOTS, Batch, Progress, SampleResult, Task, WorkRequest
+
+log = logging.getLogger("dabc.samplers")
+
+
+def check_batch_size(batch_size: int | str) -> int | None:
+    """A sampler's ``batch_size`` argument: a positive int, or ``"auto"`` (returns None)."""
+    if batch_size == "auto":
+        return None
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
+    return batch_size
+
+
+class _Scheduler:
+    """Shared failure accounting and progress reporting."""
+
+    def __init__(self, n: int, max_failure_rate: float, model_names: Sequence[str],
+                 progress: Progress | None, timing_hint: float | None):
+        self.n, self.max_failure_rate = n, max_failure_rate
+        self.model_names = list(model_names)
+        self.progress = progress
+        self.timing_hint = timing_hint  # seconds per evaluation seen in an earlier generation
+        self.n_evaluated = self.n_failed = self.n_accepted = 0
+        self.first_failure: str | None = None
+        self.seconds = 0.0
+
+    def _account(self, batch: Batch) -> None:
+        if batch.fatal:
+            raise InputError(batch.fatal)
+        self.n_evaluated += len(batch)
+        self.n_failed += int(batch.failed.sum())
+        self.seconds += batch.seconds
+        if batch.first_failure and self.first_failure is None:
+            self.first_failure = batch.first_failure
+            log.warning("first failed evaluation of this generation: %s", batch.first_failure)
+        if self.n_failed >= 10:
+            self.check_failures(self.n_failed, self.n_evaluated)
+        if batch.aborted:
+            self.check_failures(int(batch.failed.sum()), len(batch), strict=False)
+
+    def check_failures(self, failed: int, evaluated: int, strict: bool = True) -> None:
+        """Raise ModelError when the share of failed evaluations exceeds the limit
+        (always, with ``strict=False``: a worker already judged it so)."""
+        if evaluated and (failed / evaluated > self.max_failure_rate or not strict):
+            names = ", ".join(repr(m) for m in self.model_names)
+            raise ModelError(
+                f"Model {names} failed in {failed} of {evaluated} evaluations "
+                f"(a share of {failed / evaluated:.3g}, above max_failure_rate="
+                f"{self.max_failure_rate:.3g}). Fix the model or raise max_failure_rate. "
+                f"First failure:\n{self.first_failure}"
+            )
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(min(self.n_accepted, self.n), self.n, self.n_evaluated)
+
+    def seconds_per_evaluation(self) -> float | None:
+        """Mean measured worker time per evaluation so far (else the earlier generation's)."""
+        return self.seconds / self.n_evaluated if self.n_evaluated else self.timing_hint
+
+
+class DynamicScheduler(_Scheduler):
+    """DYN: hands out id ranges; the population is the first n accepted ids.
+
+    Done once all ids up to the n-th accepted id are evaluated, or all ids below the
+    evaluation budget are. Task sizes aim at ``target_seconds`` of work each (never below
+    ``min_task_fraction`` of it, never above ``max_size`` ids), or are ``fixed_size``.
+    """
+
+    def __init__(self, n: int, granularity: int = 1, max_evaluations: int | None = None,
+                 max_failure_rate: float = 0.1, model_names: Sequence[str] = ("model",),
+                 progress: Progress | None = None, target_seconds: float = 0.05,
+                 max_size: int = 100_000, fixed_size: int | None = None,
+                 min_task_fraction: float = 0.1, timing_hint: float | None = None):
+        super().__init__(n, max_failure_rate, model_names, progress, timing_hint)
+        self.granularity = g = max(int(granularity), 1)
+        self.limit = None if max_evaluations is None else max(
+            g, int(math.ceil(max_evaluations / g)) * g)
+        self.target_seconds, self.max_size = target_seconds, max_size
+        self.fixed_size, self.min_task_fraction = fixed_size, min_task_fraction
+        self.next_id = 0
+        self.issued = 0                             # ids handed out (re-issues not counted)
+        self.pending: list[Task] = []               # tasks to re-issue first
+        self.done_ranges: dict[int, int] = {}       # start -> stop, beyond the prefix
+        self.prefix = 0                             # every id below this is evaluated
+        self.batches: list[Batch] = []
+        self.accepted_ids: list[np.ndarray] = []
+        self._cutoff: int | None = None
+        self._received = 0
+
+    # -- scheduling ---------------------------------------------------------------
+    def next_task(self, workers: int = 1) -> Task | None:
+        """The next id range to evaluate, or None when nothing more is needed now.
+
+        ``workers`` (how many evaluate in parallel) shapes task sizes.
+        """
+        while self.pending:
+            task = self.pending.pop(0)
+            if (self._needed(task.start) and task.start not in self.done_ranges
+                    and task.start >= self.prefix):
+                return task
+        if self.n_accepted >= self.n:
+            return None
+        if self.limit is not None and self.next_id >= self.limit:
+            return None
+        size = self._size(self.issued - self._received, workers)
+        start = self.next_id
+        stop = start + size if self.limit is None else min(start + size, self.limit)
+        self.next_id = stop
+        self.issued += stop - start
+        return Task(IDS, start, stop)
+
+    def _size(self, in_flight: int, workers: int) -> int:
+        """Ids for the next task: ~target_seconds of work, and no more than the expected
+        remaining need (after what is in flight) shared among the workers."""
+        g = self.granularity
+        if self.fixed_size is not None:
+            return max(g, -(-self.fixed_size // g) * g)
+        per_eval = self.seconds_per_evaluation()
+        if per_eval is None:
+            return g
+        per_eval = max(per_eval, 1e-7)
+        rate = (self.n_accepted + 1) / (self.n_evaluated + 2)
+        expected = (self.n - self.n_accepted) / rate - in_flight
+        # Split what is still expected over two tasks per worker, but keep each task at least
+        # min_task_fraction of the target time: otherwise sizes shrink geometrically near the
+        # end and per-task overhead dominates fast models.
+        size = min(expected / (2 * max(workers, 1)), self.target_seconds / per_eval)
+        size = min(max(size, self.min_task_fraction * self.target_seconds / per_eval, 1),
+                   self.max_size)
+        return max(g, int(math.ceil(size / g)) * g)
+
+    def reissue(self, task: Task) -> None:
+        """Put back a task whose worker died; it is re-run with the same ids."""
+        log.info("re-queued evaluations %d..%d (their worker was lost)", task.start,
+                 task.stop - 1)
+        self.pending.append(task)
+
+    def _needed(self, start: int) -> bool:
+        return self._cutoff is None or start <= self._cutoff
+
+    def wanted(self, task: Task) -> bool:
+        """Whether an issued task can still contribute (False: cancel it if possible)."""
+        return self._needed(task.start)
+
+    # -- results --------------------------------------------------------------------
+    def add(self, task: Task, batch: Batch) -> None:
+        """Record a finished id range."""
+        start, stop = task.start, task.stop
+        if start < self.prefix or start in self.done_ranges or batch.stopped_early:
+            return  # a duplicate, or a cancelled task's partial result
+        self._account(batch)
+        self._received += stop - start
+        self.done_ranges[start] = stop
+        while self.prefix in self.done_ranges:
+            self.prefix = self.done_ranges.pop(self.prefix)
+        self.batches.append(batch)
+        acc = batch.ids[batch.accepted]
+        if len(acc):
+            self.accepted_ids.append(acc)
+            self.n_accepted += len(acc)
+            if self.n_accepted >= self.n:
+                self._cutoff = int(np.partition(np.concatenate(self.accepted_ids),
+                                                self.n - 1)[self.n - 1])
+        self._report()
+
+    @property
+    def done(self) -> bool:
+        """Whether the population is determined."""
+        if self._cutoff is not None and self.prefix > self._cutoff:
+            return True
+        return self.limit is not None and self.prefix >= self.limit
+
+    def result(self) -> SampleResult:
+        """The population: the first n accepted evaluations in id order."""
+        allb = Batch.concat(self.batches)
+        end = self._cutoff if self._cutoff is not None else self.limit - 1
+        keep = allb.ids <= end
+        evaluations = allb.take(np.flatnonzero(keep)[np.argsort(allb.ids[keep], kind="stable")])
+        self.check_failures(int(evaluations.failed.sum()), len(evaluations))
+        return SampleResult(evaluations.take(evaluations.accepted), evaluations,
+                            self.n_evaluated, complete=self._cutoff is not None)
+
+
+class StaticScheduler(_Scheduler):
+    """STAT: particle slots 0..n-1, each filled from its own random stream, handed out in
+    ranges of ``chunk`` slots (default: a quarter of an even share per worker)."""
+
+    def __init__(self, n: int, max_evaluations: int | None = None, max_failure_rate: float = 0.1,
+                 model_names: Sequence[str] = ("model",), progress: Progress | None = None,
+                 chunk: int | None = None, workers: int = 1, timing_hint: float | None = None):
+        super().__init__(n, max_failure_rate, model_names, progress, timing_hint)
+        self.max_attempts = None if max_evaluations is None else max(
+            1, int(math.ceil(max_evaluations / n)))
+        self.chunk = chunk or max(1, n // (4 * max(workers, 1)))
+        self.next_slot = 0
+        self.pending: list[Task] = []
+        self.done_slots: set[int] = set()
+        self.batches: list[Batch] = []
+
+    def next_task(self, workers: int = 1) -> Task | None:
+        """The next range of slots to fill, or None when all are handed out."""
+        while self.pending:
+            task = self.pending.pop(0)
+            if task.start not in self.done_slots:
+                return task
+        if self.next_slot >= self.n:
+            return None
+        j0, self.next_slot = self.next_slot, min(self.n, self.next_slot + self.chunk)
+        return Task(SLOTS, j0, self.next_slot, self.max_attempts)
+
+    def all_tasks(self) -> list[Task]:
+        """Every slot range, for backends that map over a fixed list."""
+        tasks = []
+        while (task := self.next_task()) is not None:
+            tasks.append(task)
+        return tasks
+
+    def reissue(self, task: Task) -> None:
+        """Put back a task whose worker died; its slots are refilled identically."""
+        log.info("re-queued slots %d..%d (their worker was lost)", task.start, task.stop - 1)
+        self.pending.append(task)
+
+    def wanted(self, task: Task) -> bool:
+        """Whether an issued task can still contribute."""
+        return task.start not in self.done_slots
+
+    def add(self, task: Task, batch: Batch) -> None:
+        """Record a finished slot range."""
+        if task.start in self.done_slots:
+            return
+        self._account(batch)
+        self.done_slots.update(range(task.start, task.stop))
+        self.batches.append(batch)
+        self.n_accepted += int(batch.accepted.sum())
+        self._report()
+
+    @property
+    def done(self) -> bool:
+        """Whether every slot is filled (or has used its attempts)."""
+        return len(self.done_slots) >= self.n
+
+    def result(self) -> SampleResult:
+        """One accepted evaluation per slot, in slot order (unfilled slots are missing)."""
+        allb = Batch.concat(self.batches)
+        evaluations = allb.take(np.lexsort((allb.attempt, allb.ids)))
+        self.check_failures(int(evaluations.failed.sum()), len(evaluations))
+        population = evaluations.take(evaluations.accepted)
+        return SampleResult(population, evaluations, len(evaluations),
+                            complete=len(population) >= self.n)
+
+
+Scheduler = DynamicScheduler | StaticScheduler
+
+
+def make_scheduler(request: WorkRequest, dynamic: bool, *, workers: int = 1,
+                   batch_size: int | None = None, timing_hint: float | None = None,
+                   target_seconds: float = 0.05, min_task_fraction: float = 0.1,
+                   chunk: int | None = None) -> Scheduler:
+    """A fresh DYN or STAT scheduler for one generation's request.
+
+    ``batch_size`` fixes the ids per DYN task (rounded up to the work's granularity);
+    ``timing_hint`` (seconds per evaluation, e.g. from the last generation) sizes the first
+    tasks before any is measured; ``chunk`` is the slots per STAT task.
+    """
+    work = request.work
+    if dynamic:
+        return DynamicScheduler(request.n, work.granularity, request.max_evaluations,
+                                work.max_failure_rate, work.model_names, request.progress,
+                                target_seconds=target_seconds, fixed_size=batch_size,
+                                min_task_fraction=min_task_fraction, timing_hint=timing_hint)
+    return StaticScheduler(request.n, request.max_evaluations, work.max_failure_rate,
+                           work.model_names, request.progress, chunk=chunk, workers=workers,
+                           timing_hint=timing_hint)
