@@ -1,20 +1,13 @@
 """The sampler contract: everything a new backend's author needs, and nothing else.
 
-The engine hands a sampler one :class:`WorkRequest` per generation. Its ``work`` (a
-:class:`Work`) is picklable; ``payload`` is that work cloudpickled once. A sampler cuts the
-generation into :class:`Task` objects, has ``work.run(task)`` evaluated wherever it likes
-(``dabc.samplers.worker.run_task`` does it from the payload in any process), feeds each
-returned :class:`Batch` to a scheduler from ``dabc.samplers.scheduling``, and returns the
-scheduler's :class:`SampleResult`. The schedulers make the answer independent of where and
-in which order tasks ran:
-
-- **DYN** (``dynamic = True``): tasks are id ranges; the population is the first ``n``
-  accepted evaluation ids.
-- **STAT** (``dynamic = False``): tasks are particle-slot ranges; each slot is filled from its
-  own random stream.
-
-A task may run twice (a worker presumed dead, a backup copy): both runs give the same batch,
-and the scheduler counts the first only.
+Per generation the engine hands a sampler a :class:`WorkRequest`. A sampler cuts it into
+:class:`Task` objects, has each run anywhere (``dabc.samplers.worker.run_task`` runs one from
+the pickled ``payload`` in any process), gives every :class:`Batch` to a scheduler from
+``dabc.samplers.scheduling`` and returns its :class:`SampleResult`. The schedulers make the
+answer independent of where and in which order tasks ran, under one of two contracts: DYN
+(``dynamic = True``: id ranges; the population is the first ``n`` accepted ids) or STAT (slot
+ranges; each slot has its own random stream). A task may run twice (a worker presumed dead,
+a backup copy): both runs give the same batch, and only the first counts.
 """
 
 from __future__ import annotations
@@ -31,9 +24,17 @@ SLOTS: Literal["slots"] = "slots"
 
 
 class Task(NamedTuple):
-    """One unit of work: evaluation ids ``start..stop-1`` (kind ``"ids"``, DYN), or particle
-    slots ``start..stop-1``, each tried up to ``max_attempts`` times (kind ``"slots"``, STAT;
-    None: until accepted)."""
+    """One unit of work.
+
+    Attributes
+    ----------
+    kind : {"ids", "slots"}
+        Evaluate ids ``start..stop-1`` (DYN), or fill slots ``start..stop-1`` (STAT).
+    start, stop : int
+        The half-open range.
+    max_attempts : int or None
+        STAT only: tries per slot (None: until accepted).
+    """
 
     kind: Literal["ids", "slots"]
     start: int
@@ -45,10 +46,18 @@ class Task(NamedTuple):
 class Batch:
     """Columnar results of a task: one row per evaluation.
 
-    ``ids`` are evaluation ids (DYN) or slots (STAT, with ``attempt`` numbering the tries).
-    ``fatal`` is a user error that must stop the run (e.g. a model returning the wrong keys);
-    ``aborted``: the task gave up early because most evaluations failed; ``stopped_early``: a
-    cancelled DYN task that evaluated only its first ids (never counted).
+    Attributes
+    ----------
+    ids, attempt, model, theta, stats, distance, accepted, failed : numpy.ndarray
+        Evaluation id (DYN) or slot and try (STAT); model index, parameters, flattened
+        statistics, distance; masks (a failed evaluation is never accepted).
+    first_failure, fatal : str or None
+        The first failure's traceback; a user error that stops the run (e.g. wrong keys).
+    seconds : float
+        Wall time of the task on its worker.
+    aborted, stopped_early : bool
+        The task gave up because most evaluations failed; a cancelled DYN task evaluated
+        only its first ids (such a batch is never counted).
     """
 
     ids: np.ndarray
@@ -86,12 +95,22 @@ _COLUMNS = tuple(f.name for f in fields(Batch))[:8]
 
 @dataclass
 class SampleResult:
-    """A generation as sampled: the population and every evaluation that counts for it."""
+    """A generation as sampled.
 
-    population: Batch       # accepted rows, in id (DYN) or slot (STAT) order
-    evaluations: Batch      # every counted evaluation, accepted or not
-    n_evaluated: int        # evaluations whose results arrived, including discarded extras
-    complete: bool          # False when a simulation budget ended the generation early
+    Attributes
+    ----------
+    population, evaluations : Batch
+        The accepted rows, in id (DYN) or slot (STAT) order; every evaluation that counts.
+    n_evaluated : int
+        Evaluations whose results arrived, including discarded extras.
+    complete : bool
+        False when a simulation budget ended the generation early.
+    """
+
+    population: Batch
+    evaluations: Batch
+    n_evaluated: int
+    complete: bool
 
 
 #: Progress callback: (accepted, needed, evaluations).
@@ -113,8 +132,19 @@ class Work(Protocol):
 
 @dataclass
 class WorkRequest:
-    """What the engine asks of a sampler for generation ``generation``: ``n`` accepted
-    particles, within ``max_evaluations`` (None: no budget), reporting to ``progress``."""
+    """What the engine asks of a sampler for one generation.
+
+    Attributes
+    ----------
+    work : Work
+        The generation's work.
+    n, max_evaluations : int
+        Accepted particles needed; the evaluation budget (None: none).
+    progress : callable or None
+        Called as ``progress(accepted, needed, evaluations)``.
+    generation : int
+        The generation's index, for messages.
+    """
 
     work: Work
     n: int

@@ -67,11 +67,20 @@ class DaskDistributedSampler(Sampler):
     """DYN on ``distributed``: an existing ``Client`` (any scheduler address, with
     ``distributed.Security`` if needed), or a local cluster started on first use.
 
-    ``batch_size="auto"`` sizes tasks from measured simulation times (``target_seconds``
-    per task, 0.1 s by default: long enough to amortise Dask's per-task cost for millisecond
-    simulations, short enough that a generation's last tasks leave workers idle briefly);
-    ``client_max_jobs`` caps tasks in flight (default: twice the cluster's threads).
-    ``no_worker_timeout``: seconds without any worker before failing with "no live workers".
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        The cluster to use; default a local cluster of worker processes on loopback
+        (:func:`local_cluster`), closed by :meth:`close`.
+    batch_size : int or "auto", default "auto"
+        Evaluation ids per task; ``"auto"`` sizes tasks from measured simulation times.
+    client_max_jobs : int, optional
+        Tasks in flight; default twice the cluster's threads (followed under ``adapt()``).
+    no_worker_timeout : float, default 60
+        Seconds without any worker before failing with "no live workers".
+    target_seconds : float, default 0.1
+        Aimed worker time per task: long enough to amortise Dask's per-task cost for
+        millisecond simulations, short enough that the last tasks leave workers idle briefly.
     """
 
     dynamic = True

@@ -171,6 +171,8 @@ class _Pool:
 
 
 class _MulticoreSampler(Sampler):
+    """Shared by the DYN and STAT multicore samplers (see their docstrings)."""
+
     def __init__(self, n_procs: int | None = None):
         self.n_procs = n_procs if n_procs is not None else default_n_procs()
         self._pool: _Pool | None = None
@@ -199,13 +201,35 @@ class _MulticoreSampler(Sampler):
 class MulticoreEvalParallelSampler(_MulticoreSampler):
     """DYN on local worker processes (the default sampler).
 
-    ``n_procs`` defaults to ``DABC_NUM_PROCS``, else the number of usable CPUs.
+    Workers are forked once and kept between generations; a dead worker is replaced and its
+    tasks run again with the same ids, so results do not change.
+
+    Parameters
+    ----------
+    n_procs : int, optional
+        Worker processes; default ``$DABC_NUM_PROCS``, else the number of usable CPUs.
+
+    Raises
+    ------
+    dabc.WorkerError
+        From ``sample`` when workers die again and again in one generation.
+
+    Examples
+    --------
+    >>> import dabc
+    >>> sampler = dabc.MulticoreEvalParallelSampler(n_procs=2)
     """
 
     dynamic = True
 
 
 class MulticoreParticleParallelSampler(_MulticoreSampler):
-    """STAT on local worker processes: particle slots are spread over the workers."""
+    """STAT on local worker processes: particle slots are spread over the workers.
+
+    Parameters
+    ----------
+    n_procs : int, optional
+        Worker processes; default ``$DABC_NUM_PROCS``, else the number of usable CPUs.
+    """
 
     dynamic = False

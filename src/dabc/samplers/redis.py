@@ -130,9 +130,32 @@ def live_workers(r) -> list[str]:
 class RedisEvalParallelSampler(Sampler):
     """DYN on a Redis-coordinated worker pool (start workers with ``dabc redis-worker``).
 
-    Several analyses can share one server and one pool. ``no_worker_timeout`` (seconds):
-    with no live worker for that long the generation fails with "no live workers"; with
-    ``wait_for_workers=True`` it waits for new workers instead, saying so every minute.
+    Several analyses can share one server and one pool. Workers that die are detected by
+    their heartbeat and their tasks re-queued with the same ids.
+
+    Parameters
+    ----------
+    host, port : str, int
+        The Redis server (default localhost:6379).
+    password : str, optional
+        The server's ``requirepass``.
+    url : str, optional
+        A ``redis://`` or ``rediss://`` (TLS) URL instead of host and port.
+    batch_size : int or "auto", default "auto"
+        Evaluation ids per task (DYN); ``"auto"`` sizes tasks from measured times.
+    no_worker_timeout : float, default 60
+        Seconds with no live worker before the generation fails with "no live workers".
+    wait_for_workers : bool, default False
+        Wait for workers instead of failing, with a warning every minute.
+    target_seconds : float, default 0.05
+        Aimed worker time per task.
+
+    Raises
+    ------
+    dabc.InputError
+        From ``sample``, when the server cannot be reached or refuses the password.
+    dabc.WorkerError
+        From ``sample``, when no worker is alive for ``no_worker_timeout`` seconds.
     """
 
     dynamic = True
@@ -280,7 +303,14 @@ class RedisEvalParallelSampler(Sampler):
 
 
 class RedisStaticSampler(RedisEvalParallelSampler):
-    """STAT on a Redis worker pool: particle slots are handed out as tasks."""
+    """STAT on a Redis worker pool: particle slots are handed out as tasks.
+
+    Parameters
+    ----------
+    host, port, password, url, batch_size, no_worker_timeout, wait_for_workers, target_seconds
+        As for :class:`RedisEvalParallelSampler` (``batch_size`` and ``target_seconds`` do
+        not apply to STAT).
+    """
 
     dynamic = False
 

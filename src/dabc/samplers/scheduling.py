@@ -84,8 +84,32 @@ class DynamicScheduler(_Scheduler):
     """DYN: hands out id ranges; the population is the first n accepted ids.
 
     Done once all ids up to the n-th accepted id are evaluated, or all ids below the
-    evaluation budget are. Task sizes aim at ``target_seconds`` of work each (never below
-    ``min_task_fraction`` of it, never above ``max_size`` ids), or are ``fixed_size``.
+    evaluation budget are.
+
+    Parameters
+    ----------
+    n : int
+        Accepted particles needed.
+    granularity : int, default 1
+        Task sizes are multiples of this (a vectorized model's block size).
+    max_evaluations : int, optional
+        Evaluation budget; the generation ends incomplete when it is used up.
+    max_failure_rate : float, default 0.1
+        Share of failed evaluations above which :class:`dabc.ModelError` is raised.
+    model_names : sequence of str
+        For messages.
+    progress : callable, optional
+        Called as ``progress(accepted, needed, evaluations)`` after each result.
+    target_seconds : float, default 0.05
+        Aimed worker time per task.
+    max_size : int, default 100000
+        Largest task, in ids.
+    fixed_size : int, optional
+        Ids per task instead of sizes from measured times.
+    min_task_fraction : float, default 0.1
+        Smallest task near a generation's end, as a share of ``target_seconds``.
+    timing_hint : float, optional
+        Seconds per evaluation seen before (the previous generation), to size first tasks.
     """
 
     def __init__(self, n: int, granularity: int = 1, max_evaluations: int | None = None,
@@ -204,8 +228,27 @@ class DynamicScheduler(_Scheduler):
 
 
 class StaticScheduler(_Scheduler):
-    """STAT: particle slots 0..n-1, each filled from its own random stream, handed out in
-    ranges of ``chunk`` slots (default: a quarter of an even share per worker)."""
+    """STAT: particle slots 0..n-1, each filled from its own random stream.
+
+    Parameters
+    ----------
+    n : int
+        Particle slots.
+    max_evaluations : int, optional
+        Evaluation budget, spread evenly as a number of tries per slot.
+    max_failure_rate : float, default 0.1
+        Share of failed evaluations above which :class:`dabc.ModelError` is raised.
+    model_names : sequence of str
+        For messages.
+    progress : callable, optional
+        Called as ``progress(accepted, needed, evaluations)`` after each result.
+    chunk : int, optional
+        Slots per task; default a quarter of an even share per worker.
+    workers : int, default 1
+        Workers running tasks in parallel (sizes the default chunk).
+    timing_hint : float, optional
+        Seconds per evaluation seen before (kept for the next generation's scheduler).
+    """
 
     def __init__(self, n: int, max_evaluations: int | None = None, max_failure_rate: float = 0.1,
                  model_names: Sequence[str] = ("model",), progress: Progress | None = None,
