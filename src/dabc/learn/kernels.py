@@ -190,14 +190,27 @@ _numba_event.register("numba:compile", _CompileListener())
 def compile_counts() -> dict:
     """Per-process counts for the dabc kernels: compilations and disk-cache loads since import.
 
-    ``compiled`` counts numba compilations of the dabc kernels (:data:`KERNELS`; numba only
-    compiles on a disk-cache miss; other dispatchers in the process are not counted),
-    ``cache_loads`` the signatures of the dabc kernels loaded from the on-disk cache,
-    ``signatures`` the signatures the dabc kernels hold now, and ``per_kernel`` the same three
-    numbers for each kernel by name. ``_loss_grad`` is compiled together with the first epoch
-    kernel that is compiled (it is linked into the cached epoch kernels, so a cache load of
-    those leaves it at zero). A process that has run one dense and one CSR chunk task holds
-    one signature of each epoch kernel; any later task must leave all numbers fixed.
+    ``_loss_grad`` is compiled together with the first epoch kernel that is compiled (it is
+    linked into the cached epoch kernels, so a cache load of those leaves it at zero). A
+    process that has run one dense and one CSR chunk task holds one signature of each epoch
+    kernel; any later task must leave all numbers fixed.
+
+    Returns
+    -------
+    dict
+        ``compiled``: numba compilations of the dabc kernels (those of ``KERNELS``; numba
+        only compiles on a disk-cache miss; other dispatchers in the process are not
+        counted); ``cache_loads``: signatures of the dabc kernels loaded from the on-disk
+        cache; ``signatures``: the signatures the dabc kernels hold now; ``per_kernel``: the
+        same three numbers for each kernel, by name.
+
+    Examples
+    --------
+    Run on a Dask worker, it tells whether a fit compiled there or loaded from the cache:
+
+    >>> from dabc.learn import compile_counts
+    >>> sorted(compile_counts())
+    ['cache_loads', 'compiled', 'per_kernel', 'signatures']
     """
     per = {}
     for name, disp in KERNELS.items():

@@ -232,10 +232,43 @@ class SAGARegressor(RegressorMixin, _BaseSAGA):
         Epochs run (accumulated over ``partial_fit`` calls).
     n_features_in_ : int
         Number of features seen in ``fit``.
+
+    See Also
+    --------
+    SAGAClassifier : Logistic regression by the same solver.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dabc.learn import SAGARegressor
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 3))
+    >>> y = X @ [1.0, -2.0, 0.5] + 0.1 * rng.normal(size=200)
+    >>> SAGARegressor(alpha=1e-6, random_state=0).fit(X, y).coef_.round(1)
+    array([ 1. , -2. ,  0.5])
     """
 
     def fit(self, X, y) -> SAGARegressor:
-        """Fit from zero weights and a zero gradient memory; returns ``self``."""
+        """Fit from zero weights and a zero gradient memory.
+
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix or dask.array.Array of shape (n_samples, n_features)
+            Training data; sparse input is used as CSR, a Dask array block by block over its
+            row chunks.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets; 1-D gives a 1-D ``coef_`` and a float ``intercept_``.
+
+        Returns
+        -------
+        SAGARegressor
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            For an invalid parameter (the message names it) or unusable data.
+        """
         return self._fit(X, y, partial=False)
 
     def partial_fit(self, X, y) -> SAGARegressor:
@@ -243,7 +276,25 @@ class SAGARegressor(RegressorMixin, _BaseSAGA):
 
         The gradient memory is initialised with the exact gradients at the current weights
         (one extra pass), so repeated calls on the same data converge to the optimum, and calls
-        on different batches follow them. Returns ``self``.
+        on different batches follow them.
+
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix or dask.array.Array of shape (n_samples, n_features)
+            A batch of training data; sparse input is used as CSR, a Dask array block by
+            block over its row chunks.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets, of the same number of outputs on every call.
+
+        Returns
+        -------
+        SAGARegressor
+            ``self``, updated.
+
+        Raises
+        ------
+        ValueError
+            When ``y`` has another number of outputs than on the first call.
         """
         return self._fit(X, y, partial=True)
 
@@ -270,7 +321,19 @@ class SAGARegressor(RegressorMixin, _BaseSAGA):
         return self
 
     def predict(self, X):
-        """``X coef_^T + intercept_``: shape (n,) for 1-D training targets, else (n, k)."""
+        """Predicted targets ``X coef_^T + intercept_``.
+
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix or dask.array.Array of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        ndarray or dask.array.Array
+            Shape (n_samples,) for 1-D training targets, else (n_samples, n_outputs); lazy for
+            a Dask ``X``.
+        """
         check_is_fitted(self)
         if _is_dask(X):
             from .dask import map_rows
@@ -282,7 +345,21 @@ class SAGARegressor(RegressorMixin, _BaseSAGA):
         return Z[:, 0] if np.ndim(self.coef_) == 1 else Z
 
     def objective(self, X, y) -> float:
-        """The minimised objective ``F`` at the fitted weights, on data ``(X, y)``."""
+        """The minimised objective ``F`` (see the module docstring) at the fitted weights.
+
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix or dask.array.Array of shape (n_samples, n_features)
+            Data.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+
+        Returns
+        -------
+        float
+            Mean loss over the samples plus the penalty, so fits by different solvers can be
+            compared directly.
+        """
         check_is_fitted(self)
         X, y = self._validate_X_y(X, y, reset=False, multi_output=True, y_numeric=True)
         y = np.asarray(y, dtype=np.float64)
@@ -302,7 +379,26 @@ class SAGAClassifier(LinearClassifierMixin, _BaseSAGA):
     the binary logistic loss (two classes: ``coef_`` (1, n_features), ``intercept_`` (1,)) or
     the multinomial cross-entropy over all classes (``coef_`` (n_classes, n_features)), the
     same model as ``LogisticRegression(C=1 / (alpha n), l1_ratio=..., solver="saga")``.
-    Inputs and parameters as for :class:`SAGARegressor`.
+    Inputs as for :class:`SAGARegressor`.
+
+    Parameters
+    ----------
+    alpha : float, default=1e-4
+        Penalty strength (per-sample scaling: ``LogisticRegression``'s ``C`` is
+        ``1 / (alpha n)``).
+    penalty : {"l2", "l1", "elasticnet"} or None, default="l2"
+        Regulariser; ``"elasticnet"`` mixes by ``l1_ratio``; ``None`` means ``alpha = 0``.
+    l1_ratio : float, default=0.15
+        L1 share of the elastic-net penalty (used only for ``penalty="elasticnet"``).
+    fit_intercept : bool, default=True
+        Fit an unpenalised intercept per output.
+    max_iter : int, default=1000
+        Maximum number of epochs (passes over the data).
+    tol : float, default=1e-4
+        Stop when ``max|weight change| / max|weight|`` over an epoch is at most ``tol`` and
+        the intercepts changed by at most ``tol * max(max|intercept|, 1)``.
+    random_state : int, RandomState or None
+        Seeds the order in which samples (and Dask chunks) are visited.
 
     Attributes
     ----------
@@ -312,17 +408,71 @@ class SAGAClassifier(LinearClassifierMixin, _BaseSAGA):
         Fitted weights, shapes (1 or n_classes, n_features) and (1 or n_classes,).
     n_iter_ : int
         Epochs run (accumulated over ``partial_fit`` calls).
+
+    See Also
+    --------
+    SAGARegressor : Least squares by the same solver.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dabc.learn import SAGAClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 2))
+    >>> y = (X[:, 0] - X[:, 1] > 0).astype(int)
+    >>> clf = SAGAClassifier(random_state=0).fit(X, y)
+    >>> float(clf.score(X, y)) > 0.95
+    True
     """
 
     def fit(self, X, y) -> SAGAClassifier:
-        """Fit from zero weights and a zero gradient memory; returns ``self``."""
+        """Fit from zero weights and a zero gradient memory.
+
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix or dask.array.Array of shape (n_samples, n_features)
+            Training data; sparse input is used as CSR, a Dask array block by block over its
+            row chunks.
+        y : array-like of shape (n_samples,)
+            Class labels; at least two distinct ones.
+
+        Returns
+        -------
+        SAGAClassifier
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            For an invalid parameter (the message names it), fewer than two classes or
+            unusable data.
+        """
         return self._fit(X, y, partial=False, classes=None)
 
     def partial_fit(self, X, y, classes=None) -> SAGAClassifier:
         """One SAGA epoch over ``(X, y)`` from the current weights (memory at those weights).
 
-        ``classes`` (all labels that will ever occur) is required on the first call, as for
-        ``SGDClassifier``. Returns ``self``.
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix or dask.array.Array of shape (n_samples, n_features)
+            A batch of training data; sparse input is used as CSR, a Dask array block by
+            block over its row chunks.
+        y : array-like of shape (n_samples,)
+            Class labels, each one of ``classes``.
+        classes : array-like, optional
+            All labels that will ever occur: required on the first call, as for
+            ``SGDClassifier``; on later calls, if given, it must name the same labels.
+
+        Returns
+        -------
+        SAGAClassifier
+            ``self``, updated.
+
+        Raises
+        ------
+        ValueError
+            When ``classes`` is missing on the first call or differs later, or ``y`` has a
+            label not in ``classes``.
         """
         return self._fit(X, y, partial=True, classes=classes)
 
@@ -364,7 +514,19 @@ class SAGAClassifier(LinearClassifierMixin, _BaseSAGA):
         return LOGISTIC if self.classes_.size == 2 else MULTINOMIAL
 
     def decision_function(self, X):
-        """``X coef_^T + intercept_``; shape (n,) for two classes, (n, n_classes) otherwise."""
+        """Linear scores ``X coef_^T + intercept_``.
+
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix or dask.array.Array of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        ndarray or dask.array.Array
+            Shape (n_samples,) for two classes (the score of ``classes_[1]``), else
+            (n_samples, n_classes); lazy for a Dask ``X``.
+        """
         check_is_fitted(self)
         if _is_dask(X):
             from .dask import map_rows
@@ -374,7 +536,18 @@ class SAGAClassifier(LinearClassifierMixin, _BaseSAGA):
         return super().decision_function(X)
 
     def predict(self, X):
-        """Most probable class per sample."""
+        """Most probable class per sample.
+
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix or dask.array.Array of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        ndarray or dask.array.Array
+            Labels from ``classes_``, shape (n_samples,); lazy for a Dask ``X``.
+        """
         if _is_dask(X):
             from .dask import map_rows
 
@@ -383,7 +556,19 @@ class SAGAClassifier(LinearClassifierMixin, _BaseSAGA):
         return super().predict(X)
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix or dask.array.Array of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        ndarray or dask.array.Array
+            Shape (n_samples, n_classes), columns in the order of ``classes_``; lazy for a
+            Dask ``X``.
+        """
         check_is_fitted(self)
         if _is_dask(X):
             from .dask import map_rows
@@ -396,7 +581,18 @@ class SAGAClassifier(LinearClassifierMixin, _BaseSAGA):
         return softmax(z, axis=1)
 
     def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`, computed stably."""
+        """Logarithm of :meth:`predict_proba`, computed stably.
+
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix or dask.array.Array of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        ndarray or dask.array.Array
+            Shape (n_samples, n_classes), columns in the order of ``classes_``.
+        """
         check_is_fitted(self)
         if _is_dask(X):
             from .dask import map_rows
@@ -408,7 +604,25 @@ class SAGAClassifier(LinearClassifierMixin, _BaseSAGA):
         return log_softmax(z, axis=1)
 
     def objective(self, X, y) -> float:
-        """The minimised objective ``F`` at the fitted weights, on data ``(X, y)``."""
+        """The minimised objective ``F`` (see the module docstring) at the fitted weights.
+
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix or dask.array.Array of shape (n_samples, n_features)
+            Data.
+        y : array-like of shape (n_samples,)
+            Class labels, each one of ``classes_``.
+
+        Returns
+        -------
+        float
+            Mean loss over the samples plus the penalty.
+
+        Raises
+        ------
+        ValueError
+            When ``y`` has a label not in ``classes_``.
+        """
         check_is_fitted(self)
         X, y = self._validate_X_y(X, y, reset=False)
         y = np.asarray(y)
