@@ -25,8 +25,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import dabc  # noqa: E402
 from stored_run_model import OBSERVED, scaled, shift  # noqa: E402
+
+import dabc  # noqa: E402
 
 DB = HERE / "stored_run_v0.1.0.db"
 EXPECTED = HERE / "stored_run_v0.1.0_expected.npz"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,48 @@ class Distance:
         """Distances of each row of ``stats`` to the flat ``observed`` vector."""
         raise NotImplementedError
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments of this distance, by name (how stored runs describe it).
+
+        Returns
+        -------
+        dict
+            Keyword arguments that rebuild an equivalent distance.
+
+        Raises
+        ------
+        NotImplementedError
+            For classes that cannot be described by their arguments; stored runs keep them
+            as code (see :mod:`dabc.engine.config`).
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} is stored as code.")
+
+    def get_state(self) -> dict[str, Any]:
+        """What this distance learned during the run, by field name (none by default).
+
+        Returns
+        -------
+        dict
+        """
+        return {}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (after ``initialize``).
+
+        Parameters
+        ----------
+        state : mapping
+            The fields returned by :meth:`get_state`.
+
+        Raises
+        ------
+        InputError
+            When ``state`` holds fields this distance does not know.
+        """
+        if state:
+            raise InputError(f"{type(self).__qualname__} has no learned state, but the stored "
+                             f"run gives it {sorted(state)}; the database is damaged.")
+
 
 class PNormDistance(Distance):
     """Weighted p-norm over all statistics; the default is the Euclidean distance.
@@ -53,6 +96,15 @@ class PNormDistance(Distance):
         for k, v in self.weights.items():
             w[layout.slices[k]] = v
         self.w = w
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments: ``p`` and ``weights``.
+
+        Returns
+        -------
+        dict
+        """
+        return {"p": self.p, "weights": dict(self.weights)}
 
     def batch(self, stats: np.ndarray, observed: np.ndarray) -> np.ndarray:
         diff = np.abs(stats - observed) * self.w
@@ -79,6 +131,44 @@ class AdaptivePNormDistance(PNormDistance):
             raise InputError(f"AdaptivePNormDistance: scale must be 'mad' or 'std', not {scale!r}.")
         self.scale = scale
 
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments: ``p`` and ``scale``.
+
+        Returns
+        -------
+        dict
+        """
+        return {"p": self.p, "scale": self.scale}
+
+    def get_state(self) -> dict[str, Any]:
+        """The current weights ``w`` (one per statistic element), once initialised.
+
+        Returns
+        -------
+        dict
+        """
+        return {"w": self.w} if hasattr(self, "w") else {}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore the weights ``w``.
+
+        Parameters
+        ----------
+        state : mapping
+            ``{"w": array}`` as returned by :meth:`get_state`, or empty.
+
+        Raises
+        ------
+        InputError
+            When the weights do not match the statistics layout.
+        """
+        if "w" in state:
+            w = np.asarray(state["w"], dtype=float)
+            if hasattr(self, "layout") and w.shape != (self.layout.size,):
+                raise InputError(f"Stored distance weights have shape {w.shape}, the statistics "
+                                 f"{(self.layout.size,)}; the database is damaged.")
+            self.w = w
+
     def update(self, stats: np.ndarray, theta: np.ndarray | None = None,
                t: int | None = None) -> None:
         stats = stats[np.all(np.isfinite(stats), axis=1)]
@@ -99,6 +189,15 @@ class FunctionDistance(Distance):
 
     def __init__(self, fn: Callable):
         self.fn = fn
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments: the function ``fn`` (stored as code).
+
+        Returns
+        -------
+        dict
+        """
+        return {"fn": self.fn}
 
     def batch(self, stats: np.ndarray, observed: np.ndarray) -> np.ndarray:
         x0 = self.layout.unflatten(observed)

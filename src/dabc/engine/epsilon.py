@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from ..errors import InputError
@@ -28,6 +31,48 @@ class Epsilon:
         """Generation t's threshold from the previous population, or None to stop."""
         raise NotImplementedError
 
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments of this schedule, by name (how stored runs describe it).
+
+        Returns
+        -------
+        dict
+            Keyword arguments that rebuild an equivalent schedule.
+
+        Raises
+        ------
+        NotImplementedError
+            For classes that cannot be described by their arguments; stored runs keep them
+            as code (see :mod:`dabc.engine.config`).
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} is stored as code.")
+
+    def get_state(self) -> dict[str, Any]:
+        """What this schedule learned during the run, by field name (none by default).
+
+        Returns
+        -------
+        dict
+        """
+        return {}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (after ``__init__``).
+
+        Parameters
+        ----------
+        state : mapping
+            The fields returned by :meth:`get_state`.
+
+        Raises
+        ------
+        InputError
+            When ``state`` holds fields this schedule does not know.
+        """
+        if state:
+            raise InputError(f"{type(self).__qualname__} has no learned state, but the stored "
+                             f"run gives it {sorted(state)}; the database is damaged.")
+
 
 class QuantileEpsilon(Epsilon):
     """Each threshold is the weighted alpha-quantile of the previous accepted distances."""
@@ -37,6 +82,16 @@ class QuantileEpsilon(Epsilon):
         if not 0 < alpha <= 1:
             raise InputError(f"QuantileEpsilon: alpha must be in (0, 1], got {alpha}.")
         self.alpha, self.initial_epsilon, self.multiplier = alpha, initial_epsilon, multiplier
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments: ``alpha``, ``initial_epsilon``, ``multiplier``.
+
+        Returns
+        -------
+        dict
+        """
+        return {"alpha": self.alpha, "initial_epsilon": self.initial_epsilon,
+                "multiplier": self.multiplier}
 
     def initial(self) -> float:
         return float(self.initial_epsilon)
@@ -51,12 +106,30 @@ class MedianEpsilon(QuantileEpsilon):
     def __init__(self, initial_epsilon: float = float("inf"), multiplier: float = 1.0):
         super().__init__(0.5, initial_epsilon, multiplier)
 
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments: ``initial_epsilon``, ``multiplier``.
+
+        Returns
+        -------
+        dict
+        """
+        return {"initial_epsilon": self.initial_epsilon, "multiplier": self.multiplier}
+
 
 class ConstantEpsilon(Epsilon):
     """The same threshold in every generation."""
 
     def __init__(self, epsilon: float):
         self.epsilon = float(epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments: ``epsilon``.
+
+        Returns
+        -------
+        dict
+        """
+        return {"epsilon": self.epsilon}
 
     def initial(self):
         return self.epsilon
@@ -72,6 +145,15 @@ class ListEpsilon(Epsilon):
         self.values = [float(v) for v in values]
         if not self.values:
             raise InputError("ListEpsilon needs at least one value.")
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments: ``values``.
+
+        Returns
+        -------
+        dict
+        """
+        return {"values": list(self.values)}
 
     def initial(self):
         return self.values[0]

@@ -9,7 +9,8 @@ parameters get (near) zero coefficients instead of swamping the distance.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -93,6 +94,62 @@ class LearnedStatisticsDistance(Distance):
         self.fitted_ = _fit(self._regressor(), x, y, self.dask_chunks)
         self.fitted_at_.append(int(t))
         self._owed = False
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments: ``regressor`` (stored as code), ``fit_generations``,
+        ``initial``, ``dask_chunks``, ``min_simulations``.
+
+        Returns
+        -------
+        dict
+        """
+        return {"regressor": self.regressor, "fit_generations": list(self.fit_generations),
+                "initial": self.initial, "dask_chunks": self.dask_chunks,
+                "min_simulations": self.min_simulations}
+
+    def get_state(self) -> dict[str, Any]:
+        """What was learned: the generations fitted at, whether a fit is owed, the fitted
+        regressor (stored as code) with the statistics' mean and scale, and the state of the
+        ``initial`` distance.
+
+        Returns
+        -------
+        dict
+        """
+        state: dict[str, Any] = {"fitted_at": list(self.fitted_at_), "owed": self._owed}
+        if self.fitted_ is not None:
+            reg, xm, xs = self.fitted_
+            state.update(regressor=reg, x_mean=xm, x_scale=xs)
+        if self.initial is not None:
+            state["initial"] = self.initial.get_state()
+        return state
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (after ``initialize``).
+
+        Parameters
+        ----------
+        state : mapping
+            The fields returned by :meth:`get_state`.
+
+        Raises
+        ------
+        InputError
+            When a fitted regressor comes without the statistics' mean and scale.
+        """
+        self.fitted_at_ = [int(t) for t in state.get("fitted_at", [])]
+        self._owed = bool(state.get("owed", False))
+        if "regressor" in state:
+            try:
+                xm, xs = state["x_mean"], state["x_scale"]
+            except KeyError as exc:
+                raise InputError("A stored LearnedStatisticsDistance has a fitted regressor "
+                                 f"but no {exc}; the database is damaged.") from exc
+            self.fitted_ = (state["regressor"], np.asarray(xm), np.asarray(xs))
+        else:
+            self.fitted_ = None
+        if "initial" in state and self.initial is not None:
+            self.initial.set_state(state["initial"])
 
     def _regressor(self):
         if self.regressor is not None:

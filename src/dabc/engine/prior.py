@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -65,6 +66,17 @@ class RV:
 
     def __reduce__(self):
         return _rebuild_rv, (self.name, self.args, self.kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        """How stored runs describe this distribution: its scipy.stats name and arguments.
+
+        Returns
+        -------
+        dict
+            ``{"distribution": name, "args": [...], "kwargs": {...}}``; ``RV(name, *args,
+            **kwargs)`` rebuilds it.
+        """
+        return {"distribution": self.name, "args": list(self.args), "kwargs": dict(self.kwargs)}
 
     def draw(self, rng: np.random.Generator) -> float:
         """One draw, using a fast numpy path for common distributions."""

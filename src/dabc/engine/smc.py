@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 import cloudpickle
@@ -15,6 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..samplers.base import Sampler, WorkRequest
 from ..storage import History
+from . import config as _stored
 from .distance import as_distance
 from .epsilon import MedianEpsilon, QuantileEpsilon
 from .model import Model, StatLayout
@@ -22,6 +24,8 @@ from .prior import Prior
 from .progress import ProgressLine
 from .transition import as_transition
 from .work import GenerationWork
+
+_log = logging.getLogger("dabc.engine")
 
 
 class EpsilonStallWarning(UserWarning):
@@ -80,23 +84,83 @@ class ABCSMC:
     # -- resume ---------------------------------------------------------------------
     @classmethod
     def load(cls, db: str = "sqlite:///dabc.db", run_id: int | None = None,
-             sampler: Sampler | None = None, progress: bool | None = None) -> ABCSMC:
-        """Reopen a stored run; ``run()`` then continues after its last generation."""
+             sampler: Sampler | None = None, progress: bool | None = None, *,
+             trust: bool = True, models: Sequence[Callable] | None = None) -> ABCSMC:
+        """Reopen a stored run; ``run()`` then continues after its last generation.
+
+        The engine is rebuilt by calling the constructors with the run's stored, named fields
+        (:mod:`dabc.engine.config`); runs stored by dabc 0.1.0 (pickled) are read too.
+
+        Parameters
+        ----------
+        db : str
+            Database URL or SQLite path.
+        run_id : int, optional
+            The run to reopen; default the latest.
+        sampler : Sampler, optional
+            Sampler for the continued run (default: all cores of this machine).
+        progress : bool, optional
+            Progress line, as for the constructor.
+        trust : bool, default True
+            Whether code stored in the database may run. Stored runs hold code (the model
+            functions, user distance functions and subclasses, fitted regressors) as pickles,
+            and unpickling runs code. With False, a run holding code other than the models
+            replaced by ``models``, or stored in the pickled format of dabc 0.1.0, is refused;
+            :func:`dabc.engine.config.read_config` shows its plain fields and which are code.
+        models : sequence of callable, optional
+            Model functions to use instead of the stored ones (one per stored model, in their
+            order): then the stored model code is never unpickled.
+
+        Returns
+        -------
+        ABCSMC
+            The engine, with ``history`` open on the run.
+
+        Raises
+        ------
+        InputError
+            When no run is stored; when ``trust=False`` and the run holds code; when the run was
+            stored by a newer dabc or names a component this dabc does not know; when
+            ``models`` does not give one function per stored model.
+        """
         history = History(db, run_id)
         if history.id is None:
             raise InputError(f"No run stored in {history.url}; nothing to resume.")
-        cfg = cloudpickle.loads(history.config)
-        abc = cls.__new__(cls)
-        abc.__dict__.update(cfg)
-        abc.sampler, abc.progress, abc.history = sampler, progress, history
-        abc._observed = cloudpickle.loads(history.observed)
-        abc._layout = StatLayout(abc._observed)
+        observed = _stored.load_observed(history.observed, trust=trust)
+        layout = StatLayout(observed)
+        fields = _stored.load_config(history.config, layout, trust=trust,
+                                     skip_models=models is not None)
+        last = history.max_t
+        if not trust and last >= 0 and (code := _stored.state_code(history.state(last))):
+            raise _stored.refuse_code(f"the state of generation {last} holds code ({code[0]})")
+        fns = fields.models
+        if models is not None:
+            fns = list(models) if isinstance(models, list | tuple) else [models]
+            if len(fns) != len(fields.model_names):
+                raise InputError(f"models= gives {len(fns)} functions, but the run has "
+                                 f"{len(fields.model_names)} models {fields.model_names}; give "
+                                 "one per stored model, in that order.")
+        if fields.code:
+            _log.info("Loading run %s of %s: unpickling stored code (%s).", history.id,
+                      history.url, ", ".join(fields.code))
+        abc = cls(fns, fields.priors, distance=fields.distance,
+                  population_size=fields.population_size, sampler=sampler, seed=fields.seed,
+                  epsilon=fields.epsilon, transition=fields.transitions[0],
+                  model_prior=fields.model_prior, model_names=fields.model_names,
+                  stay_probability=fields.stay_probability,
+                  max_failure_rate=fields.max_failure_rate, progress=progress)
+        abc.transitions = fields.transitions
+        abc.model_prior = fields.model_prior  # exactly as stored, not normalised again
+        abc.history, abc._observed, abc._layout, abc._trust = history, observed, layout, trust
         return abc
 
     def _config(self) -> bytes:
-        keep = ("models", "priors", "population_size", "distance", "epsilon", "transitions",
-                "seed", "model_prior", "stay_probability", "max_failure_rate")
-        return cloudpickle.dumps({k: getattr(self, k) for k in keep})
+        return _stored.dump_config(
+            models=[(m.name, m.fn) for m in self.models], priors=self.priors,
+            population_size=self.population_size, seed=self.seed, model_prior=self.model_prior,
+            stay_probability=self.stay_probability, max_failure_rate=self.max_failure_rate,
+            distance=self.distance, epsilon=self.epsilon, transitions=self.transitions,
+            written_by=_version())
 
     # -- run ----------------------------------------------------------------------------
     def run(self, observed: Mapping | None = None, db: str = "sqlite:///dabc.db",
@@ -126,8 +190,8 @@ class ABCSMC:
         if t == 0:
             eps, previous = float(self.epsilon.initial()), None
         else:
-            state = cloudpickle.loads(history.state(t - 1))
-            self.distance, self.epsilon, eps = state["distance"], state["epsilon"], state["eps"]
+            self.distance, self.epsilon, eps = _stored.load_state(
+                history.state(t - 1), self._layout, trust=self._trust)
             previous = history.get_arrays(t - 1)
         reason = self._stop_before(t, eps, history, max_generations, max_total_simulations)
         try:
@@ -156,6 +220,7 @@ class ABCSMC:
     def _start(self, observed, db):
         self._layout = StatLayout(observed)
         self._observed = {k: observed[k] for k in observed}
+        self._trust = True  # this process wrote the run's code itself
         self.distance.initialize(self._layout)
         self.distance.check_priors(self.priors)
         history = History(db)
@@ -226,13 +291,13 @@ class ABCSMC:
         new_d = self.distance.batch(pop.stats, self._layout.observed)
         eps_next = self.epsilon.next(t + 1, new_d, w)
         eps_next = None if eps_next is None else float(eps_next)
-        state = {"distance": self.distance, "epsilon": self.epsilon, "eps": eps_next}
+        state = _stored.dump_state(self.distance, self.epsilon, eps_next)
         ess = 1 / (w**2).sum()
         info = {"epsilon": eps, "n_simulations": len(evals), "n_evaluated": result.n_evaluated,
                 "n_accepted": len(pop), "acceptance_rate": len(pop) / len(evals), "ess": ess,
                 "walltime_s": time.perf_counter() - tic, "started": started, "finished": _now(),
                 "model_probabilities": [float(p) for p in probs]}
-        history.append_generation(t, info, per_model, cloudpickle.dumps(state))
+        history.append_generation(t, info, per_model, state)
         progress.finish(f"generation {t}: epsilon {eps:.4g}, {len(evals):,} simulations, "
                         f"acceptance rate {info['acceptance_rate']:.3f}, ESS {ess:.0f}")
         return None, eps_next, per_model, info

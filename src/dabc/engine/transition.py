@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from scipy.special import logsumexp
 
@@ -54,6 +57,49 @@ class Transition:
     def logpdf(self, x: np.ndarray) -> np.ndarray:
         """Log density of the kernel mixture at each row of ``x``."""
         raise NotImplementedError
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments of this transition, by name (how stored runs describe it).
+
+        Returns
+        -------
+        dict
+            Keyword arguments that rebuild an equivalent transition.
+
+        Raises
+        ------
+        NotImplementedError
+            For classes that cannot be described by their arguments; stored runs keep them
+            as code (see :mod:`dabc.engine.config`).
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} is stored as code.")
+
+    def get_state(self) -> dict[str, Any]:
+        """What this transition learned during the run, by field name (none by default: it is refit
+        from the previous population before every generation).
+
+        Returns
+        -------
+        dict
+        """
+        return {}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`get_state` returned (after ``__init__``).
+
+        Parameters
+        ----------
+        state : mapping
+            The fields returned by :meth:`get_state`.
+
+        Raises
+        ------
+        InputError
+            When ``state`` holds fields this transition does not know.
+        """
+        if state:
+            raise InputError(f"{type(self).__qualname__} has no learned state, but the stored "
+                             f"run gives it {sorted(state)}; the database is damaged.")
 
 
 def _mixture_logpdf(x, centres, logw, chols, chunk=2048):
@@ -111,6 +157,15 @@ class MultivariateNormalTransition(Transition):
             raise InputError(f"bandwidth must be 'silverman' or 'scott', not {bandwidth!r}.")
         self.scaling, self.bandwidth = scaling, bandwidth
 
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments: ``scaling``, ``bandwidth``.
+
+        Returns
+        -------
+        dict
+        """
+        return {"scaling": self.scaling, "bandwidth": self.bandwidth}
+
     def fit(self, theta, weights):
         self._set_particles(theta, weights)
         n_eff = 1 / (self.w**2).sum()
@@ -144,6 +199,15 @@ class LocalTransition(Transition):
 
     def __init__(self, k: int | None = None, k_fraction: float = 0.25, scaling: float = 1.0):
         self.k, self.k_fraction, self.scaling = k, k_fraction, scaling
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments: ``k``, ``k_fraction``, ``scaling``.
+
+        Returns
+        -------
+        dict
+        """
+        return {"k": self.k, "k_fraction": self.k_fraction, "scaling": self.scaling}
 
     def fit(self, theta, weights):
         from scipy.spatial import cKDTree
