@@ -91,9 +91,12 @@ _home_of: dict[int, tuple[str, str]] = {}
 
 def _home(obj: object) -> tuple[str, str] | None:
     if not _home_of:
-        for module_name, page in reversed(_HOMES):  # the first listed wins
-            for member in _exported(module_name):
-                _home_of[id(member)] = (module_name, page)
+        from sphinx.ext.autodoc.mock import mock
+
+        with mock(autodoc_mock_imports):  # the stand-ins autodoc itself imports with
+            for module_name, page in reversed(_HOMES):  # the first listed wins
+                for member in _exported(module_name):
+                    _home_of[id(member)] = (module_name, page)
     return _home_of.get(id(obj))
 
 
