@@ -118,45 +118,58 @@ def layer_violations(modules: set[str], edges: list[Edge], layers: list[set[str]
     return out
 
 
+def _reachable(graph: dict[str, dict[str, str]], start: str) -> set[str]:
+    """Modules reachable from ``start`` by one import or more (``start`` itself only through
+    a cycle)."""
+    seen: set[str] = set()
+    stack = list(graph.get(start, {}))
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(graph.get(node, {}))
+    return seen
+
+
+def _shortest_path(graph: dict[str, dict[str, str]], start: str, goal: str) -> list[str]:
+    """A shortest import path ``start -> ... -> goal`` (breadth-first); ``goal`` reachable."""
+    prev = {start: start}
+    frontier = [start]
+    while True:
+        nxt = []
+        for node in frontier:
+            for succ in sorted(graph.get(node, {})):
+                if succ == goal:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(prev[path[-1]])
+                    return [*reversed(path), goal]
+                if succ not in prev:
+                    prev[succ] = node
+                    nxt.append(succ)
+        frontier = nxt
+
+
 def cycles(edges: list[Edge]) -> list[str]:
-    """Import cycles, each as ``a -> b -> a`` with the lines of its imports: the shortest
-    cycle through each module that is not already on a reported one."""
+    """One line per group of modules that import each other in a circle (a strongly connected
+    group): a shortest cycle ``a -> b -> a`` with the lines of its imports, and the whole
+    group when it is larger than that cycle."""
     graph: dict[str, dict[str, str]] = {}
     for e in edges:
-        if e.source != e.target:
-            graph.setdefault(e.source, {}).setdefault(e.target, e.where)
-    reported: set[str] = set()
-    out = []
+        graph.setdefault(e.source, {}).setdefault(e.target, e.where)
+    reach = {node: _reachable(graph, node) for node in graph}
+    out, done = [], set()
     for start in sorted(graph):
-        if start in reported:
+        if start in done or start not in reach[start]:
             continue
-        # breadth-first from start: the first path back to start is a shortest cycle
-        prev: dict[str, str] = {}
-        frontier, seen = [start], {start}
-        found = None
-        while frontier and found is None:
-            nxt = []
-            for node in frontier:
-                for succ in sorted(graph.get(node, {})):
-                    if succ == start:
-                        found = node
-                        break
-                    if succ not in seen:
-                        seen.add(succ)
-                        prev[succ] = node
-                        nxt.append(succ)
-                if found is not None:
-                    break
-            frontier = nxt
-        if found is None:
-            continue
-        path = [found]
-        while path[-1] != start:
-            path.append(prev[path[-1]])
-        path = [*reversed(path), start]
-        reported.update(path)
-        out.append(" -> ".join(path) + "  ("
-                   + ", ".join(graph[a][b] for a, b in zip(path, path[1:], strict=False)) + ")")
+        group = sorted(m for m in reach[start] if start in reach.get(m, ()))
+        done.update(group)
+        path = _shortest_path(graph, start, start)
+        line = " -> ".join(path) + "  (" + ", ".join(
+            graph[a][b] for a, b in zip(path, path[1:], strict=False)) + ")"
+        if len(group) > len(path) - 1:
+            line += f"; the {len(group)} modules of this group: " + ", ".join(group)
+        out.append(line)
     return out
 
 
