@@ -203,3 +203,47 @@ def test_futures_executor_workers_fallback_is_cpu_count():
         assert futures.executor_workers(ex) == (os.cpu_count() or 1)
     finally:
         ex.shutdown()
+
+
+# --- distributed: the Dask sampler's two private routes -----------------------------------
+def test_distributed_scatter_and_cancellation_check_on_a_real_cluster():
+    """``scatter_broadcast`` puts the data on every worker within its deadline, through the
+    private ``Client._scatter`` on the installed version; ``cancellation_check`` is None off
+    a worker and, inside a task, answers False while the task runs and True once the client
+    cancelled it."""
+    import time
+
+    from distributed import Client, LocalCluster
+
+    from dabc._compat import distributed as compat_distributed
+
+    assert compat_distributed.cancellation_check() is None  # not on a worker
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        assert hasattr(client, "_scatter"), "the private route is gone: the fallback runs"
+        fut = compat_distributed.scatter_broadcast(client, b"x" * 1000, timeout=10.0)
+        assert len(client.who_has([fut])[fut.key]) == 2
+        assert client.submit(len, fut).result() == 1000
+
+        def watch(_):
+            check = compat_distributed.cancellation_check()
+            assert check is not None and check() is False
+            deadline = time.monotonic() + 20
+            while not check() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return check()
+
+        def executing(dask_worker):
+            return [ts.key for ts in dask_worker.state.tasks.values() if ts.state == "executing"]
+
+        task = client.submit(watch, fut, pure=False)
+        deadline = time.monotonic() + 20
+        while not any(client.run(executing).values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [task.key] in client.run(executing).values()
+        task.cancel()
+        # the task's thread notices the cancellation and returns: nothing executes any more
+        deadline = time.monotonic() + 10
+        while any(client.run(executing).values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(client.run(executing).values())

@@ -19,11 +19,20 @@ layer below its own, never from a layer above or from a sibling in the same laye
 ``__main__`` sits above ``cli``. Nothing in the package imports the package root ``dabc``
 (neither ``import dabc`` nor ``from .. import X`` reaching this file): the root imports the
 engine and the samplers, so a lower module importing it would import the layers above itself.
-``engine`` knows ``samplers`` only through the contract in ``dabc.samplers.base``, and no
-sampler knows the engine. Within each subpackage the modules import each other without a
+``engine`` knows ``samplers`` through the contract in ``dabc.samplers.base`` (and names
+the default sampler), and no sampler knows the engine. Within each subpackage the modules import each other without a
 cycle. ``tests/test_layers.py`` checks all of this on every import statement of
 ``src/dabc``: at module level, inside functions and under ``if TYPE_CHECKING:``.
+
+Logging
+-------
+dabc logs through ``logging.getLogger("dabc")`` and its children (``dabc.engine``,
+``dabc.samplers``, ``dabc.storage``, ``dabc.stan``, ...): dead workers and re-queued tasks,
+re-sent work, backup tasks, a generation's first failed evaluation, storage errors. It adds
+only a ``NullHandler``; see the records with e.g. ``logging.basicConfig(level="INFO")``.
 """
+
+import logging as _logging
 
 from ._version import __version__ as __version__
 from .engine import (
@@ -59,6 +68,8 @@ from .samplers import (
     SingleCoreSampler,
 )
 from .storage import History
+
+_logging.getLogger("dabc").addHandler(_logging.NullHandler())
 
 __all__ = [
     "ABCSMC", "AdaptivePNormDistance", "ConcurrentFutureSampler", "ConstantEpsilon",
