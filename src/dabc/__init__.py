@@ -20,9 +20,10 @@ layer below its own, never from a layer above or from a sibling in the same laye
 (neither ``import dabc`` nor ``from .. import X`` reaching this file): the root imports the
 engine and the samplers, so a lower module importing it would import the layers above itself.
 ``engine`` knows ``samplers`` through the contract in ``dabc.samplers.base`` (and names
-the default sampler), and no sampler knows the engine. Within each subpackage the modules import each other without a
-cycle. ``tests/test_layers.py`` checks all of this on every import statement of
-``src/dabc``: at module level, inside functions and under ``if TYPE_CHECKING:``.
+the default sampler), and no sampler knows the engine. Within each subpackage the modules
+import each other without a cycle. ``tests/test_layers.py`` checks all of this on every
+import statement of ``src/dabc``: at module level, inside functions and under
+``if TYPE_CHECKING:``.
 
 Logging
 -------
