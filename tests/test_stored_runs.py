@@ -15,6 +15,7 @@ import logging
 import pickle
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,27 @@ def test_v010_fixture_is_refused_without_trust(fixture_url):
         dabc.ABCSMC.load(fixture_url, trust=False)
     with pytest.raises(dabc.InputError, match="pickled format of dabc 0.1.0"):
         read_config(dabc.History(fixture_url))
+
+
+def test_v010_fixture_without_its_model_module_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "stored_run_model", raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != DATA])
+    db = tmp_path / FIXTURE.name
+    shutil.copyfile(FIXTURE, db)
+    with pytest.raises(dabc.InputError, match="stored_run_model.*not importable here.*"
+                       "PYTHONPATH"):
+        dabc.ABCSMC.load(f"sqlite:///{db}")
+
+
+def test_todays_format_resumes_the_fixture_run_as_v010_ran_it(fixture_url, tmp_path):
+    """The fixture's run (two models, model selection), stored today and resumed."""
+    import make_stored_run as made
+
+    url = f"sqlite:///{tmp_path / 'today.db'}"
+    h = made.make_abc().run(made.OBSERVED, db=url, max_generations=made.STORED)
+    assert json.loads(h.config)["format"] == "dabc-config"
+    h = dabc.ABCSMC.load(url, sampler=dabc.SingleCoreSampler()).run(max_generations=made.TOTAL)
+    assert_same(snapshot(h), _expected_snapshot())
 
 
 # --- (b) runs written today round-trip -----------------------------------------------------------

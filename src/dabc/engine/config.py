@@ -78,6 +78,12 @@ from .model import StatLayout
 from .prior import RV, Prior
 from .transition import LocalTransition, MultivariateNormalTransition, Transition
 
+__all__ = [
+    "COMPONENTS", "CONFIG_FORMAT", "LEGACY_CLASSES", "STATE_FORMAT", "VERSION", "EngineFields",
+    "StoredCode", "StoredConfig", "dump_config", "dump_state", "load_config", "load_observed",
+    "load_state", "read_config", "refuse_code", "register_component", "state_code",
+]
+
 logger = logging.getLogger("dabc.engine")
 
 CONFIG_FORMAT = "dabc-config"
@@ -409,10 +415,15 @@ def load_state(blob: bytes, layout: StatLayout, *,
         if not trust:
             raise refuse_code("its generation state is in the pickled format of dabc 0.1.0, and "
                           "reading it runs the code it holds")
-        state = _LegacyUnpickler(io.BytesIO(bytes(blob))).load()
-        return (_distance(_legacy_component(state["distance"]), layout),
-                _ready(_legacy_component(state["epsilon"])),
-                None if state["eps"] is None else float(state["eps"]))
+        state = _unpickle(_LegacyUnpickler(io.BytesIO(bytes(blob))).load,
+                          "generation state of dabc 0.1.0")
+        try:
+            return (_distance(_legacy_component(state["distance"]), layout),
+                    _ready(_legacy_component(state["epsilon"])),
+                    None if state["eps"] is None else float(state["eps"]))
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"A stored generation state of dabc 0.1.0 is damaged ({exc!r}); "
+                             "the run cannot be resumed from it.") from exc
     dec = _Decoder(mode="build", trust=trust)
     try:
         eps = dec.value(doc["eps"], "eps")
@@ -649,7 +660,20 @@ class _Decoder:
             raise InputError(f"Stored field {path} is code pickled with "
                              f"{body.get('pickle')!r}, unknown to this dabc; upgrade dabc.")
         self.code.append(StoredCode(path, str(body.get("type", "?")), len(data)))
-        return cloudpickle.loads(data)
+        return _unpickle(lambda: cloudpickle.loads(data), f"field {path}")
+
+
+def _unpickle(load: Callable, what: str):
+    """Run ``load``; a missing module or name becomes an InputError that says what to do."""
+    try:
+        return load()
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise InputError(f"Stored code ({what}) refers to {exc}, which is not importable here. "
+                         "Make the module that defined it importable (the same code as when "
+                         "the run was stored), e.g. by adding its folder to PYTHONPATH.") from exc
+    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise InputError(f"Stored {what} cannot be read ({type(exc).__name__}: {exc}); the "
+                         "database is damaged or was not written by dabc.") from exc
 
 
 def _build(spec: _Spec):
@@ -797,7 +821,7 @@ def _legacy_component(obj):
 
 
 def _legacy_config(blob: bytes, layout: StatLayout, skip_models: bool) -> EngineFields:
-    cfg = _LegacyUnpickler(io.BytesIO(blob)).load()
+    cfg = _unpickle(_LegacyUnpickler(io.BytesIO(blob)).load, "configuration of dabc 0.1.0")
     try:
         models = [m.attrs for m in cfg["models"]]
         priors = [Prior({name: RV(rv[1], *rv[2], **rv[3])
