@@ -12,7 +12,11 @@ object that names every field, and rebuilds the engine by calling constructors w
 Only what cannot be named is stored as code: the model functions, a user's distance function,
 user subclasses, fitted scikit-learn regressors. Each such value is a cloudpickle blob in a field
 marked ``"$code"``, so a reader can see exactly where code would run before running any of it
-(:func:`read_config` never unpickles; ``ABCSMC.load(..., trust=False)`` refuses code).
+(:func:`read_config` never unpickles; ``ABCSMC.load(..., trust=False)`` refuses code). The
+models are always code, so ``trust=False`` loads a run only when the caller supplies its own
+model functions (``ABCSMC.load(db, trust=False, models=[f, ...])``) and nothing else in the
+run is code; the observed data is then unpickled with an unpickler that admits only numbers,
+containers and numpy arrays.
 
 Format (version 1)
 ------------------
