@@ -7,22 +7,21 @@
 - :func:`stan_simulator` turns a Stan program's generated quantities into a dabc ABC model.
 
 No filesystem is shared: every worker writes the artifact into its own cache directory.
+
+Modules, each importing only those before it: ``errors`` (the three exceptions); the backends
+``_httpstan`` (its use of httpstan internals behind :mod:`dabc._compat.httpstan`) and
+``_cmdstan``; ``artifact`` (the compiled file as bytes, the cache directory, counters);
+``fit`` (one fit's result and task); ``model`` (compilation, :class:`StanModel`);
+``simulator``; ``_dask`` (the worker plugins, which need ``distributed``); ``fleet``
+(:func:`sample_many`). Logging goes to ``logging.getLogger("dabc.stan")``: compilations,
+artifacts shipped, received and materialised, failed fits.
 """
 
+from .artifact import Artifact, cache_dir, materialise, reset_stats, set_cache_dir, stats
+from .errors import StanDataError, StanEnvironmentError, StanFitError
 from .fit import Fit, summarise
 from .fleet import Fleet, sample_many, ship, worker_stats
-from .model import (
-    Artifact,
-    StanDataError,
-    StanEnvironmentError,
-    StanFitError,
-    StanModel,
-    cache_dir,
-    materialise,
-    reset_stats,
-    set_cache_dir,
-    stats,
-)
+from .model import StanModel
 from .simulator import StanSimulator, stan_simulator
 
 __all__ = [
@@ -33,7 +32,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     # PrivateCacheDir subclasses a distributed class: import Dask only when it is asked for
     if name == "PrivateCacheDir":
         from ._dask import PrivateCacheDir

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+from .errors import StanFitError
+
 ENVIRONMENT_NOTE = (
     "A CmdStan executable is only valid on the same platform, and it finds Intel TBB through "
     "an absolute path inside the CmdStan installation where it was compiled: install the same "
@@ -58,8 +61,6 @@ def available() -> bool:
 def _require() -> str:
     path = _cmdstan_path()
     if path is None:
-        from ..errors import InputError
-
         raise InputError(
             "CmdStan is not installed (CmdStanPy could not find it through $CMDSTAN or "
             "~/.cmdstan). Install it with 'python -m cmdstanpy.install_cmdstan', or use the "
@@ -158,8 +159,6 @@ class Runtime:
                 fit = self.model.sample(data=_data(data), output_dir=out, show_progress=False,
                                         show_console=False, parallel_chains=1, **kwargs)
             except (RuntimeError, ValueError) as exc:
-                from .model import StanFitError
-
                 raise StanFitError(f"CmdStan failed: {exc}") from None
             variables = {k: np.asarray(v) for k, v in fit.stan_variables().items()}
             method = {k: np.asarray(v) for k, v in fit.method_variables().items()}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from . import model as _model
+from .artifact import Artifact, receive, set_cache_dir
 
 
 class ArtifactPlugin(WorkerPlugin):
@@ -17,17 +18,22 @@ class ArtifactPlugin(WorkerPlugin):
     Registered with ``idempotent = True`` under a name derived from the artifact's hash, so the
     scheduler sends it to each current worker once and to every worker that joins later, and
     registering it again is a no-op. ``setup`` writes the file into that worker's own cache.
+
+    Parameters
+    ----------
+    artifact
+        The artifact, with its compressed bytes.
     """
 
     idempotent = True
 
-    def __init__(self, artifact: _model.Artifact):
+    def __init__(self, artifact: Artifact):
         self.artifact = artifact
         self.name = f"dabc-stan-artifact-{artifact.hash[:24]}"
 
-    def setup(self, worker=None) -> None:
+    def setup(self, worker: Any = None) -> None:
         """Count the arrival and materialise the artifact in this worker's cache directory."""
-        _model.receive(self.artifact)
+        receive(self.artifact)
 
 
 class PrivateCacheDir(WorkerPlugin):
@@ -36,6 +42,11 @@ class PrivateCacheDir(WorkerPlugin):
     Use it to be sure that nothing travels through a filesystem shared by the workers (as on
     separate machines): register it before any Stan work, e.g.
     ``client.register_plugin(PrivateCacheDir())``. The folder is removed on teardown.
+
+    Parameters
+    ----------
+    parent
+        Where the folders are created (default: the system's temporary directory).
     """
 
     idempotent = True
@@ -45,13 +56,13 @@ class PrivateCacheDir(WorkerPlugin):
         self.parent = parent
         self.path: str | None = None
 
-    def setup(self, worker=None) -> None:
+    def setup(self, worker: Any = None) -> None:
         """Create the worker's folder and point ``DABC_CACHE_DIR`` and ``XDG_CACHE_HOME`` at it."""
         self.path = tempfile.mkdtemp(prefix=f"dabc-worker-{os.getpid()}-", dir=self.parent)
-        _model.set_cache_dir(os.path.join(self.path, "dabc"))
+        set_cache_dir(os.path.join(self.path, "dabc"))
         os.environ["XDG_CACHE_HOME"] = self.path
 
-    def teardown(self, worker=None) -> None:
+    def teardown(self, worker: Any = None) -> None:
         """Remove the worker's folder."""
         if self.path:
             shutil.rmtree(self.path, ignore_errors=True)

@@ -11,24 +11,21 @@ thread-local pointer that a static initialiser sets up only in the thread that l
 extension module. Calling the sampler from any other thread dereferences a null tape and
 crashes the process. So modules are loaded, and all their functions called, in the same
 long-lived thread.
+
+Every use of httpstan's private protocol (model names, the build, stanc, the services module and
+its socket messages, argument defaults) goes through :mod:`dabc._compat.httpstan`.
 """
 
 from __future__ import annotations
 
-import importlib.resources
-import importlib.util
-import json
+import hashlib
+import logging
 import os
 import platform
-import re
-import select
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
@@ -36,22 +33,28 @@ from types import ModuleType
 
 import numpy as np
 
-BUILD_TIMEOUT = 1800  # seconds; a first compile takes about a minute on an idle machine
+from .._compat import httpstan as compat
+from ..errors import InputError
+from .errors import StanDataError, StanFitError
 
-_BUILD_SCRIPT = """
-import asyncio, sys
-import httpstan.models
-code = open(sys.argv[1], encoding="utf-8").read()
-asyncio.run(httpstan.models.build_services_extension_module(code))
-"""
+logger = logging.getLogger("dabc.stan")
+
+BUILD_TIMEOUT = 1800  # seconds; a first compile takes about a minute on an idle machine
 
 
 def environment() -> dict:
     """What an httpstan extension module depends on, as recorded with and checked on an artifact.
 
-    httpstan's model id hashes the program with its own version, the platform, the interpreter's
-    version and path; the module also finds ``libtbb`` through an absolute run path into the
-    httpstan package directory.
+    The module is built for one CPython version and platform (its extension suffix), links
+    httpstan's compiled Stan services of one httpstan version, and finds ``libtbb`` through an
+    absolute run path into the (resolved) httpstan package directory. The interpreter is
+    recorded by its *resolved* path: ``venv/bin/python`` and ``venv/bin/python3`` are the same
+    interpreter reached through two symlinks.
+
+    Returns
+    -------
+    dict
+        Field name to value; two environments are compatible when every field is equal.
     """
     import httpstan
 
@@ -59,18 +62,24 @@ def environment() -> dict:
         "backend": "httpstan",
         "httpstan version": httpstan.__version__,
         "python version": sys.version,
-        "python executable": sys.executable,
+        "python executable (resolved)": os.path.realpath(sys.executable),
         "platform": f"{sys.platform} {platform.machine()} maxsize={sys.maxsize}",
         "extension suffix": EXTENSION_SUFFIXES[0],
-        "httpstan library directory (libtbb run path)": str(Path(httpstan.__file__).parent / "lib"),
+        "httpstan library directory (libtbb run path)": str(compat.library_dir()),
     }
 
 
 def model_id(code: str) -> str:
-    """httpstan's id of ``code`` in this environment (e.g. ``v5gy5tcs``)."""
-    import httpstan.models
+    """dabc's cache key of ``code`` in this environment (16 hex digits).
 
-    return httpstan.models.calculate_model_name(code).split("/")[1]
+    A hash of the program and :func:`environment`, so the same interpreter reached through
+    another symlink finds the same cached module. (httpstan's own id, which hashes the
+    unresolved interpreter path, is only used inside the build.)
+    """
+    h = hashlib.blake2b(digest_size=8)
+    h.update(code.encode())
+    h.update(repr(sorted(environment().items())).encode())
+    return h.hexdigest()
 
 
 def stanc(code: str, timeout: float = 120.0) -> str:
@@ -78,7 +87,7 @@ def stanc(code: str, timeout: float = 120.0) -> str:
 
     httpstan's own wrapper gives stanc one second, which a busy machine can exceed.
     """
-    with importlib.resources.as_file(importlib.resources.files("httpstan") / "stanc") as exe:
+    with compat.stanc_executable() as exe:
         with tempfile.TemporaryDirectory(prefix="dabc-stanc-") as tmp:
             path = Path(tmp) / "program.stan"
             path.write_text(code, encoding="utf-8")
@@ -95,26 +104,12 @@ def stanc(code: str, timeout: float = 120.0) -> str:
 def build(code: str, workdir: Path) -> Path:
     """Compile ``code`` into an extension module under ``workdir``; return the module's path.
 
-    The build runs in a child interpreter (the same executable, so httpstan computes the same
-    model id) whose user cache directory is ``workdir``: nothing is written to, or reused from,
-    httpstan's cache in the user's home, and compiler output stays out of the caller's stderr.
+    See :func:`dabc._compat.httpstan.build_module`: a child interpreter with a private httpstan
+    cache, compiler output kept out of the caller's stderr.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
-    src = workdir / "program.stan"
-    src.write_text(code, encoding="utf-8")
-    env = dict(os.environ, XDG_CACHE_HOME=str(workdir / "xdg"))
-    proc = subprocess.run(
-        [sys.executable, "-c", _BUILD_SCRIPT, str(src)],
-        capture_output=True, text=True, env=env, timeout=BUILD_TIMEOUT,
-    )
-    modules = [
-        p for p in (workdir / "xdg").rglob(f"models/{model_id(code)}/*")
-        if p.suffix in EXTENSION_SUFFIXES
-    ]
-    if proc.returncode != 0 or not modules:
-        tail = "\n".join((proc.stderr or "").strip().splitlines()[-30:])
-        raise RuntimeError(f"Compiling the Stan program with httpstan failed:\n{tail}")
-    return modules[0]
+    compat.note_version()
+    path, _ = compat.build_module(code, workdir, BUILD_TIMEOUT)
+    return path
 
 
 _STAN_THREAD: ThreadPoolExecutor | None = None
@@ -164,10 +159,9 @@ def _load(path: Path) -> ModuleType:
             return _load(Path(tmp))
         finally:
             os.unlink(tmp)
-    spec = importlib.util.spec_from_file_location("stan_services", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    module = compat.load_services_module(path)
     _LOADED.add(key)
+    logger.debug("loaded the Stan module %s in process %d", path, os.getpid())
     return module
 
 
@@ -176,15 +170,11 @@ def load(path: Path) -> ModuleType:
 
     Its module name is always ``stan_services``; it is not put in ``sys.modules``.
     """
+    compat.note_version()
     return in_stan_thread(_load, path)
 
 
-_STAN_FILE = re.compile(r"'[^']*?model_\w+\.stan'")
-
-
-def clean_message(text: str) -> str:
-    """Stan's message without the temporary file name stanc saw."""
-    return _STAN_FILE.sub("'program.stan'", str(text)).strip()
+clean_message = compat.clean_message
 
 
 def prepare_data(data) -> dict:
@@ -204,92 +194,21 @@ def prepare_data(data) -> dict:
 
 
 def call_service(function, data: dict, init: dict, **kwargs) -> tuple[list[dict], list[str]]:
-    """Run one ``stan::services`` wrapper in a thread of this process and collect its output.
+    """Run one ``stan::services`` wrapper in the Stan thread and collect its output.
 
-    Returns (draws, logger messages): each draw a dict of sampler and model values, each logger
-    message a string such as ``"info:Iteration: ..."`` or ``"error:..."``.
-    Raises RuntimeError/ValueError with Stan's message when Stan throws.
+    Returns (draws, logger messages); raises RuntimeError/ValueError with Stan's message when
+    Stan throws. See :func:`dabc._compat.httpstan.run_service`.
     """
-    outcome: dict = {}
-    wake_r, wake_w = os.pipe()  # written to when the service returns, so select wakes at once
-
-    def run():
-        try:
-            outcome["rc"] = function(path, data, init, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
-            outcome["exc"] = exc
-        finally:
-            os.write(wake_w, b"x")
-
-    try:
-        with tempfile.TemporaryDirectory(prefix="dabc-stan-") as tmp:
-            path = os.path.join(tmp, "s")
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
-                server.bind(path)
-                server.listen(8)
-                future = stan_thread().submit(run)
-                started = time.monotonic()
-                conns: dict = {}
-                chunks: list[bytearray] = []
-                done = False
-                while True:
-                    readable, _, _ = select.select(
-                        [server, wake_r, *conns], [], [], 0.0 if done else 1.0)
-                    for s in readable:
-                        if s is wake_r:
-                            os.read(wake_r, 1)
-                            done = True
-                        elif s is server:
-                            conn, _ = server.accept()
-                            conns[conn] = bytearray()
-                        else:
-                            msg = s.recv(1 << 16)
-                            if msg:
-                                conns[s] += msg
-                            else:
-                                chunks.append(conns.pop(s))
-                                s.close()
-                    if done and not conns and not readable:
-                        break  # the service returned and every writer closed its connection
-                    if not done and time.monotonic() - started > 0.02:
-                        # a long run (not a quick simulation): let output pile up in the
-                        # socket buffers (~200 kB) for a moment; waking for every draw's
-                        # message cost ~15% of a core and slowed Stan itself by a third
-                        time.sleep(0.002)
-                future.result()
-    finally:
-        os.close(wake_r)
-        os.close(wake_w)
-    if "exc" in outcome:
-        exc = outcome["exc"]
-        raise type(exc)(clean_message(str(exc))) if isinstance(exc, ValueError | RuntimeError) \
-            else exc
-    draws, logs = [], []
-    for buf in chunks:
-        for line in bytes(buf).splitlines():
-            if not line.strip():
-                continue
-            msg = json.loads(line)
-            topic, values = msg.get("topic"), msg.get("values")
-            if topic == "sample" and isinstance(values, dict):
-                draws.append(values)
-            elif topic == "logger" and values:
-                logs.extend(str(v) for v in values)
-    if outcome.get("rc", 0) != 0:
-        errors = [m.removeprefix("error:").strip() for m in logs if m.startswith("error:")]
-        warns = [m.removeprefix("warn:").strip() for m in logs if m.startswith("warn:")]
-        text = " ".join(errors + warns[:4]) or f"Stan returned error code {outcome['rc']}."
-        raise RuntimeError(clean_message(text))
-    return draws, logs
+    return compat.run_service(function, data, init, stan_thread().submit, **kwargs)
 
 
 ENVIRONMENT_NOTE = (
-    "httpstan extension modules are only valid in an identical environment: httpstan's model "
-    "id hashes the program with the httpstan version, the platform and the Python "
-    "interpreter's version and path, and the module loads libtbb through an absolute run path "
-    "into the httpstan package. Install the same Python and httpstan at the same paths on the "
-    "workers as on the machine that compiled (e.g. one container image), or compile where the "
-    "fits run."
+    "httpstan extension modules are only valid in an identical environment: a module is built "
+    "for one CPython version and platform, links the Stan services of one httpstan version, "
+    "and loads libtbb through an absolute run path into the httpstan package. Install the same "
+    "Python and httpstan at the same (resolved) paths on the workers as on the machine that "
+    "compiled (e.g. one container image), or compile where the fits run "
+    "(StanModel(..., client=client))."
 )
 
 _STATS_NAMES = {
@@ -305,12 +224,9 @@ class Runtime:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.module = load(self.path)
-        from httpstan.services import arguments
-
-        self._arguments = arguments
 
     def _meta(self, data: dict):
-        """(param names, dims, constrained names); raises ValueError/RuntimeError on bad data."""
+        """(param names, dims, constrained names); raises StanDataError on bad data."""
         m = self.module
 
         def get():
@@ -319,21 +235,11 @@ class Runtime:
         try:
             return in_stan_thread(get)
         except (ValueError, RuntimeError, TypeError) as exc:
-            from .model import StanDataError
-
             raise StanDataError(f"Stan rejected the data: {clean_message(exc)}") from None
 
     def param_names(self, data: dict) -> list[str]:
         """Names of parameters, transformed parameters and generated quantities."""
         return list(self._meta(_data(data))[0])
-
-    def _defaults(self, basename: str, method: str) -> dict:
-        A = self._arguments
-        names = A.function_arguments(basename, self.module)
-        with warnings.catch_warnings():  # httpstan reads its defaults with a deprecated API
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return {a: A.lookup_default(A.Method[method], a) for a in names
-                    if a not in ("data", "init", "random_seed", "chain")}
 
     def sample(self, data: dict, chains: int, draws: int, warmup: int, seed: int,
                sampler_args: dict):
@@ -343,13 +249,11 @@ class Runtime:
         """
         data = _data(data)
         names, dims, flat_names = self._meta(data)
-        kwargs = self._defaults("hmc_nuts_diag_e_adapt", "SAMPLE")
+        kwargs = compat.service_defaults(self.module, "hmc_nuts_diag_e_adapt", "SAMPLE")
         kwargs.update(num_warmup=int(warmup), num_samples=int(draws), num_thin=1,
                       save_warmup=False, refresh=0)
         unknown = sorted(set(sampler_args) - set(kwargs))
         if unknown:
-            from ..errors import InputError
-
             raise InputError(f"Unknown Stan sampler argument(s) {unknown}; known: "
                              f"{sorted(kwargs)}.")
         kwargs.update(sampler_args)
@@ -360,8 +264,6 @@ class Runtime:
                 rows, logs = call_service(fn, data, {}, random_seed=int(seed), chain=chain,
                                           **kwargs)
             except (ValueError, RuntimeError) as exc:
-                from .model import StanFitError
-
                 raise StanFitError(f"Stan failed in chain {chain}: {clean_message(exc)}") \
                     from None
             chain_draws.append(rows)
@@ -386,8 +288,6 @@ class Runtime:
                                    random_seed=int(seed), chain=1, init_radius=0.0,
                                    num_samples=int(draws), num_thin=1, refresh=0)
         except (ValueError, RuntimeError) as exc:
-            from .model import StanFitError
-
             raise StanFitError(f"Stan failed in fixed-parameter sampling: "
                                f"{clean_message(exc)}") from None
         out = _reshape([rows], names, dims, flat_names)
@@ -398,8 +298,6 @@ def _data(data) -> dict:
     try:
         return prepare_data(data or {})
     except TypeError as exc:
-        from .model import StanDataError
-
         raise StanDataError(str(exc)) from None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import time
@@ -14,6 +15,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .artifact import runtime
+from .errors import StanDataError, StanEnvironmentError, StanFitError
+
+logger = logging.getLogger("dabc.stan")
 
 
 @dataclasses.dataclass
@@ -44,8 +49,11 @@ class Fit:
     _idata: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
-    def inference_data(self):
-        """The fit as an ArviZ ``InferenceData`` (posterior and sample_stats groups)."""
+    def inference_data(self) -> Any:
+        """The fit as an ArviZ ``InferenceData`` (posterior and sample_stats groups).
+
+        Raises the fit's error (see :meth:`exception`) when it failed.
+        """
         if not self.ok:
             raise self.exception()
         if self._idata is None:
@@ -55,12 +63,17 @@ class Fit:
         return self._idata
 
     def exception(self) -> Exception:
-        """The failure as an exception of its original kind (for re-raising)."""
-        from . import model as m
+        """The failure as an exception of its original kind (for re-raising).
 
-        kinds = {"StanDataError": m.StanDataError, "StanFitError": m.StanFitError,
-                 "StanEnvironmentError": m.StanEnvironmentError, "InputError": InputError}
-        return kinds.get(self.error_type or "", m.StanFitError)(
+        Returns
+        -------
+        Exception
+            A StanDataError, StanEnvironmentError, InputError or (for any other failure)
+            StanFitError whose message names the model, the data set and Stan's message.
+        """
+        kinds = {"StanDataError": StanDataError, "StanFitError": StanFitError,
+                 "StanEnvironmentError": StanEnvironmentError, "InputError": InputError}
+        return kinds.get(self.error_type or "", StanFitError)(
             f"Fit of model {self.model!r} to data set {self.dataset!r} failed: {self.error}")
 
 
@@ -104,14 +117,27 @@ def summarise(posterior: Mapping[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_fit(model, dataset, data, *, chains: int, draws: int, warmup: int | None, seed: int,
-            sampler_args: dict | None = None) -> Fit:
-    """Sample ``model`` on ``data`` in this process and return a Fit; Stan errors become a
-    failed Fit carrying Stan's message instead of an exception, so one bad fit cannot stop a
-    fleet.
-    """
-    from .model import StanDataError, StanEnvironmentError, StanFitError, runtime
+def run_fit(model: Any, dataset: Any, data: Mapping | None, *, chains: int, draws: int,
+            warmup: int | None, seed: int, sampler_args: dict | None = None) -> Fit:
+    """Sample ``model`` on ``data`` in this process (the task of a fleet).
 
+    Parameters
+    ----------
+    model
+        A :class:`~dabc.stan.StanModel` (anything with ``name`` and ``artifact``).
+    dataset
+        The data set's name, recorded in the Fit.
+    data
+        The program's data.
+    chains, draws, warmup, seed, sampler_args
+        As for :meth:`dabc.stan.StanModel.sample` (``warmup`` None: ``draws``).
+
+    Returns
+    -------
+    Fit
+        Stan errors become a failed Fit carrying Stan's message instead of an exception, so one
+        bad fit cannot stop a fleet.
+    """
     start = time.perf_counter()
     fit = Fit(model=model.name, dataset=dataset, seed=int(seed), chains=int(chains),
               draws=int(draws), host=socket.gethostname(), pid=os.getpid())
@@ -126,8 +152,12 @@ def run_fit(model, dataset, data, *, chains: int, draws: int, warmup: int | None
         fit.summary = summarise(fit.posterior)
     except (StanDataError, StanFitError, StanEnvironmentError, InputError) as exc:
         fit.ok, fit.error, fit.error_type = False, str(exc), type(exc).__name__
+        logger.debug("fit of %r to data set %r failed in process %d: %s", model.name, dataset,
+                     fit.pid, exc)
     except Exception as exc:  # noqa: BLE001 - reported per fit, the fleet goes on
         fit.ok, fit.error, fit.error_type = False, f"{type(exc).__name__}: {exc}", \
             type(exc).__name__
+        logger.warning("fit of %r to data set %r failed in process %d with an unexpected "
+                       "error", model.name, dataset, fit.pid, exc_info=True)
     fit.seconds = time.perf_counter() - start
     return fit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import sys
 import time
 import weakref
@@ -12,11 +14,15 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .artifact import stats
+from .errors import StanEnvironmentError
 from .fit import Fit, run_fit
-from .model import StanEnvironmentError, StanModel, stats
+from .model import StanModel
 
 if TYPE_CHECKING:
     from distributed import Client
+
+logger = logging.getLogger("dabc.stan")
 
 _SHIPPED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> shipped keys
 _TABLE_COLUMNS = ["model", "dataset", "ok", "parameter", "mean", "sd", "mcse_mean", "ess_bulk",
@@ -28,8 +34,22 @@ def ship(model: StanModel, client: Client) -> None:
 
     Uses an idempotent Dask worker plugin keyed by the artifact's hash: calling this again (or
     running another fleet with the same model) sends nothing; workers that join later receive
-    it automatically. Raises :class:`StanEnvironmentError` saying what differs when a worker's
-    environment cannot use the artifact.
+    it automatically.
+
+    Parameters
+    ----------
+    model
+        The compiled model, in the process that created it (it carries the bytes).
+    client
+        A ``distributed.Client``.
+
+    Raises
+    ------
+    StanEnvironmentError
+        Saying which field differs, with both values, when a worker's environment cannot use
+        the artifact.
+    dabc.InputError
+        When ``model`` carries no bytes here (it was unpickled from a task).
     """
     from ._dask import ArtifactPlugin
 
@@ -40,6 +60,8 @@ def ship(model: StanModel, client: Client) -> None:
     if model.artifact.data is None:
         raise InputError(f"{model!r} carries no compiled bytes here; ship it from the process "
                          "that created it.")
+    logger.info("shipping Stan artifact %s (model %r, %.1f MB compressed) to the workers of "
+                "%s", model.hash[:12], model.name, model.artifact.compressed_size / 1e6, key[0])
     try:
         client.register_plugin(ArtifactPlugin(model.artifact))
     except StanEnvironmentError:
@@ -52,7 +74,18 @@ def ship(model: StanModel, client: Client) -> None:
 
 
 def worker_stats(client: Client) -> dict[str, dict]:
-    """:func:`dabc.stan.stats` of every worker of ``client``, by worker address."""
+    """:func:`dabc.stan.stats` of every worker of ``client``.
+
+    Parameters
+    ----------
+    client
+        A ``distributed.Client``.
+
+    Returns
+    -------
+    dict
+        Worker address -> that worker's :func:`~dabc.stan.stats`.
+    """
     return client.run(stats)
 
 
@@ -67,6 +100,7 @@ class _Progress:
         self._last = 0.0
 
     def update(self, fit: Fit) -> None:
+        """Count ``fit`` and redraw the line (a failure gets a line of its own)."""
         self.done += 1
         self.failed += not fit.ok
         if not self.enabled:
@@ -92,7 +126,22 @@ class Fleet:
 
     Iterate over it to get each :class:`Fit` as soon as it completes (iteration happens once;
     later iterations replay the finished fits). ``table``, ``fits``, ``failures`` and
-    ``inference_data`` wait for the whole fleet.
+    ``inference_data`` wait for the whole fleet. Each failed fit is logged (``dabc.stan``,
+    WARNING) with Stan's message as it arrives.
+
+    Parameters
+    ----------
+    keys
+        The (model name, data set name) pairs, in the order given.
+    source
+        Yields the fits as they complete.
+    progress
+        The progress line to update.
+
+    Attributes
+    ----------
+    wall_seconds : float or None
+        Time from creation to the last fit (None until the fleet is done).
     """
 
     def __init__(self, keys: list[tuple[str, Any]], source: Iterator[Fit], progress: _Progress):
@@ -112,13 +161,22 @@ class Fleet:
         for fit in self._source:
             self._done[(fit.model, fit.dataset)] = fit
             self._order.append(fit)
+            if not fit.ok:
+                logger.warning("Stan fit of model %r to data set %r failed (%s): %s", fit.model,
+                               fit.dataset, fit.error_type, fit.error)
             self._progress.update(fit)
             yield fit
         if self.wall_seconds is None:
             self.wall_seconds = time.perf_counter() - self._start
 
     def wait(self) -> Fleet:
-        """Run the fleet to the end (if not iterated yet); returns self."""
+        """Run the fleet to the end (if not iterated yet).
+
+        Returns
+        -------
+        Fleet
+            self.
+        """
         for _ in self:
             pass
         return self
@@ -223,9 +281,27 @@ def sample_many(
     sampler_args
         Further Stan NUTS arguments (``delta``, ``max_depth``, ...), the same for every fit.
 
-    Returns a :class:`Fleet`: iterate it for fits as they complete, or use ``.table`` (tidy
-    pandas table) and ``.inference_data`` (ArviZ, per fit). A fit that fails is reported with
-    Stan's message (``Fit.error``, the table's ``error`` column) and does not stop the others.
+    Returns
+    -------
+    Fleet
+        Iterate it for fits as they complete, or use ``.table`` (tidy pandas table) and
+        ``.inference_data`` (ArviZ, per fit). A fit that fails is reported with Stan's message
+        (``Fit.error``, the table's ``error`` column, a ``dabc.stan`` log record) and does not
+        stop the others.
+
+    Raises
+    ------
+    dabc.InputError
+        When models are not StanModels, datasets are not data dicts, or chains/draws/warmup
+        are out of range.
+    StanEnvironmentError
+        When a worker's environment cannot use a model's artifact (naming what differs).
+
+    Examples
+    --------
+    >>> fleet = sample_many(model, {"a": data_a, "b": data_b}, client=client,
+    ...                     seed=1)  # doctest: +SKIP
+    >>> fleet.table[["dataset", "parameter", "mean", "r_hat"]]  # doctest: +SKIP
     """
     named_models, named_data = _named_models(models), _named_datasets(datasets)
     if int(chains) < 1 or int(draws) < 1 or (warmup is not None and int(warmup) < 0):
@@ -243,8 +319,6 @@ def sample_many(
     def label(m: StanModel, mname: str) -> StanModel:
         if m.name == mname:
             return m
-        import copy
-
         m2 = copy.copy(m)
         m2.name = mname
         return m2

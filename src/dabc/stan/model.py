@@ -1,26 +1,20 @@
 """StanModel: a Stan program compiled once whose compiled artifact travels as bytes.
 
-The compiled artifact (httpstan's extension module, or CmdStan's executable) is read into memory,
-hashed (SHA-256) and compressed. Sending a ``StanModel`` to a task sends only its metadata and
-hash; the bytes go to each worker once (see :func:`dabc.stan.ship`), where they are written into
-that worker's *own* cache directory ("materialised") and loaded once per process. No filesystem
-is assumed to be shared between the machine that compiled and the machines that sample.
-
-Every process keeps counters (:func:`stats`) of compilations, artifacts received,
-materialisations and module loads, so tests and benchmarks can check that work is not repeated.
+:func:`compile_artifact` checks a program with stanc and compiles it (or reuses the cache);
+:class:`StanModel` holds the result, an :class:`~dabc.stan.Artifact` (see
+:mod:`dabc.stan.artifact` for how artifacts travel and are cached). Sending a ``StanModel`` to a
+task sends only its metadata and hash; the bytes go to each worker once (see
+:func:`dabc.stan.ship`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
+import logging
 import os
 import tempfile
-import threading
 import time
 import zlib
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,100 +22,41 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from . import _cmdstan
+from .artifact import (
+    COMPRESS_LEVEL,
+    Artifact,
+    backend_module,
+    cache_dir,
+    cached,
+    count_compilation,
+    materialise,
+    receive,
+    remember_path,
+    reset_stats,
+    runtime,
+    set_cache_dir,
+    stats,
+    store,
+)
+from .errors import StanDataError, StanEnvironmentError, StanFitError
+from .fit import Fit, run_fit
 
-COMPRESS_LEVEL = 6  # zlib: a 34 MB httpstan module becomes ~7.6 MB in ~1 s
+logger = logging.getLogger("dabc.stan")
 
-
-class StanEnvironmentError(InputError):
-    """A compiled Stan artifact does not fit the environment it was sent to."""
-
-
-class StanDataError(InputError):
-    """Stan rejected the data given for a model (missing variable, bad size, broken constraint)."""
-
-
-class StanFitError(RuntimeError):
-    """Stan failed while sampling (e.g. initialisation failed); the message is Stan's."""
-
-
-# ----------------------------------------------------------------------------- cache directory
-
-def cache_dir() -> Path:
-    """This process's dabc cache directory.
-
-    ``$DABC_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/dabc``, else ``~/.cache/dabc``. Each Dask
-    worker uses its own (see :class:`dabc.stan.LocalCacheDirs` for a per-worker temporary one).
-    """
-    if os.environ.get("DABC_CACHE_DIR"):
-        return Path(os.environ["DABC_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "dabc"
-
-
-def set_cache_dir(path: str | os.PathLike) -> Path:
-    """Use ``path`` as this process's dabc cache directory from now on; returns it."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ["DABC_CACHE_DIR"] = str(path)
-    return path
-
-
-# ----------------------------------------------------------------------------- counters
-
-_LOCK = threading.RLock()
-_STATS: dict[str, Any] = {
-    "compilations": 0,
-    "artifacts_received": Counter(),
-    "materialisations": Counter(),
-    "loads": Counter(),
-}
-
-
-def stats() -> dict:
-    """Counters of this process: compilations; and per artifact hash, artifacts received from
-    the client, materialisations (artifact written into this process's cache) and loads.
-
-    Also the process id and cache directory, to show that workers are separate.
-    """
-    with _LOCK:
-        return {
-            "pid": os.getpid(),
-            "cache_dir": str(cache_dir()),
-            "compilations": _STATS["compilations"],
-            "artifacts_received": dict(_STATS["artifacts_received"]),
-            "materialisations": dict(_STATS["materialisations"]),
-            "loads": dict(_STATS["loads"]),
-        }
-
-
-def reset_stats() -> None:
-    """Set this process's counters back to zero (tests and benchmarks)."""
-    with _LOCK:
-        _STATS["compilations"] = 0
-        for key in ("artifacts_received", "materialisations", "loads"):
-            _STATS[key].clear()
-
-
-# ----------------------------------------------------------------------------- backends
-
-def _backend_module(name: str):
-    if name == "httpstan":
-        from . import _httpstan
-
-        return _httpstan
-    if name == "cmdstanpy":
-        from . import _cmdstan
-
-        return _cmdstan
-    raise InputError(f"Unknown Stan backend {name!r}; use 'httpstan', 'cmdstanpy' or 'auto'.")
+# re-exported: these lived here before the artifact store and the errors had their own modules
+__all__ = [
+    "Artifact", "StanDataError", "StanEnvironmentError", "StanFitError", "StanModel",
+    "cache_dir", "compile_artifact", "materialise", "receive", "reset_stats", "runtime",
+    "set_cache_dir", "stats",
+]
 
 
 def _choose_backend(backend: str) -> str:
     if backend == "cmdstanpy":
-        from . import _cmdstan
-
         _cmdstan._require()
     if backend != "auto":
+        backend_module(backend)  # an unknown name raises InputError
         return backend
     try:
         import httpstan  # noqa: F401
@@ -129,193 +64,12 @@ def _choose_backend(backend: str) -> str:
         return "httpstan"
     except ImportError:
         pass
-    from . import _cmdstan
-
     if _cmdstan.available():
         return "cmdstanpy"
     raise InputError(
         "No Stan backend is available: install PyStan 3 (pip install 'dabc[stan]'), which "
         "brings httpstan, or install CmdStan for CmdStanPy (python -m cmdstanpy.install_cmdstan)."
     )
-
-
-# ----------------------------------------------------------------------------- artifacts
-
-@dataclasses.dataclass(frozen=True)
-class Artifact:
-    """A compiled Stan program as bytes: what travels to workers.
-
-    ``hash`` is the SHA-256 of the uncompressed file, ``data`` the zlib-compressed file (None in
-    copies sent inside tasks), ``environment`` what the file needs to work where it is loaded.
-    """
-
-    backend: str
-    model_id: str
-    filename: str
-    hash: str
-    size: int
-    environment: dict
-    data: bytes | None = dataclasses.field(default=None, repr=False)
-
-    @property
-    def compressed_size(self) -> int:
-        """Bytes that travel over the network (0 for a copy without data)."""
-        return len(self.data or b"")
-
-    def without_data(self) -> Artifact:
-        """This artifact's metadata only, cheap to send with every task."""
-        return dataclasses.replace(self, data=None)
-
-    def environment_differences(self) -> list[str]:
-        """How this process's environment differs from the one the artifact was built for."""
-        here = _backend_module(self.backend).environment()
-        diffs = []
-        for key, built in self.environment.items():
-            if here.get(key) != built:
-                diffs.append(f"{key}: built with {built!r}, here {here.get(key)!r}")
-        return diffs
-
-    def check_environment(self) -> None:
-        """Raise StanEnvironmentError saying what differs when the artifact cannot work here."""
-        diffs = self.environment_differences()
-        if diffs:
-            explain = _backend_module(self.backend).ENVIRONMENT_NOTE
-            raise StanEnvironmentError(
-                f"The compiled Stan model {self.model_id} (artifact {self.hash[:12]}) was built "
-                f"for a different environment than this process ({os.uname().nodename}, pid "
-                f"{os.getpid()}): " + "; ".join(diffs) + f". {explain}"
-            )
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _artifact_dir(root: Path, backend: str, model_id: str) -> Path:
-    return root / "stan" / backend / model_id
-
-
-def _cached(root: Path, backend: str, model_id: str, want_hash: str | None = None):
-    """(metadata, path) of a usable artifact in cache ``root``, or None."""
-    folder = _artifact_dir(root, backend, model_id)
-    try:
-        meta = json.loads((folder / "artifact.json").read_text())
-    except (OSError, ValueError):
-        return None
-    path = folder / meta.get("filename", "")
-    if not path.is_file() or (want_hash and meta.get("hash") != want_hash):
-        return None
-    if _sha256_file(path) != meta.get("hash"):
-        return None  # damaged or half-written: ignore it, it will be rewritten
-    return meta, path
-
-
-def _atomic_write(path: Path, data: bytes, mode: int = 0o755) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _store(root: Path, artifact: Artifact, raw: bytes) -> Path:
-    folder = _artifact_dir(root, artifact.backend, artifact.model_id)
-    path = folder / artifact.filename
-    _atomic_write(path, raw)
-    meta = {k: v for k, v in dataclasses.asdict(artifact).items() if k != "data"}
-    _atomic_write(folder / "artifact.json", json.dumps(meta, indent=1).encode(), 0o644)
-    return path
-
-
-# where each artifact lives in this process's cache, and its loaded runtime, by hash
-_PATHS: dict[str, Path] = {}
-_RUNTIMES: dict[str, Any] = {}
-_ERRORS: dict[str, Exception] = {}
-
-
-def _after_fork_in_child() -> None:
-    # loaded modules belong to the parent's Stan thread; the backend reloads them in the child
-    global _LOCK
-    _LOCK = threading.RLock()
-    _RUNTIMES.clear()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def materialise(artifact: Artifact, root: str | os.PathLike | None = None) -> Path:
-    """Make ``artifact`` available in this process's cache directory; return the file's path.
-
-    Checks the environment first (StanEnvironmentError saying what differs). Writes the file
-    only when the cache does not already hold an intact copy with the same hash; each write is
-    counted in ``stats()["materialisations"]``.
-    """
-    with _LOCK:
-        artifact.check_environment()
-        if artifact.hash in _PATHS and _PATHS[artifact.hash].is_file():
-            return _PATHS[artifact.hash]
-        root = Path(root) if root is not None else cache_dir()
-        found = _cached(root, artifact.backend, artifact.model_id, artifact.hash)
-        if found is not None:
-            path = found[1]
-        else:
-            if artifact.data is None:
-                raise StanEnvironmentError(
-                    f"The compiled Stan model {artifact.model_id} (artifact {artifact.hash[:12]}) "
-                    f"has not been sent to this process (pid {os.getpid()}) and is not in its "
-                    f"cache {root}. Run fits with dabc.stan.sample_many(..., client=client), or "
-                    "call dabc.stan.ship(model, client) before submitting your own tasks."
-                )
-            raw = zlib.decompress(artifact.data)
-            if hashlib.sha256(raw).hexdigest() != artifact.hash:
-                raise StanEnvironmentError(
-                    f"The Stan artifact {artifact.hash[:12]} arrived damaged (hash mismatch)."
-                )
-            path = _store(root, artifact, raw)
-            _STATS["materialisations"][artifact.hash] += 1
-        _PATHS[artifact.hash] = path
-        return path
-
-
-def receive(artifact: Artifact) -> None:
-    """Called on a worker when the artifact's bytes arrive: count, then materialise.
-
-    An error (e.g. a different environment) is kept and raised again by every task that needs
-    the artifact, so fits fail with the explanation instead of a confusing import error.
-    """
-    with _LOCK:
-        _STATS["artifacts_received"][artifact.hash] += 1
-        try:
-            materialise(artifact)
-            _ERRORS.pop(artifact.hash, None)
-        except Exception as exc:
-            _ERRORS[artifact.hash] = exc
-            raise
-
-
-def runtime(artifact: Artifact):
-    """The loaded compiled model for ``artifact`` in this process (loaded once per process)."""
-    with _LOCK:
-        rt = _RUNTIMES.get(artifact.hash)
-        if rt is not None:
-            return rt
-        if artifact.hash in _ERRORS and artifact.data is None:
-            raise _ERRORS[artifact.hash]
-        path = materialise(artifact)
-        rt = _backend_module(artifact.backend).Runtime(path)
-        _RUNTIMES[artifact.hash] = rt
-        _STATS["loads"][artifact.hash] += 1
-        return rt
 
 
 # ----------------------------------------------------------------------------- StanModel
@@ -342,12 +96,36 @@ def compile_artifact(code: str, backend: str = "auto", root: str | os.PathLike |
                      name: str = "model") -> tuple[Artifact, bool, float, str]:
     """Check ``code`` with stanc, then compile it or reuse the cache ``root``.
 
-    Returns (artifact with its compressed bytes, whether it was compiled, seconds, stanc
-    warnings). A syntax error raises :class:`dabc.InputError` with stanc's message. Runs in
-    whatever process should compile: this one, or a worker (``StanModel(..., client=...)``).
+    Runs in whatever process should compile: this one, or a worker (``StanModel(...,
+    client=...)``).
+
+    Parameters
+    ----------
+    code
+        Stan program code.
+    backend
+        ``"httpstan"``, ``"cmdstanpy"`` or ``"auto"``.
+    root
+        The cache directory; defaults to :func:`~dabc.stan.cache_dir`.
+    name
+        The program's label, for messages.
+
+    Returns
+    -------
+    (Artifact, bool, float, str)
+        The artifact with its compressed bytes, whether it was compiled (False: reused from the
+        cache), the seconds compiling took, and stanc's warnings.
+
+    Raises
+    ------
+    dabc.InputError
+        With stanc's message when the program does not translate; when no backend is
+        available or the name is unknown.
+    RuntimeError
+        When the C++ compilation fails (the compiler's last lines).
     """
     backend = _choose_backend(backend)
-    impl = _backend_module(backend)
+    impl = backend_module(backend)
     try:
         warnings = impl.stanc(code)
     except ValueError as exc:
@@ -355,27 +133,31 @@ def compile_artifact(code: str, backend: str = "auto", root: str | os.PathLike |
     root = Path(root) if root is not None else cache_dir()
     model_id = impl.model_id(code)
     env = impl.environment()
-    found = _cached(root, backend, model_id)
+    found = cached(root, backend, model_id)
     compiled, seconds = False, 0.0
     if found is not None and found[0].get("environment") == env:
         meta, path = found
+        logger.info("Stan program %r: reusing the compiled %s model %s from %s", name, backend,
+                    model_id, path)
     else:
+        logger.info("Stan program %r: compiling with %s into %s (takes about a minute)", name,
+                    backend, root)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="dabc-stan-build-", dir=_mkdir(root)) as tmp:
             built = impl.build(code, Path(tmp))
-            with _LOCK:
-                _STATS["compilations"] += 1
+            count_compilation()
             raw = built.read_bytes()
             meta = {"filename": built.name, "hash": hashlib.sha256(raw).hexdigest()}
             proto = Artifact(backend, model_id, built.name, meta["hash"], len(raw), env)
-            path = _store(root, proto, raw)
+            path = store(root, proto, raw)
         compiled, seconds = True, time.perf_counter() - start
+        logger.info("Stan program %r: compiled in %.1f s (%.1f MB, artifact %s)", name, seconds,
+                    len(raw) / 1e6, meta["hash"][:12])
     raw = Path(path).read_bytes()
     artifact = Artifact(backend=backend, model_id=model_id, filename=meta["filename"],
                         hash=meta["hash"], size=len(raw), environment=env,
                         data=zlib.compress(raw, COMPRESS_LEVEL))
-    with _LOCK:
-        _PATHS.setdefault(artifact.hash, Path(path))
+    remember_path(artifact, Path(path))
     return artifact, compiled, seconds, warnings
 
 
@@ -398,11 +180,40 @@ class StanModel:
         ``"httpstan"`` (PyStan 3's compiler, the default), ``"cmdstanpy"`` (needs CmdStan) or
         ``"auto"`` (httpstan when installed, else CmdStanPy).
     cache_dir
-        Where the compiled artifact is stored and looked up; defaults to :func:`cache_dir`.
+        Where the compiled artifact is stored and looked up; defaults to
+        :func:`dabc.stan.cache_dir`.
     client
         A ``distributed.Client``: compile on one of its workers (in that worker's cache)
         instead of here, e.g. when this machine has no C++ compiler. The artifact then
         records, and is checked against, the worker's environment.
+
+    Attributes
+    ----------
+    code, name, backend
+        The program, its label and the backend used.
+    artifact : Artifact
+        The compiled file (with its compressed bytes in the process that created the model).
+    compiled : bool
+        Whether this call compiled (False: reused from the cache).
+    compile_seconds : float
+        Seconds the compilation took (0 when reused).
+    stanc_warnings : str
+        stanc's warnings (pedantic mode).
+    compiled_on : str
+        ``"client"`` or ``"worker"``.
+
+    Raises
+    ------
+    dabc.InputError
+        When the program cannot be read, stanc rejects it (with stanc's message), or no Stan
+        backend is installed.
+    RuntimeError
+        When the C++ compilation fails.
+
+    Examples
+    --------
+    >>> model = StanModel("parameters { real x; } model { x ~ normal(0, 1); }")  # doctest: +SKIP
+    >>> model.sample(chains=1, draws=100, seed=1).summary  # doctest: +SKIP
     """
 
     def __init__(
@@ -441,7 +252,23 @@ class StanModel:
         return state
 
     def param_names(self, data: Mapping | None = None) -> list[str]:
-        """Names of the program's parameters, transformed parameters and generated quantities."""
+        """Names of the program's parameters, transformed parameters and generated quantities.
+
+        Parameters
+        ----------
+        data
+            The program's data (sizes may depend on it).
+
+        Returns
+        -------
+        list of str
+            Names in the program's order.
+
+        Raises
+        ------
+        StanDataError
+            When Stan rejects the data.
+        """
         return runtime(self.artifact).param_names(_check_data(data))
 
     def sample(
@@ -452,16 +279,35 @@ class StanModel:
         draws: int = 1000,
         warmup: int | None = None,
         seed: int | None = None,
-        **sampler_args,
-    ):
-        """Run NUTS in this process, chains one after another; returns a :class:`dabc.stan.Fit`.
+        **sampler_args: Any,
+    ) -> Fit:
+        """Run NUTS in this process, chains one after another.
 
-        Raises :class:`StanDataError` when Stan rejects the data and :class:`StanFitError`
-        when sampling fails, each with Stan's message. ``sampler_args`` are Stan's NUTS
-        arguments (``delta``, ``max_depth``, ``stepsize``, ...).
+        Parameters
+        ----------
+        data
+            The program's data: variable name -> number or array.
+        chains, draws, warmup
+            Chains, saved draws per chain, warm-up iterations (default: ``draws``).
+        seed
+            Stan's random seed (default: a fresh one).
+        **sampler_args
+            Stan's NUTS arguments (``delta``, ``max_depth``, ``stepsize``, ...).
+
+        Returns
+        -------
+        Fit
+            The draws, sample statistics and summary.
+
+        Raises
+        ------
+        StanDataError
+            When Stan rejects the data, with Stan's message.
+        StanFitError
+            When sampling fails (e.g. initialisation), with Stan's message.
+        dabc.InputError
+            For an unknown sampler argument or data that is not numeric.
         """
-        from .fit import run_fit
-
         fit = run_fit(self, "data", data, chains=chains, draws=draws, warmup=warmup,
                       seed=_seed_int(seed), sampler_args=sampler_args)
         if not fit.ok:

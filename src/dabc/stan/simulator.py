@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .model import StanModel, runtime
+from .artifact import runtime
+from .model import StanModel
 
 
 class StanSimulator:
@@ -23,6 +24,23 @@ class StanSimulator:
     Usable with :class:`dabc.ABCSMC` like any model. In worker processes the compiled artifact
     must be available: forked workers (multicore samplers) inherit it; for Dask samplers call
     :func:`dabc.stan.ship` first. Each call costs about a millisecond of overhead.
+
+    Parameters
+    ----------
+    model
+        The compiled program; its ``generated quantities`` are the simulated statistics.
+    data
+        The program's fixed data.
+    statistics
+        Names of the generated quantities to return (default: every quantity that is not an
+        ABC parameter).
+    name
+        The model's name in dabc (default: the StanModel's name).
+
+    Raises
+    ------
+    dabc.InputError
+        When ``model`` is not a :class:`StanModel`.
     """
 
     def __init__(self, model: StanModel, data: Mapping | None = None,
@@ -36,7 +54,27 @@ class StanSimulator:
         self._param_names: set[str] | None = None
 
     def __call__(self, params: Mapping, rng: np.random.Generator) -> dict:
-        """Simulate once with the parameters fixed at ``params``; returns the statistics."""
+        """Simulate once with the parameters fixed at ``params``.
+
+        Parameters
+        ----------
+        params
+            ABC parameter name -> value (Stan parameters are fixed, others passed as data).
+        rng
+            Draws Stan's seed.
+
+        Returns
+        -------
+        dict
+            Statistic name -> float (scalars) or array.
+
+        Raises
+        ------
+        dabc.InputError
+            When a requested statistic is not a quantity of the program.
+        StanDataError, StanFitError
+            When Stan rejects the data or fails, with Stan's message.
+        """
         rt = runtime(self.model.artifact)
         if self._param_names is None:  # ABC parameters may be Stan data: offer them as data
             self._param_names = set(rt.param_names({**params, **self.data}))
@@ -59,7 +97,26 @@ def stan_simulator(model: StanModel, data: Mapping | None = None,
                    name: str | None = None) -> StanSimulator:
     """Turn a Stan program's generated quantities into a dabc model for :class:`dabc.ABCSMC`.
 
-    ``data`` holds the program's fixed data; ``statistics`` names the generated quantities to
-    return (default: every quantity that is not an ABC parameter). See :class:`StanSimulator`.
+    Parameters
+    ----------
+    model
+        The compiled program.
+    data
+        The program's fixed data.
+    statistics
+        Names of the generated quantities to return (default: every quantity that is not an
+        ABC parameter).
+    name
+        The model's name in dabc (default: the StanModel's name).
+
+    Returns
+    -------
+    StanSimulator
+        A callable ``f(params, rng) -> dict``; see :class:`StanSimulator`.
+
+    Raises
+    ------
+    dabc.InputError
+        When ``model`` is not a :class:`StanModel`.
     """
     return StanSimulator(model, data, statistics, name)
