@@ -100,6 +100,20 @@ def _home(obj: object) -> tuple[str, str] | None:
     return _home_of.get(id(obj))
 
 
+def _resolve_lazy_exports(app) -> None:
+    """Put each name of ``__all__`` that a module provides lazily (a module ``__getattr__``,
+    as ``dabc.stan.PrivateCacheDir``, which imports distributed) into the module's namespace:
+    autodoc looks members up in ``dir(module)`` and would silently leave such names out."""
+    from sphinx.ext.autodoc.mock import mock
+
+    with mock(autodoc_mock_imports):
+        for module_name, _page in _HOMES:
+            module = importlib.import_module(module_name)
+            for name in getattr(module, "__all__", ()):
+                if name not in vars(module):
+                    setattr(module, name, getattr(module, name))
+
+
 def _skip_member(app, what, name, obj, skip, options):
     if what == "module":
         home = _home(obj)
@@ -115,4 +129,5 @@ def _skip_member(app, what, name, obj, skip, options):
 
 
 def setup(app):
+    app.connect("builder-inited", _resolve_lazy_exports)
     app.connect("autodoc-skip-member", _skip_member)
