@@ -219,3 +219,116 @@ def test_abcsmc_run_and_resume_on_postgres(pg_url, tmp_path):
         assert np.array_equal(a3[k], a2[k]), k
     h2.engine.dispose()
     h3.engine.dispose()
+
+
+# --- reading, exporting and summarising stored runs (dabc.storage.read/export/summary) ---
+def test_database_names_are_parsed_in_one_place(tmp_path):
+    from dabc.storage import database_url, display_url, sqlite_path
+
+    assert database_url(tmp_path / "a.db") == f"sqlite:///{tmp_path / 'a.db'}"
+    assert sqlite_path(f"sqlite:///{tmp_path / 'a.db'}?timeout=3") == str(tmp_path / "a.db")
+    assert sqlite_path("sqlite:///:memory:") is None
+    assert sqlite_path("postgresql+psycopg2://u@h/d") is None
+    shown = display_url("postgresql+psycopg2://me:secret@127.0.0.1/runs")
+    assert "secret" not in shown and shown.startswith("postgresql+psycopg2://me:")
+    assert display_url("plain/path.db") == "plain/path.db"
+    # History checks the folder of a SQLite URL with a query string like any other
+    with pytest.raises(dabc.InputError, match="does not exist"):
+        History(f"sqlite:///{tmp_path / 'no-such-folder' / 'h.db'}?timeout=1")
+
+
+def test_open_history_never_creates_a_database(tmp_path):
+    from dabc.storage import open_history
+
+    missing = tmp_path / "missing.db"
+    with pytest.raises(dabc.InputError, match="does not exist"):
+        open_history(missing)
+    assert not missing.exists()
+    db = f"sqlite:///{tmp_path / 'h.db'}"
+    write_run(db, seed=1, n_gens=2, sizes=[5])
+    write_run(db, seed=2, n_gens=1, sizes=[4])
+    history, runs = open_history(db)
+    assert history.id == 2 and runs["id"].tolist() == [1, 2]
+    history, _ = open_history(db, run=1)
+    assert history.id == 1 and history.max_t == 1
+    with pytest.raises(dabc.InputError, match="No run with id 9 .*stored runs: 1, 2"):
+        open_history(db, run=9)
+    history.engine.dispose()
+
+
+def test_storage_logs_opening_each_generation_and_a_failed_write(tmp_path, caplog):
+    import logging
+    import sqlite3
+
+    path = tmp_path / "log.db"
+    url = f"sqlite:///{path}?timeout=0.2"
+    with caplog.at_level(logging.DEBUG, logger="dabc.storage"):
+        run_id, _ = write_run(url, seed=3, n_gens=2, sizes=[7])
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "dabc.storage"]
+    assert ("INFO", f"created the dabc tables in sqlite:///{path}?timeout=0.2") in messages
+    assert any(lv == "INFO" and m.startswith("opened database") for lv, m in messages)
+    stored = [m for lv, m in messages if lv == "DEBUG" and m.startswith("stored generation")]
+    assert len(stored) == 2 and all(f"of run {run_id}: 7 particles" in m for m in stored)
+
+    h = History(url, run_id)
+    blocker = sqlite3.connect(path, timeout=0.2)
+    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database
+    caplog.clear()
+    try:
+        with pytest.raises(dabc.InputError, match="Could not store generation 2"):
+            h.append_generation(2, _info(2, 0.5, 20, 7, [1.0]), {}, state=b"")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    errors = [r for r in caplog.records if r.name == "dabc.storage" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and "could not store generation 2" in errors[0].getMessage()
+    assert h.max_t == 1  # nothing of the failed generation is stored
+    h.engine.dispose()
+
+
+def test_export_particles_to_a_file_and_a_stream(tmp_path):
+    import io
+
+    from dabc.storage import export_particles, open_history, particles_frame
+
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    _, written = write_run(db, seed=4, n_gens=3, sizes=[6, 4], model_names=("p", "q"),
+                           param_names=(("a",), ("a", "b")))
+    history, _ = open_history(db)
+    df = particles_frame(history, [0, 2])
+    assert list(df.columns) == ["run", "t", "m", "model", "id", "weight", "distance", "par_a",
+                                "par_b", "stat_y", "stat_z[0]", "stat_z[1]"]
+    assert len(df) == 20 and df.groupby("t")["weight"].sum().tolist() == pytest.approx([1, 1])
+    assert df.loc[df["m"] == 0, "par_b"].isna().all()
+    last = written[2][1]
+    assert df.loc[(df.t == 2) & (df.m == 1), "par_b"].tolist() == last[1]["theta"][:, 1].tolist()
+    out = tmp_path / "p.csv"
+    assert len(export_particles(history, out, "csv", "all")) == 30
+    assert len(pd.read_csv(out)) == 30
+    stream = io.StringIO()
+    export_particles(history, stream, "json", 1)
+    assert stream.getvalue().endswith("]\n") and len(pd.read_json(io.StringIO(
+        stream.getvalue()))) == 10
+    with pytest.raises(dabc.InputError, match="stdout"):
+        export_particles(history, io.StringIO(), "parquet")
+    with pytest.raises(dabc.InputError, match="has no generation 5; stored generations are 0..2"):
+        export_particles(history, out, "csv", 5)
+    with pytest.raises(dabc.InputError, match="Unknown export format 'xml'"):
+        export_particles(history, out, "xml")
+    history.engine.dispose()
+
+
+def test_posterior_summary_of_a_weighted_sample():
+    from dabc.storage import posterior_summary, weighted_quantile
+
+    x = np.array([3.0, 1.0, 2.0, 4.0])
+    assert weighted_quantile(x, np.ones(4), 0.5) == pytest.approx(2.5)
+    # each value at the middle of its weight's step: 0 at 1/8, 1 at 5/8, interpolated between
+    assert weighted_quantile(np.array([1.0, 0.0]), np.array([3.0, 1.0]), 0.5) == pytest.approx(0.75)
+    assert weighted_quantile(x, np.ones(4), 0.0) == 1.0  # clamped to the smallest value
+    rng = np.random.default_rng(5)
+    values = rng.normal(2.0, 3.0, 200_000)
+    s = posterior_summary(values, np.full(values.size, 7.0))  # weights need not sum to 1
+    assert s["mean"] == pytest.approx(2.0, abs=0.03) and s["sd"] == pytest.approx(3.0, rel=0.01)
+    assert s["q025"] == pytest.approx(2.0 - 1.96 * 3.0, abs=0.05)
+    assert s["q975"] == pytest.approx(2.0 + 1.96 * 3.0, abs=0.05)

@@ -3,13 +3,21 @@
 A generation's particles of one model are stored as one row holding a columnar binary
 block (parameters, weights, distances, summary statistics), not one row per value: a
 100,000-particle generation is written and read in a fraction of a second.
+
+``History`` creates the database and its tables when they are missing (a run writes
+through it); to read a database that must already exist, without ever creating one, use
+:func:`dabc.storage.open_history`. Events are logged on ``logging.getLogger("dabc.storage")``:
+a database opened or its tables created (INFO), each generation stored with its size and
+the time the write took (DEBUG), a failed write (ERROR).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -17,6 +25,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ..errors import InputError
+from .urls import database_url, display_url, sqlite_path
+
+logger = logging.getLogger("dabc.storage")
 
 _meta = sa.MetaData()
 runs = sa.Table(
@@ -61,23 +72,6 @@ particles = sa.Table(
 )
 
 
-def database_url(db: str) -> str:
-    """A SQLAlchemy URL from a URL or a plain file path (taken as SQLite).
-
-    ``postgresql://`` uses psycopg2 (the ``postgres`` extra) unless psycopg 3 is installed.
-    """
-    db = os.fspath(db)
-    if "://" not in db:
-        return f"sqlite:///{db}"
-    scheme, rest = db.split("://", 1)
-    if scheme in ("postgresql", "postgres"):
-        import importlib.util
-
-        driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
-        return f"postgresql+{driver}://{rest}"
-    return db
-
-
 def _pack(arrays: dict) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -89,9 +83,15 @@ def _unpack(blob: bytes) -> dict:
         return {k: f[k] for k in f.files}
 
 
+@sa.event.listens_for(runs, "after_create")
+def _log_created(target, connection, **_) -> None:
+    logger.info("created the dabc tables in %s", display_url(str(connection.engine.url)))
+
+
 def _engine(url: str) -> sa.Engine:
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = url[len("sqlite:///"):]
+    """An engine for ``url`` with the dabc tables created if missing (SQLite: WAL mode)."""
+    path = sqlite_path(url)
+    if path is not None:
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             what = (f"{parent!r} is not a folder" if os.path.exists(parent)
@@ -105,7 +105,7 @@ def _engine(url: str) -> sa.Engine:
     try:
         engine = sa.create_engine(url)
     except Exception as exc:
-        raise InputError(f"Cannot open database {url!r}: {exc}") from exc
+        raise InputError(f"Cannot open database {display_url(url)!r}: {exc}") from exc
     if engine.dialect.name == "sqlite":
         @sa.event.listens_for(engine, "connect")
         def _pragmas(conn, _):
@@ -117,19 +117,51 @@ def _engine(url: str) -> sa.Engine:
         _meta.create_all(engine)
     except sa.exc.SQLAlchemyError as exc:
         detail = getattr(exc, "orig", None) or exc
-        raise InputError(f"Cannot open or create tables in database {url!r}: "
+        raise InputError(f"Cannot open or create tables in database {display_url(url)!r}: "
                          f"{type(detail).__name__}: {detail}. Check the URL, that the server "
                          "is running and that you may write.") from exc
+    logger.info("opened database %s", display_url(url))
     return engine
 
 
 class History:
     """Read and write the runs stored in a database.
 
-    ``History("sqlite:///dabc.db")`` opens the latest run; pass ``run_id`` for another.
+    Every run of :class:`~dabc.ABCSMC` writes its generations through a History; reading one
+    back gives the posterior of any stored generation. The database and its tables are
+    created when missing (use :func:`dabc.storage.open_history` to open only what exists).
+
+    Parameters
+    ----------
+    db : str or os.PathLike, default "sqlite:///dabc.db"
+        A SQLite file path or any SQLAlchemy URL (``postgresql://`` gets a driver, see
+        :func:`~dabc.storage.database_url`).
+    run_id : int, optional
+        The run to read; default: the latest run stored (None when there is none).
+
+    Attributes
+    ----------
+    url : str
+        The SQLAlchemy URL of the database.
+    engine : sqlalchemy.Engine
+        The engine (call ``engine.dispose()`` to close its connections).
+    id : int or None
+        The run this History reads and writes.
+
+    Raises
+    ------
+    InputError
+        When the database cannot be opened or created (missing or unwritable folder,
+        unreachable server, missing driver).
+
+    Examples
+    --------
+    >>> h = History("runs.db")                       # doctest: +SKIP
+    >>> params, weights = h.get_distribution(m=0)     # doctest: +SKIP
     """
 
-    def __init__(self, db: str = "sqlite:///dabc.db", run_id: int | None = None):
+    def __init__(self, db: str | os.PathLike[str] = "sqlite:///dabc.db",
+                 run_id: int | None = None):
         self.url = database_url(db)
         self.engine = _engine(self.url)
         self.id = run_id if run_id is not None else self._latest_run()
@@ -140,9 +172,35 @@ class History:
         with self.engine.connect() as c:
             return c.execute(sa.select(sa.func.max(runs.c.id))).scalar()
 
-    def create_run(self, *, seed, population_size, model_names, param_names, stat_columns,
-                   observed: bytes, config: bytes, version: str) -> int:
-        """Register a new run and make it this History's run."""
+    def create_run(self, *, seed: int, population_size: int, model_names: list[str],
+                   param_names: list[list[str]], stat_columns: list[str], observed: bytes,
+                   config: bytes, version: str) -> int:
+        """Register a new run (status ``running``) and make it this History's run.
+
+        Parameters
+        ----------
+        seed : int
+            The run's random seed.
+        population_size : int
+            Particles per generation.
+        model_names : list of str
+            One name per model.
+        param_names : list of list of str
+            Each model's parameter names.
+        stat_columns : list of str
+            The names of the flattened summary statistics.
+        observed : bytes
+            The pickled observed statistics.
+        config : bytes
+            The pickled engine configuration (what :meth:`dabc.ABCSMC.load` rebuilds from).
+        version : str
+            The dabc version that writes the run.
+
+        Returns
+        -------
+        int
+            The new run's id (also stored in :attr:`id`).
+        """
         with self.engine.begin() as c:
             self.id = c.execute(runs.insert().values(
                 created=datetime.now(UTC).replace(tzinfo=None), seed=int(seed),
@@ -151,28 +209,46 @@ class History:
                 observed=observed, config=config, status="running", version=version,
             )).inserted_primary_key[0]
         self._cache.clear()
+        logger.info("run %s created in %s", self.id, display_url(self.url))
         return self.id
 
     def _run_row(self):
         if self.id is None:
-            raise InputError(f"No run stored in {self.url}.")
+            raise InputError(f"No run stored in {display_url(self.url)}.")
         if "run" not in self._cache:
             with self.engine.connect() as c:
                 row = c.execute(sa.select(runs).where(runs.c.id == self.id)).mappings().first()
             if row is None:
-                raise InputError(f"No run with id {self.id} in {self.url}.")
+                raise InputError(f"No run with id {self.id} in {display_url(self.url)}.")
             self._cache["run"] = dict(row)
         return self._cache["run"]
 
     def set_status(self, status: str, stop_reason: str | None = None) -> None:
-        """Record how the run ended (``done``, ``failed``, ...)."""
+        """Record how the run ended.
+
+        Parameters
+        ----------
+        status : str
+            ``"done"``, ``"failed"``, ``"interrupted"``, ...
+        stop_reason : str, optional
+            Why it ended, in words (shown by ``dabc info``).
+        """
         with self.engine.begin() as c:
             c.execute(runs.update().where(runs.c.id == self.id)
                       .values(status=status, stop_reason=stop_reason))
         self._cache.pop("run", None)
 
     def all_runs(self) -> pd.DataFrame:
-        """One row per run in the database, with its generation count and simulations."""
+        """Every run in the database.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per run, ordered by id: ``id``, ``created``, ``status``,
+            ``stop_reason``, ``population_size``, ``model_names`` (JSON), ``generations``
+            (stored), ``simulations`` (over the stored generations) and ``last_epsilon``.
+            Empty (no columns) when no run is stored.
+        """
         g = generations
         q = (sa.select(runs.c.id, runs.c.created, runs.c.status, runs.c.stop_reason,
                        runs.c.population_size, runs.c.model_names,
@@ -186,48 +262,89 @@ class History:
 
     @property
     def config(self) -> bytes:
-        """The cloudpickled engine configuration of this run (for resuming)."""
+        """The pickled engine configuration of this run (for resuming).
+
+        Raises
+        ------
+        InputError
+            When no run is stored, or the run :attr:`id` does not exist (likewise for the
+            other run properties).
+        """
         return self._run_row()["config"]
 
     @property
     def observed(self) -> bytes:
+        """The pickled observed summary statistics of this run."""
         return self._run_row()["observed"]
 
     @property
     def seed(self) -> int:
+        """The random seed of this run."""
         return int(self._run_row()["seed"])
 
     @property
     def model_names(self) -> list[str]:
+        """The names of this run's models, in model index order."""
         return json.loads(self._run_row()["model_names"])
 
     @property
     def param_names(self) -> list[list[str]]:
+        """Each model's parameter names, in model index order."""
         return json.loads(self._run_row()["param_names"])
 
     @property
     def stat_columns(self) -> list[str]:
+        """The names of the flattened summary statistics."""
         return json.loads(self._run_row()["stat_columns"])
 
     # -- writing -------------------------------------------------------------------------
     def append_generation(self, t: int, info: dict, per_model: dict[int, dict],
                           state: bytes) -> None:
-        """Store generation ``t`` atomically: its summary row and each model's particles."""
+        """Store generation ``t`` atomically: its summary row and each model's particles.
+
+        Parameters
+        ----------
+        t : int
+            The generation index.
+        info : dict
+            The summary row: ``epsilon``, ``n_simulations``, ``n_evaluated``,
+            ``n_accepted``, ``acceptance_rate``, ``ess``, ``walltime_s``, ``started``,
+            ``finished`` and ``model_probabilities`` (one per model).
+        per_model : dict of int to dict
+            Per model index, its arrays: ``theta`` (particles x parameters), ``weight``,
+            ``distance``, ``stats`` (particles x statistics) and optionally ``id``.
+        state : bytes
+            The pickled engine state after this generation (what a resume starts from).
+
+        Raises
+        ------
+        InputError
+            When the database refuses the write (disk full, locked, server gone); nothing
+            of generation ``t`` is stored and the run can be resumed from generation t-1.
+        """
         row = {k: v.item() if isinstance(v, np.generic) else v for k, v in info.items()}
         row.update(run_id=self.id, t=t, state=state,
                    model_probabilities=json.dumps([float(p) for p in info["model_probabilities"]]))
+        tic = time.perf_counter()
+        blobs = [{"run_id": self.id, "t": t, "m": int(m), "n": len(a["weight"]),
+                  "data": _pack(a)} for m, a in per_model.items()]
         try:
             with self.engine.begin() as c:
                 c.execute(generations.insert().values(**row))
-                if per_model:
-                    c.execute(particles.insert(), [
-                        {"run_id": self.id, "t": t, "m": int(m), "n": len(a["weight"]),
-                         "data": _pack(a)} for m, a in per_model.items()])
+                if blobs:
+                    c.execute(particles.insert(), blobs)
         except sa.exc.OperationalError as exc:
-            raise InputError(f"Could not store generation {t} in {self.url}: {exc.orig}. "
-                             "Free disk space or choose another database; the run can be "
-                             "resumed from the last stored generation.") from exc
+            logger.error("could not store generation %d of run %s in %s: %s", t, self.id,
+                         display_url(self.url), exc.orig)
+            raise InputError(f"Could not store generation {t} in {display_url(self.url)}: "
+                             f"{exc.orig}. Free disk space or choose another database; the "
+                             "run can be resumed from the last stored generation.") from exc
         self._cache.pop("gens", None)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("stored generation %d of run %s: %d particles, %d bytes in %.3f s",
+                         t, self.id, sum(b["n"] for b in blobs),
+                         sum(len(b["data"]) for b in blobs) + len(state or b""),
+                         time.perf_counter() - tic)
 
     # -- reading -------------------------------------------------------------------------
     def _generations(self) -> pd.DataFrame:
@@ -248,6 +365,7 @@ class History:
 
     @property
     def n_populations(self) -> int:
+        """Number of stored generations."""
         return len(self._generations())
 
     @property
@@ -256,12 +374,26 @@ class History:
         return int(self._generations().n_simulations.sum())
 
     def get_all_populations(self) -> pd.DataFrame:
-        """One row per generation: t, epsilon, simulations, acceptance rate, ESS, wall time."""
+        """The summary of every stored generation.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per generation, ordered by ``t``: ``t``, ``epsilon``,
+            ``n_simulations``, ``n_evaluated``, ``n_accepted``, ``acceptance_rate``,
+            ``ess``, ``walltime_s``, ``started``, ``finished``.
+        """
         g = self._generations()
         return g.drop(columns=["state", "run_id", "model_probabilities"]).reset_index(drop=True)
 
     def get_model_probabilities(self) -> pd.DataFrame:
-        """Model probabilities per generation: index t, one column per model."""
+        """Model probabilities per generation.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index ``t``, one column per model index ``m``.
+        """
         g = self._generations()
         probs = [json.loads(p) for p in g.model_probabilities]
         n_models = len(self.model_names)
@@ -272,11 +404,32 @@ class History:
 
     def _resolve_t(self, t: int | None) -> int:
         if self.max_t < 0:
-            raise InputError(f"Run {self.id} in {self.url} has no stored generation yet.")
+            raise InputError(f"Run {self.id} in {display_url(self.url)} has no stored "
+                             "generation yet.")
         return self.max_t if t is None else (self.max_t + 1 + t if t < 0 else int(t))
 
     def get_arrays(self, t: int | None = None, m: int | None = None) -> dict[int, dict]:
-        """Raw arrays of generation t per model: theta, weight, distance, stats, id."""
+        """The raw arrays of generation ``t``, per model.
+
+        Parameters
+        ----------
+        t : int, optional
+            The generation; default the last, negative counts from the end.
+        m : int, optional
+            Only this model; default all models with particles in generation ``t``.
+
+        Returns
+        -------
+        dict of int to dict
+            Per model index: ``theta`` (particles x parameters), ``weight`` (as stored,
+            not normalised), ``distance``, ``stats`` (particles x statistics) and, when
+            stored, ``id``.
+
+        Raises
+        ------
+        InputError
+            When the run has no stored generation.
+        """
         t = self._resolve_t(t)
         q = sa.select(particles.c.m, particles.c.data).where(
             (particles.c.run_id == self.id) & (particles.c.t == t))
@@ -287,9 +440,33 @@ class History:
 
     def get_distribution(self, m: int = 0, t: int | None = None) -> tuple[pd.DataFrame,
                                                                           np.ndarray]:
-        """Parameters of model m at generation t (default: last) and their weights.
+        """The posterior sample of model ``m`` at generation ``t``.
 
-        Weights are normalised to sum to 1 within the model.
+        Parameters
+        ----------
+        m : int, default 0
+            The model index.
+        t : int, optional
+            The generation; default the last.
+
+        Returns
+        -------
+        params : pandas.DataFrame
+            One row per particle, one column per parameter (empty when the model has no
+            particle in that generation).
+        weights : numpy.ndarray
+            The particles' weights, normalised to sum to 1 within the model.
+
+        Raises
+        ------
+        InputError
+            When the run has no stored generation.
+
+        Examples
+        --------
+        >>> params, w = History("runs.db").get_distribution()   # doctest: +SKIP
+        >>> float(w @ params["mu"])                              # doctest: +SKIP
+        0.73
         """
         arrays = self.get_arrays(t, m).get(m)
         names = self.param_names[m]
@@ -302,7 +479,27 @@ class History:
 
     def get_statistics(self, m: int = 0, t: int | None = None) -> tuple[pd.DataFrame,
                                                                         np.ndarray]:
-        """Summary statistics of the accepted particles of model m, with their weights."""
+        """The summary statistics of the accepted particles of model ``m`` at generation ``t``.
+
+        Parameters
+        ----------
+        m : int, default 0
+            The model index.
+        t : int, optional
+            The generation; default the last.
+
+        Returns
+        -------
+        stats : pandas.DataFrame
+            One row per particle, one column per statistic.
+        weights : numpy.ndarray
+            The particles' weights, normalised to sum to 1 within the model.
+
+        Raises
+        ------
+        InputError
+            When the run has no stored generation.
+        """
         arrays = self.get_arrays(t, m).get(m)
         if arrays is None:
             return pd.DataFrame(columns=self.stat_columns, dtype=float), np.zeros(0)
@@ -310,15 +507,42 @@ class History:
         return pd.DataFrame(arrays["stats"], columns=self.stat_columns), w / w.sum()
 
     def get_weighted_distances(self, t: int | None = None) -> pd.DataFrame:
-        """Distance and overall weight of every particle of generation t."""
+        """The distance and weight of every particle of generation ``t``.
+
+        Parameters
+        ----------
+        t : int, optional
+            The generation; default the last.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``m`` (model index), ``distance`` and ``w`` (the stored weight).
+
+        Raises
+        ------
+        InputError
+            When the run has no stored generation.
+        """
         parts = [pd.DataFrame({"m": m, "distance": a["distance"], "w": a["weight"]})
                  for m, a in sorted(self.get_arrays(t).items())]
         return pd.concat(parts, ignore_index=True)
 
     def state(self, t: int) -> bytes:
-        """The engine state stored after generation t (used to resume)."""
+        """The engine state stored after generation ``t`` (what a resume starts from).
+
+        Parameters
+        ----------
+        t : int
+            A stored generation.
+
+        Returns
+        -------
+        bytes
+            The pickled state.
+        """
         g = self._generations()
         return g.loc[g.t == t, "state"].iloc[0]
 
     def __repr__(self) -> str:
-        return f"History({self.url!r}, run_id={self.id})"
+        return f"History({display_url(self.url)!r}, run_id={self.id})"

@@ -1,0 +1,218 @@
+"""Exporting stored particles as one flat table (CSV, Parquet or JSON).
+
+A History stores a generation as one binary block per model, which is fast but useless to
+a spreadsheet, R or DuckDB. :func:`particles_frame` flattens generations into one row per
+particle with fixed, documented columns; :func:`export_particles` writes that table in one
+of :data:`EXPORT_FORMATS`. ``dabc export`` is these two functions plus argument parsing.
+
+The columns are ``run``, ``t``, ``m`` (model index), ``model`` (its name), ``id``,
+``weight`` (normalised to sum to 1 within each generation, over all models), ``distance``,
+then ``par_<name>`` for every parameter of any model (NaN where a model lacks it) and
+``stat_<name>`` for every summary statistic.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .history import History
+
+__all__ = ["EXPORT_FORMATS", "check_export_target", "export_particles", "particles_frame",
+           "select_generations"]
+
+#: The formats :func:`export_particles` writes.
+EXPORT_FORMATS = ("csv", "parquet", "json")
+
+
+def select_generations(history: History, generation: str | int = "last") -> list[int]:
+    """The stored generations that ``generation`` names.
+
+    Parameters
+    ----------
+    history : History
+        The run to look in.
+    generation : str or int, default "last"
+        ``"last"``, ``"all"`` or a generation number (an int, or its text).
+
+    Returns
+    -------
+    list of int
+        The generation indices, ascending.
+
+    Raises
+    ------
+    InputError
+        When the run has no stored generation, ``generation`` is none of the above, or the
+        run has no such generation (the message gives the stored range).
+    """
+    stored = [int(t) for t in history.get_all_populations()["t"]]
+    if not stored:
+        raise InputError(f"Run {history.id} has no stored generation yet; nothing to export.")
+    if generation == "last":
+        return [stored[-1]]
+    if generation == "all":
+        return stored
+    try:
+        t = int(generation)
+    except ValueError:
+        raise InputError(f"The generation to export must be 'last', 'all' or a generation "
+                         f"number, not {generation!r}.") from None
+    if t not in stored:
+        raise InputError(f"Run {history.id} has no generation {t}; stored generations are "
+                         f"{stored[0]}..{stored[-1]}.")
+    return [t]
+
+
+def particles_frame(history: History, ts: list[int]) -> pd.DataFrame:
+    """One row per particle of generations ``ts`` of the history's run.
+
+    Parameters
+    ----------
+    history : History
+        The run to read.
+    ts : list of int
+        Stored generations (e.g. from :func:`select_generations`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The columns described in this module's docstring, generations in the order of
+        ``ts`` and models in index order within each.
+
+    Raises
+    ------
+    InputError
+        When the run has no stored generation.
+
+    Examples
+    --------
+    >>> df = particles_frame(history, [history.max_t])   # doctest: +SKIP
+    >>> df.groupby("t")["weight"].sum()                   # doctest: +SKIP
+    """
+    names, params, stats = history.model_names, history.param_names, history.stat_columns
+    par_cols = list(dict.fromkeys(p for ps in params for p in ps))
+    columns = (["run", "t", "m", "model", "id", "weight", "distance"]
+               + [f"par_{p}" for p in par_cols] + [f"stat_{s}" for s in stats])
+    parts = []
+    for t in ts:
+        arrays = history.get_arrays(t)
+        total = sum(float(a["weight"].sum()) for a in arrays.values())
+        for m, a in sorted(arrays.items()):
+            n = len(a["weight"])
+            data = {"run": np.full(n, history.id, dtype=np.int64),
+                    "t": np.full(n, t, dtype=np.int64), "m": np.full(n, m, dtype=np.int64),
+                    "model": [names[m]] * n,
+                    "id": np.asarray(a["id"], dtype=np.int64) if "id" in a
+                    else np.arange(n, dtype=np.int64),
+                    "weight": a["weight"] / total, "distance": a["distance"]}
+            theta = a["theta"]
+            for p in par_cols:
+                j = params[m].index(p) if p in params[m] else None
+                data[f"par_{p}"] = theta[:, j] if j is not None else np.full(n, np.nan)
+            for j, s in enumerate(stats):
+                data[f"stat_{s}"] = a["stats"][:, j]
+            parts.append(pd.DataFrame(data, columns=columns))
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)
+
+
+def check_export_target(target: str | os.PathLike[str] | TextIO, fmt: str) -> None:
+    """Check, before reading anything, that ``fmt`` can be written to ``target``.
+
+    Parameters
+    ----------
+    target : str, os.PathLike or text file
+        The file to write, or an open text stream (such as ``sys.stdout``).
+    fmt : str
+        One of :data:`EXPORT_FORMATS`.
+
+    Raises
+    ------
+    InputError
+        When ``fmt`` is unknown, Parquet is asked for without pyarrow installed or for a
+        text stream, or the target's folder does not exist or the target is a folder.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise InputError(f"Unknown export format {fmt!r}; choose one of "
+                         f"{', '.join(EXPORT_FORMATS)}.")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401  (optional: the 'export' extra)
+        except ImportError:
+            raise InputError("Parquet export needs pyarrow, which is not installed. Install "
+                             "it with: pip install 'dabc[export]' (or export as csv or "
+                             "json).") from None
+    if not isinstance(target, str | os.PathLike):
+        if fmt == "parquet":
+            raise InputError("parquet cannot be written to stdout or another text stream; "
+                             "give a file to write to.")
+        return
+    path = Path(target)
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise InputError(f"Cannot write {str(target)!r}: folder {str(parent)!r} does not "
+                         "exist.")
+    if path.is_dir():
+        raise InputError(f"Cannot write {str(target)!r}: it is a folder.")
+
+
+def export_particles(history: History, target: str | os.PathLike[str] | TextIO,
+                     fmt: str = "csv", generation: str | int = "last") -> pd.DataFrame:
+    """Write the particles of the history's run to a file or a text stream.
+
+    Parameters
+    ----------
+    history : History
+        The run to export.
+    target : str, os.PathLike or text file
+        The file to write (replaced if it exists), or an open text stream such as
+        ``sys.stdout`` (CSV and JSON only).
+    fmt : {"csv", "parquet", "json"}, default "csv"
+        CSV with a header row, Parquet (needs pyarrow: ``dabc[export]``) or JSON (an array
+        of records, full float precision; a newline follows it on a stream).
+    generation : str or int, default "last"
+        ``"last"``, ``"all"`` or a generation number.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table written (see :func:`particles_frame`).
+
+    Raises
+    ------
+    InputError
+        When the target cannot take the format (see :func:`check_export_target`), the
+        generation is not stored (see :func:`select_generations`), or writing fails.
+    BrokenPipeError
+        When the stream's reader went away (e.g. ``dabc export ... --out - | head``).
+
+    Examples
+    --------
+    >>> history, _ = open_history("dabc-demo.db")               # doctest: +SKIP
+    >>> export_particles(history, "particles.csv", generation="all")   # doctest: +SKIP
+    """
+    check_export_target(target, fmt)
+    df = particles_frame(history, select_generations(history, generation))
+    is_stream = not isinstance(target, str | os.PathLike)
+    try:
+        if fmt == "csv":
+            df.to_csv(target, index=False)
+        elif fmt == "json":
+            df.to_json(target, orient="records", double_precision=15)
+            if is_stream:
+                target.write("\n")
+        else:
+            df.to_parquet(target, index=False)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        where = "the output stream" if is_stream else repr(str(target))
+        raise InputError(f"Cannot write {where}: {exc.strerror or exc}.") from exc
+    return df
