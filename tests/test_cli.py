@@ -15,6 +15,7 @@ import pytest
 
 import dabc
 from dabc.cli.main import main
+from dabc.cli.redis_cli import main as redis_main
 
 POPULATION, GENERATIONS = 200, 4
 COLUMNS = ["run", "t", "m", "model", "id", "weight", "distance", "par_mu", "stat_ybar"]
@@ -308,3 +309,58 @@ def test_usage(cli):
     assert rc == 0 and dabc.__version__ in out
     rc, _, err = cli("info")
     assert rc == 2 and "usage" in err
+
+
+# --- one exit-code rule for every command, the Redis ones included --------------------------
+@pytest.fixture
+def redis_server(tmp_path):
+    """A private redis-server on 127.0.0.1 (free port, password), stopped by its PID."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_redis_commands_exit_1_on_a_dabc_error_through_both_entry_points(redis_server, cli,
+                                                                          capsys):
+    where = ["--host", redis_server.host, "--port", str(redis_server.port)]
+    wrong = [*where, "--password", "wrong-password"]
+    # the installed 'dabc' script and 'python -m dabc.cli.redis_cli', as users start them
+    for command in (["redis-manager", "info"], ["redis-worker"]):
+        for argv in ([dabc_script(), *command, *wrong],
+                     [sys.executable, "-m", "dabc.cli.redis_cli", *command, *wrong]):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60,
+                                  stdin=subprocess.DEVNULL)
+            assert proc.returncode == 1, (argv, proc.returncode, proc.stderr)
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"dabc {command[0]}: error: "), lines
+            assert "password" in lines[0] and "Traceback" not in proc.stderr
+    # in-process, both mains: the same code and the same line
+    rc, out, err = cli("redis-manager", "info", *where)  # no password at all
+    assert rc == 1 and out == "" and err.startswith("dabc redis-manager: error: ")
+    capsys.readouterr()
+    assert redis_main(["redis-manager", "stop", *wrong]) == 1
+    assert capsys.readouterr().err.startswith("dabc redis-manager: error: ")
+    # and a good password still works, through the same rule
+    assert redis_main(["redis-manager", "info", *where, "--password",
+                       redis_server.password]) == 0
+    assert redis_server.dbsize() == 0
+
+
+def test_redis_commands_exit_2_on_a_usage_error(cli, capsys):
+    rc, _, err = cli("redis-manager", "bogus")
+    assert rc == 2 and "invalid choice" in err
+    rc, _, err = cli("redis-worker", "--runtime", "soon")
+    assert rc == 2 and "not a duration" in err
+    capsys.readouterr()
+    assert redis_main(["redis-worker", "--port", "not-a-port"]) == 2
+    assert "invalid int value" in capsys.readouterr().err
+    assert redis_main([]) == 2  # no command: the help, as for 'dabc'
+    assert capsys.readouterr().out.startswith("usage: dabc")
+    proc = subprocess.run([sys.executable, "-m", "dabc.cli.redis_cli", "redis-manager"],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2 and "usage" in proc.stderr

@@ -436,9 +436,9 @@ def test_bad_password_is_an_input_error_at_once(password, message, server, tmp_p
 
 @pytest.mark.timeout(60)
 def test_cli_refuses_bad_password_and_killed_idle_worker_leaves_no_key(server, workers):
-    """The worker and manager CLIs exit with code 2 and a clear message on a wrong or missing
-    password. Meanwhile a worker is SIGKILLed while no analysis runs: what it
-    wrote must expire on its own ("every key with a TTL")."""
+    """The worker and manager CLIs exit with code 1 (a DabcError, as every dabc command) and
+    a clear message on a wrong or missing password. Meanwhile a worker is SIGKILLed while
+    no analysis runs: what it wrote must expire on its own ("every key with a TTL")."""
     (idle,) = workers(1)
     base = ["--host", server.host, "--port", str(server.port)]
     cmds = {"worker-wrong": [*CLI, "redis-worker", *base, "--password", "nope"],
@@ -448,8 +448,9 @@ def test_cli_refuses_bad_password_and_killed_idle_worker_leaves_no_key(server, w
     try:
         for name, p in procs.items():
             out, err = p.communicate(timeout=40)
-            assert p.returncode == 2, (name, p.returncode, out, err)
-            assert "dabc: error:" in err and "Traceback" not in err, (name, err)
+            assert p.returncode == 1, (name, p.returncode, out, err)
+            command = "redis-worker" if name.startswith("worker") else "redis-manager"
+            assert f"dabc {command}: error:" in err and "Traceback" not in err, (name, err)
             assert "password" in err, (name, err)
     finally:
         for p in procs.values():

@@ -1,131 +1,58 @@
 """The ``dabc`` command line: ``demo``, ``info``, ``export`` (and the Redis worker tools).
 
-Every subcommand returns an exit code; user errors (a missing database, an unknown run, a
-bad generation) are reported in one line on stderr with exit code 1, never as a traceback.
+This module only parses arguments, calls library functions and prints. Reading and
+exporting stored runs lives in :mod:`dabc.storage` (``open_history``, ``export_particles``,
+``posterior_summary``), the Redis commands in :mod:`dabc.cli.redis_cli`, and the exit-code
+rule every command follows in :mod:`dabc.cli.dispatch`: 0 success, 1 a ``DabcError``
+reported as one line ``dabc <command>: error: <message>`` on stderr (never a traceback),
+2 a usage error, 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
-import sqlite3
 import sys
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..errors import DabcError, InputError
-
-EXPORT_FORMATS = ("csv", "parquet", "json")
-
-
-# --- helpers ---------------------------------------------------------------------------
-def _sqlite_path(url: str) -> str | None:
-    """The file of a ``sqlite:///`` URL (None for other databases and in-memory SQLite)."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        return url[len("sqlite:///"):].split("?", 1)[0]
-    return None
-
-
-def _has_runs_table(url: str) -> bool:
-    """Whether the database at ``url`` holds dabc tables, without creating anything."""
-    path = _sqlite_path(url)
-    if path is not None:
-        try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-            try:
-                row = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
-                                  "name='dabc_runs'").fetchone()
-            finally:
-                con.close()
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"{path!r} is not a readable SQLite database: {exc}.") from exc
-        return row is not None
-    import sqlalchemy as sa
-
-    try:
-        engine = sa.create_engine(url)
-        try:
-            return sa.inspect(engine).has_table("dabc_runs")
-        finally:
-            engine.dispose()
-    except ModuleNotFoundError as exc:
-        raise InputError(f"Cannot open database {shown(url)!r}: its driver {exc.name!r} is not "
-                         "installed. For PostgreSQL install dabc[postgres] and write the URL "
-                         "as postgresql+psycopg2://user@host/database.") from exc
-    except Exception as exc:  # server down, bad credentials, ...
-        raise InputError(f"Cannot open database {shown(url)!r}: {type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}. "
-                         "Check the URL and that the server is running.") from exc
+from .._version import __version__
+from ..engine import ABCSMC
+from ..samplers.multicore import MulticoreEvalParallelSampler, default_n_procs
+from ..storage import (
+    EXPORT_FORMATS,
+    check_export_target,
+    display_url,
+    export_particles,
+    open_history,
+    posterior_summary,
+)
+from . import demo, redis_cli
+from .dispatch import dispatch
 
 
-def shown(db: str) -> str:
-    """A database for messages: the URL with its password hidden, or the path."""
-    if "://" not in str(db):
-        return str(db)
-    import sqlalchemy as sa
-
-    try:
-        return sa.engine.make_url(str(db)).render_as_string(hide_password=True)
-    except Exception:
-        return str(db)
-
-
-def open_history(db: str, run: int | None = None):
-    """The History of an existing dabc database; never creates a database or tables."""
-    from ..storage import History, database_url
-
-    url = database_url(db)
-    path = _sqlite_path(url)
-    if path is not None:
-        if not os.path.exists(path):
-            raise InputError(f"Database file {path!r} does not exist. Give the path of a "
-                             "database written by dabc (e.g. by 'dabc demo').")
-        if os.path.isdir(path):
-            raise InputError(f"{path!r} is a folder, not a database file.")
-    if not _has_runs_table(url):
-        raise InputError(f"{shown(db)!r} is not a dabc database (it has no dabc_runs table).")
-    history = History(url)
-    runs = history.all_runs()
-    if not len(runs):
-        raise InputError(f"No run stored in {shown(db)!r}.")
-    ids = [int(i) for i in runs["id"]]
-    if run is not None:
-        if run not in ids:
-            raise InputError(f"No run with id {run} in {shown(db)!r}; stored runs: "
-                             f"{_id_list(ids)}.")
-        history.id = run
-    return history, runs
-
-
-def _id_list(ids: list[int]) -> str:
-    if len(ids) > 10:
-        return ", ".join(map(str, ids[:5])) + ", ..., " + ", ".join(map(str, ids[-3:]))
-    return ", ".join(map(str, ids))
-
-
-def weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
-    """The q-quantile of ``x`` under weights ``w`` (interpolated weighted CDF)."""
-    order = np.argsort(x, kind="stable")
-    x, w = np.asarray(x, float)[order], np.asarray(w, float)[order]
-    cdf = (np.cumsum(w) - 0.5 * w) / w.sum()
-    return float(np.interp(q, cdf, x))
-
-
-def posterior_summary(values: np.ndarray, weights: np.ndarray) -> dict:
-    """Weighted mean, standard deviation and central 95% interval of one parameter."""
-    w = np.asarray(weights, float) / np.sum(weights)
-    mean = float(w @ values)
-    sd = float(math.sqrt(max(w @ (values - mean) ** 2, 0.0)))
-    return {"mean": mean, "sd": sd, "q025": weighted_quantile(values, w, 0.025),
-            "q975": weighted_quantile(values, w, 0.975)}
-
-
+# --- printing --------------------------------------------------------------------------
 def format_table(headers: list[str], rows: list[list], indent: str = "  ") -> str:
-    """Rows as an aligned text table: text columns left-aligned, numbers right-aligned."""
+    """Rows as an aligned text table: text columns left-aligned, numbers right-aligned.
+
+    Parameters
+    ----------
+    headers : list of str
+        The column titles.
+    rows : list of list
+        The cells; a column is right-aligned when all its cells are numbers (or
+        pre-formatted numbers, ``_Cell``).
+    indent : str, default "  "
+        Put before every line.
+
+    Returns
+    -------
+    str
+        The table, lines joined by newlines, trailing spaces stripped.
+    """
     cells = [[str(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     numeric = [bool(rows) and all(isinstance(r[i], _Cell | int | float | np.number)
@@ -162,17 +89,25 @@ class _Cell(str):
 
 
 # --- demo ------------------------------------------------------------------------------
-def cmd_demo(args) -> int:
-    from .. import ABCSMC, MulticoreEvalParallelSampler
-    from ..samplers.multicore import default_n_procs
-    from . import demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``dabc demo``: run the conjugate normal demo and compare with the exact posterior.
 
-    if args.population < 1:
-        raise InputError(f"--population must be at least 1, got {args.population}.")
-    if args.procs is not None and args.procs < 1:
-        raise InputError(f"--procs must be at least 1, got {args.procs}.")
-    if args.generations < 1:
-        raise InputError(f"--generations must be at least 1, got {args.generations}.")
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``db``, ``population``, ``procs``, ``seed``, ``generations`` (the parser has
+        checked that the counts are at least 1).
+
+    Returns
+    -------
+    int
+        0.
+
+    Raises
+    ------
+    InputError
+        When the database cannot be written.
+    """
     n_procs = args.procs if args.procs is not None else default_n_procs()
     obs = demo.observed()
     db = args.db
@@ -211,14 +146,31 @@ def cmd_demo(args) -> int:
     print(f"final epsilon: {gens['epsilon'].iloc[-1]:.4g}")
     print(f"wall time:     {wall:.1f} s")
     print(f"stop reason:   {stop}")
-    print(f"stored in:     {shown(history.url)} (see: dabc info {db})")
+    print(f"stored in:     {display_url(history.url)} (see: dabc info {db})")
     return 0
 
 
 # --- info ------------------------------------------------------------------------------
-def cmd_info(args) -> int:
+def cmd_info(args: argparse.Namespace) -> int:
+    """``dabc info``: list the runs of a database and the generations of one.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``db`` and ``run`` (None: the latest).
+
+    Returns
+    -------
+    int
+        0.
+
+    Raises
+    ------
+    InputError
+        From :func:`dabc.storage.open_history`: no such database, run, ...
+    """
     history, runs = open_history(args.db, args.run)
-    print(f"Database {shown(history.url)}: {len(runs)} run{'s' if len(runs) != 1 else ''}")
+    print(f"Database {display_url(history.url)}: {len(runs)} run{'s' if len(runs) != 1 else ''}")
     rows = [[_Cell(str(int(r.id))), _when(r.created), r.status or "-", r.stop_reason or "-",
              _Cell(_int(r.generations)), _Cell(_int(r.simulations))]
             for r in runs.itertuples()]
@@ -252,94 +204,35 @@ def cmd_info(args) -> int:
 
 
 # --- export ----------------------------------------------------------------------------
-def _generations(history, spec: str) -> list[int]:
-    stored = [int(t) for t in history.get_all_populations()["t"]]
-    if not stored:
-        raise InputError(f"Run {history.id} has no stored generation yet; nothing to export.")
-    if spec == "last":
-        return [stored[-1]]
-    if spec == "all":
-        return stored
-    try:
-        t = int(spec)
-    except ValueError:
-        raise InputError(f"--generation must be 'last', 'all' or a generation number, not "
-                         f"{spec!r}.") from None
-    if t not in stored:
-        raise InputError(f"Run {history.id} has no generation {t}; stored generations are "
-                         f"{stored[0]}..{stored[-1]}.")
-    return [t]
+def cmd_export(args: argparse.Namespace) -> int:
+    """``dabc export``: write one row per particle to CSV, Parquet or JSON.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``db``, ``format``, ``generation``, ``out`` (``-``: stdout) and ``run``.
 
-def particles_frame(history, ts: list[int]) -> pd.DataFrame:
-    """One row per particle of generations ``ts``: run, t, m, model, id, weight (normalised
-    within the generation), distance, ``par_<name>`` and ``stat_<name>`` columns."""
-    names, params, stats = history.model_names, history.param_names, history.stat_columns
-    par_cols = list(dict.fromkeys(p for ps in params for p in ps))
-    columns = (["run", "t", "m", "model", "id", "weight", "distance"]
-               + [f"par_{p}" for p in par_cols] + [f"stat_{s}" for s in stats])
-    parts = []
-    for t in ts:
-        arrays = history.get_arrays(t)
-        total = sum(float(a["weight"].sum()) for a in arrays.values())
-        for m, a in sorted(arrays.items()):
-            n = len(a["weight"])
-            data = {"run": np.full(n, history.id, dtype=np.int64),
-                    "t": np.full(n, t, dtype=np.int64), "m": np.full(n, m, dtype=np.int64),
-                    "model": [names[m]] * n,
-                    "id": np.asarray(a["id"], dtype=np.int64) if "id" in a
-                    else np.arange(n, dtype=np.int64),
-                    "weight": a["weight"] / total, "distance": a["distance"]}
-            theta = a["theta"]
-            for p in par_cols:
-                j = params[m].index(p) if p in params[m] else None
-                data[f"par_{p}"] = theta[:, j] if j is not None else np.full(n, np.nan)
-            for j, s in enumerate(stats):
-                data[f"stat_{s}"] = a["stats"][:, j]
-            parts.append(pd.DataFrame(data, columns=columns))
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(parts, ignore_index=True)
+    Returns
+    -------
+    int
+        0.
 
-
-def cmd_export(args) -> int:
-    if args.format == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise InputError("--format parquet needs pyarrow, which is not installed. Install "
-                             "it with: pip install 'dabc[export]' (or use --format csv or "
-                             "json).") from None
+    Raises
+    ------
+    InputError
+        From :func:`dabc.storage.check_export_target`, :func:`dabc.storage.open_history`
+        or :func:`dabc.storage.export_particles`.
+    """
     to_stdout = args.out == "-"
-    if to_stdout and args.format == "parquet":
-        raise InputError("parquet cannot be written to stdout; give a file with --out.")
-    if not to_stdout:
-        parent = Path(args.out).resolve().parent
-        if not parent.is_dir():
-            raise InputError(f"Cannot write {args.out!r}: folder {str(parent)!r} does not "
-                             "exist.")
-        if Path(args.out).is_dir():
-            raise InputError(f"Cannot write {args.out!r}: it is a folder.")
-    history, _ = open_history(args.db, args.run)
-    df = particles_frame(history, _generations(history, args.generation))
     target = sys.stdout if to_stdout else args.out
-    try:
-        if args.format == "csv":
-            df.to_csv(target, index=False)
-        elif args.format == "json":
-            df.to_json(target, orient="records", double_precision=15)
-            if to_stdout:
-                sys.stdout.write("\n")
-        else:
-            df.to_parquet(target, index=False)
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        raise InputError(f"Cannot write {args.out!r}: {exc.strerror or exc}.") from exc
+    check_export_target(target, args.format)  # before the database is even opened
+    history, _ = open_history(args.db, args.run)
+    df = export_particles(history, target, args.format, args.generation)
     if not to_stdout:
+        n_gens = df["t"].nunique()
         print(f"wrote {len(df):,} particles of run {history.id} "
-              f"({df['t'].nunique()} generation{'s' if df['t'].nunique() != 1 else ''}) "
-              f"to {args.out}", file=sys.stderr)
+              f"({n_gens} generation{'s' if n_gens != 1 else ''}) to {args.out}",
+              file=sys.stderr)
     return 0
 
 
@@ -362,8 +255,14 @@ def _run_id(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    """The parser of the ``dabc`` command line, the Redis subcommands included.
 
+    Returns
+    -------
+    argparse.ArgumentParser
+        Each subcommand sets ``func``, the function :func:`dabc.cli.dispatch.dispatch`
+        calls.
+    """
     parser = argparse.ArgumentParser(
         prog="dabc", description="Approximate Bayesian computation (ABC-SMC): run the demo, "
         "inspect and export stored runs.")
@@ -406,37 +305,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--run", type=_run_id, default=None, help="run id (default: the last run)")
     e.set_defaults(func=cmd_export)
 
-    try:
-        from . import redis_cli
-    except ImportError:
-        redis_cli = None
-    if redis_cli is not None and hasattr(redis_cli, "add_parsers"):
-        redis_cli.add_parsers(sub)
+    redis_cli.add_parsers(sub)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 success, 1 error, 2 usage error)."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version or a usage error
-        return exc.code if isinstance(exc.code, int) else 2
-    if getattr(args, "func", None) is None:
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except DabcError as exc:
-        print(f"dabc {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"dabc {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. 'dabc export ... --out - | head': stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``dabc`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code: 0 success, 1 a ``DabcError`` (one line on stderr), 2 a usage error,
+        130 Ctrl-C (see :mod:`dabc.cli.dispatch`).
+
+    Examples
+    --------
+    >>> main(["info", "dabc-demo.db"])     # doctest: +SKIP
+    0
+    """
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":

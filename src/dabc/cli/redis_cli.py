@@ -1,4 +1,12 @@
-"""``dabc redis-worker`` and ``dabc redis-manager``: run and inspect a Redis worker pool."""
+"""``dabc redis-worker`` and ``dabc redis-manager``: run and inspect a Redis worker pool.
+
+These subcommands are part of ``dabc`` (:func:`dabc.cli.main.build_parser` adds them) and
+can also be run alone, as ``python -m dabc.cli.redis_cli``, which starts faster on a
+worker node. Both ways go through :func:`dabc.cli.dispatch.dispatch` and exit alike: 0
+success, 1 a ``DabcError`` such as a wrong password (one line
+``dabc redis-worker: error: ...`` on stderr), 2 a usage error, 130 Ctrl-C. The work itself
+is done by :mod:`dabc.samplers.redis` (``work_loop``, ``manager``).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +16,39 @@ import multiprocessing as mp
 import re
 import signal
 import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..samplers.redis import connect, manager, work_loop
+from .dispatch import dispatch
+
+__all__ = ["add_parsers", "build_parser", "main", "parse_duration", "run_manager",
+           "run_worker"]
 
 
 def parse_duration(text: str) -> float:
-    """'90', '90s', '15m', '2h', '1d' -> seconds."""
+    """A duration in seconds from ``'90'``, ``'90s'``, ``'15m'``, ``'2h'`` or ``'1d'``.
+
+    Parameters
+    ----------
+    text : str
+        A number, optionally followed by ``s``, ``m``, ``h`` or ``d``.
+
+    Returns
+    -------
+    float
+        Seconds.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        When ``text`` is not a duration (argparse turns it into a usage error).
+
+    Examples
+    --------
+    >>> parse_duration("15m")
+    900.0
+    """
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90s, 15m, 2h)")
@@ -25,8 +62,14 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=None, help="redis:// or rediss:// (TLS) URL")
 
 
-def add_parsers(sub) -> None:
-    """Register the redis-worker and redis-manager subcommands."""
+def add_parsers(sub: Any) -> None:
+    """Register the ``redis-worker`` and ``redis-manager`` subcommands.
+
+    Parameters
+    ----------
+    sub : argparse subparsers action
+        What ``ArgumentParser.add_subparsers(dest="command")`` returned.
+    """
     w = sub.add_parser("redis-worker", help="serve Redis analyses with worker processes")
     _connection_args(w)
     w.add_argument("--runtime", type=parse_duration, default=None,
@@ -37,22 +80,41 @@ def add_parsers(sub) -> None:
                         "latest (masters wake idle workers at once when they queue tasks)")
     w.set_defaults(func=run_worker)
     m = sub.add_parser("redis-manager", help="inspect or stop analyses on a Redis server")
-    m.add_argument("command", choices=["info", "stop", "reset"])
+    # dest "action": "command" is the subcommand's name (redis-manager), used in messages
+    m.add_argument("action", metavar="{info,stop,reset}", choices=["info", "stop", "reset"],
+                   help="info: list the analyses; stop: end them after this generation; "
+                        "reset: delete every dabc key (emergencies only)")
     _connection_args(m)
     m.set_defaults(func=run_manager)
 
 
-def _serve(kwargs) -> None:
-    from ..samplers.redis import work_loop
-
+def _serve(kwargs: dict) -> None:
     stats = work_loop(**kwargs)
     sys.stdout.write(json.dumps(stats) + "\n")  # one write: lines of processes never interleave
     sys.stdout.flush()
 
 
-def run_worker(args) -> int:
-    from ..samplers.redis import connect
+def run_worker(args: argparse.Namespace) -> int:
+    """``redis-worker``: serve analyses until ``--runtime`` passes or SIGTERM/SIGINT.
 
+    Each worker process prints one JSON line of counts when it exits.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``host``, ``port``, ``password``, ``url``, ``runtime``, ``processes``,
+        ``idle_wait``.
+
+    Returns
+    -------
+    int
+        0, or 1 when a worker process of several did not exit cleanly.
+
+    Raises
+    ------
+    InputError
+        At once, when the server cannot be reached or refuses the password.
+    """
     kwargs = {"host": args.host, "port": args.port, "password": args.password, "url": args.url,
               "runtime": args.runtime, "idle_sleep": args.idle_wait}
     connect(args.host, args.port, args.password, args.url).close()  # fail fast, clearly
@@ -76,27 +138,59 @@ def run_worker(args) -> int:
     return 0 if all(p.exitcode == 0 for p in procs) else 1
 
 
-def run_manager(args) -> int:
-    from ..samplers.redis import manager
+def run_manager(args: argparse.Namespace) -> int:
+    """``redis-manager info|stop|reset``: print one JSON line per result row.
 
-    for row in manager(args.command, args.host, args.port, args.password, args.url):
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``action`` and ``host``, ``port``, ``password``, ``url``.
+
+    Returns
+    -------
+    int
+        0.
+
+    Raises
+    ------
+    InputError
+        When the server cannot be reached or refuses the password.
+    """
+    for row in manager(args.action, args.host, args.port, args.password, args.url):
         print(json.dumps(row))
     sys.stdout.flush()
     return 0
 
 
-def main(argv=None) -> int:
-    """Entry point for the Redis subcommands alone (``python -m dabc.cli.redis_cli``)."""
-    from ..errors import DabcError
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m dabc.cli.redis_cli``: the Redis subcommands alone.
 
-    parser = argparse.ArgumentParser(prog="dabc")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except DabcError as exc:
-        print(f"dabc: error: {exc}", file=sys.stderr)
-        return 2
+    Returns
+    -------
+    argparse.ArgumentParser
+        With ``redis-worker`` and ``redis-manager``.
+    """
+    parser = argparse.ArgumentParser(prog="dabc", description="Run and inspect a Redis "
+                                     "worker pool (the Redis subcommands of 'dabc').")
+    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for the Redis subcommands alone (``python -m dabc.cli.redis_cli``).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code, by the rule of :mod:`dabc.cli.dispatch` (1 for a ``DabcError``,
+        2 for a usage error).
+    """
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":
