@@ -287,3 +287,246 @@ def test_compile_on_a_worker(client):
     fit = sample_many(model, [data], client=client, chains=4, draws=1000, seed=5).fits[0]
     row = fit.summary.set_index("parameter").loc["theta"]
     assert abs(row["mean"] - (2 + 7) / (4 + 10)) < 3 * row["mcse_mean"]
+
+
+# --- the environment check: what matters for a compiled module, resolved ---------------------
+
+
+def test_environment_records_the_resolved_interpreter(bernoulli, tmp_path):
+    import dataclasses
+    import os
+
+    env = bernoulli.artifact.environment
+    assert env["python executable (resolved)"] == os.path.realpath(sys.executable)
+    assert "python executable" not in env  # the unresolved path does not matter
+    elsewhere = dict(env, **{"python executable (resolved)": "/elsewhere/bin/python3.11"})
+    with pytest.raises(StanEnvironmentError) as info:
+        materialise(dataclasses.replace(bernoulli.artifact, environment=elsewhere), root=tmp_path)
+    msg = str(info.value)
+    assert ("python executable (resolved): built with '/elsewhere/bin/python3.11', here "
+            f"{os.path.realpath(sys.executable)!r}") in msg
+    assert "python version" not in msg  # only the field that differs is named
+
+
+CLIENT_SCRIPT = r"""
+import json, sys
+import numpy as np
+from distributed import Client
+from dabc.stan import StanModel, sample_many, stats, worker_stats
+
+code, cache, scheduler_file = sys.argv[1:4]
+with Client(scheduler_file=scheduler_file, timeout=60) as client:
+    model = StanModel(code, name="bernoulli", cache_dir=cache)
+    data = {"a": {"N": 4, "y": [0, 1, 1, 1]}, "b": {"N": 3, "y": [0, 0, 1]}}
+    fleet = sample_many(model, data, client=client, chains=2, draws=200, seed=11)
+    print(json.dumps({
+        "client": sys.executable, "compiled": model.compiled,
+        "workers": sorted(client.run(lambda: sys.executable).values()),
+        "ok": [f.ok for f in fleet.fits], "errors": [f.error for f in fleet.fits],
+        "received": [s["artifacts_received"] for s in worker_stats(client).values()],
+    }))
+"""
+
+
+def _start(cmd: list[str], **kwargs):
+    import subprocess
+
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True, **kwargs)
+
+
+def _stop(proc) -> None:
+    import os
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)  # the group of the process this test started
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_fleet_with_python_client_and_dask_worker_of_one_venv(bernoulli, stan_cache, tmp_path):
+    """The reported defect: a client run with ``venv/bin/python`` and a worker started with the
+    venv's ``dask worker`` (shebang ``venv/bin/python3``) are one interpreter through two
+    symlinks; the fleet must run (it was refused with StanEnvironmentError)."""
+    import json
+    import os
+    import subprocess
+    import time
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                    str(venv)], check=True, timeout=120)
+    bin_dir = venv / "bin"
+    # the `dask` console script exactly as pip writes it into the venv (the base
+    # interpreter's own copy, with the venv's shebang)
+    dask_script = bin_dir / "dask"
+    dask_script.write_text(
+        f"#!{bin_dir / 'python3'}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\n"
+        "from dask.__main__ import main\nif __name__ == '__main__':\n"
+        "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+        "    sys.exit(main())\n")
+    dask_script.chmod(0o755)
+    assert (bin_dir / "python").is_symlink() or (bin_dir / "python3").is_symlink()
+    assert str(bin_dir / "python") != str(bin_dir / "python3")
+
+    scheduler_file = tmp_path / "scheduler.json"
+    worker_env = dict(os.environ, DABC_CACHE_DIR=str(tmp_path / "worker-cache"))
+    scheduler = _start([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+                        "--port", "0", "--no-dashboard", "--scheduler-file", str(scheduler_file)])
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists():
+            assert scheduler.poll() is None and time.monotonic() < deadline, \
+                scheduler.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        worker = _start([str(dask_script), "worker", "--scheduler-file", str(scheduler_file),
+                         "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
+                         "--no-dashboard", "--local-directory", str(tmp_path / "worker-dir")],
+                        env=worker_env)
+        client = subprocess.run(
+            [str(bin_dir / "python"), "-c", CLIENT_SCRIPT, BERNOULLI, str(stan_cache),
+             str(scheduler_file)], capture_output=True, text=True, timeout=300,
+            env=dict(os.environ, DABC_CACHE_DIR=str(stan_cache)))
+        assert client.returncode == 0, client.stderr[-3000:]
+        out = json.loads(client.stdout.strip().splitlines()[-1])
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(scheduler)
+    # the situation of the report: two symlink names of one interpreter
+    assert out["client"] == str(bin_dir / "python")
+    assert out["workers"] == [str(bin_dir / "python3")]
+    assert os.path.realpath(out["client"]) == os.path.realpath(out["workers"][0])
+    assert out["ok"] == [True, True], out["errors"]
+    assert not out["compiled"]  # the session's module is reused: the same resolved interpreter
+    assert out["received"] == [{bernoulli.hash: 1}]
+
+
+# --- dabc._compat.httpstan on the installed httpstan ------------------------------------------
+
+
+def test_compat_httpstan_versions_are_the_checked_ones():
+    import importlib.metadata
+
+    from dabc._compat import httpstan as compat
+
+    v = compat.versions()
+    assert v["httpstan"] == importlib.metadata.version("httpstan")
+    assert v["pystan"] == importlib.metadata.version("pystan")
+    # installing another httpstan must be re-checked: then add it to CHECKED_VERSIONS
+    assert v["httpstan"] in compat.CHECKED_VERSIONS["httpstan"], v
+    assert v["pystan"] in compat.CHECKED_VERSIONS["pystan"], v
+
+
+def test_compat_httpstan_incompatible_names_the_versions(caplog):
+    from dabc._compat import httpstan as compat
+
+    err = compat.incompatible("the thing", KeyError("x"))
+    assert isinstance(err, dabc.DabcError) and not isinstance(err, RuntimeError | ValueError)
+    msg = str(err)
+    assert f"installed httpstan {compat.versions()['httpstan']}" in msg
+    assert "checked on httpstan 4.13.0" in msg and "pip install 'httpstan==4.13.0'" in msg
+    assert "the thing" in msg and "KeyError" in msg and "backend='cmdstanpy'" in msg
+    with caplog.at_level("INFO", logger="dabc.stan"):
+        compat._VERSION_NOTED = False
+        compat.note_version()
+    assert not caplog.records  # a checked version is not worth a word
+
+
+def test_compat_httpstan_model_name_library_dir_and_stanc():
+    import subprocess
+
+    import httpstan.models
+
+    from dabc._compat import httpstan as compat
+
+    ident = compat.model_name(BERNOULLI)
+    assert httpstan.models.calculate_model_name(BERNOULLI) == f"models/{ident}"
+    assert len(ident) == 8
+    lib = compat.library_dir()
+    assert lib.is_dir() and any(p.name.startswith("libtbb") for p in lib.iterdir())
+    with compat.stanc_executable() as exe:
+        proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "stanc" in proc.stdout.lower()
+
+
+def test_compat_httpstan_build_load_defaults_and_service(bernoulli):
+    """build_module made the session's module (fixture ``bernoulli``); load it, read the
+    defaults and run a service through the socket protocol."""
+    from dabc._compat import httpstan as compat
+    from dabc.stan import _httpstan
+
+    assert bernoulli.artifact.filename.startswith("stan_services_model_")
+    path = materialise(bernoulli.artifact)
+    module = _httpstan.in_stan_thread(compat.load_services_module, path)
+    assert all(hasattr(module, f) for f in compat.SERVICE_FUNCTIONS)
+    defaults = compat.service_defaults(module, "hmc_nuts_diag_e_adapt", "SAMPLE")
+    assert {"num_warmup", "num_samples", "delta", "max_depth", "stepsize"} <= set(defaults)
+    assert "random_seed" not in defaults and "chain" not in defaults
+    with pytest.raises(compat.HttpstanCompatError, match="no_such_service"):
+        compat.service_defaults(module, "no_such_service")
+    data = {"N": 3, "y": [0, 1, 1]}
+    draws, logs = compat.run_service(module.fixed_param_wrapper, data, {"theta": 0.4},
+                                     _httpstan.stan_thread().submit, random_seed=3, chain=1,
+                                     init_radius=0.0, num_samples=5, num_thin=1, refresh=0)
+    assert len(draws) == 5 and all(d["theta"] == pytest.approx(0.4) for d in draws)
+    assert all(0 <= d["k_rep"] <= 3 for d in draws)
+    assert all(isinstance(m, str) for m in logs)
+    with pytest.raises((RuntimeError, ValueError), match="y"):
+        compat.run_service(module.fixed_param_wrapper, {"N": 3}, {},
+                           _httpstan.stan_thread().submit, random_seed=3, chain=1,
+                           init_radius=0.0, num_samples=1, num_thin=1, refresh=0)
+
+
+def test_compat_httpstan_loader_and_messages_fail_clearly(tmp_path):
+    from dabc._compat import httpstan as compat
+
+    not_a_module = tmp_path / "stan_services.txt"
+    not_a_module.write_text("nothing")
+    with pytest.raises(compat.HttpstanCompatError, match="not an extension module"):
+        compat.load_services_module(not_a_module)
+    draws, logs = compat.parse_messages([
+        b'{"topic": "logger", "values": ["info:Iteration: 1"]}\n'
+        b'{"topic": "sample", "values": {"theta": 0.5}}\n\n',
+        b'{"topic": "sample", "values": {"theta": 0.25}}\n'])
+    assert draws == [{"theta": 0.5}, {"theta": 0.25}] and logs == ["info:Iteration: 1"]
+    with pytest.raises(compat.HttpstanCompatError, match="socket message.*checked on httpstan"):
+        compat.parse_messages([b"\x08\x01protobuf\n"])
+    with pytest.raises(compat.HttpstanCompatError):
+        compat.parse_messages([b'{"values": []}\n'])
+    assert compat.clean_message("in '/tmp/x/model_abc123.stan', line 3") == \
+        "in 'program.stan', line 3"
+
+
+# --- errors and logging -------------------------------------------------------------------------
+
+
+def test_stan_errors_are_dabc_errors():
+    from dabc.stan import StanFitError
+
+    assert issubclass(StanFitError, dabc.DabcError) and issubclass(StanFitError, RuntimeError)
+    assert issubclass(StanDataError, dabc.InputError)
+    assert issubclass(StanEnvironmentError, dabc.InputError)
+
+
+def test_logging_of_compilation_materialisation_and_failed_fits(bernoulli, stan_cache, tmp_path,
+                                                                caplog, monkeypatch):
+    from dabc.stan import artifact as store
+
+    # forget where this process keeps the file, so that materialise writes it again
+    monkeypatch.delitem(store._PATHS, bernoulli.hash)
+    with caplog.at_level("INFO", logger="dabc.stan"):
+        materialise(bernoulli.artifact, root=tmp_path / "fresh")
+        StanModel(BERNOULLI, name="bernoulli", cache_dir=stan_cache)
+        sample_many(bernoulli, {"bad": {"N": 3}}, chains=1, draws=10, seed=1).wait()
+    text = [r.getMessage() for r in caplog.records if r.name == "dabc.stan"]
+    assert any("reusing the compiled httpstan model" in t for t in text), text
+    assert any("materialised Stan artifact" in t and "fresh" in t for t in text), text
+    failed = [r for r in caplog.records if "failed (StanDataError)" in r.getMessage()]
+    assert failed and failed[0].levelname == "WARNING" and "'bad'" in failed[0].getMessage()

@@ -23,9 +23,14 @@ these httpstan internals, and on nothing else of httpstan:
 6. **Argument defaults.** ``httpstan.services.arguments.function_arguments`` (parses the
    wrapper's docstring), ``lookup_default`` and ``Method``.
 
-Checked on: httpstan 4.13.0 with PyStan 3.10.0 (CPython 3.11, Linux x86_64), as listed in
-:data:`CHECKED_VERSIONS`; ``tests/test_stan.py`` exercises every function here on the installed
-versions.
+Checked on: httpstan 4.13.0 with PyStan 3.10.0 (CPython 3.11.7, Linux x86_64, distributed
+2026.8.0), as listed in :data:`CHECKED_VERSIONS`; ``tests/test_stan.py`` exercises every
+function here on the installed versions and fails when the installed httpstan or PyStan is not
+a checked one (check it, then add it there).
+
+``dabc.stan`` uses no private name of ``distributed`` (only ``WorkerPlugin``,
+``Client.register_plugin``/``submit``/``run``, ``as_completed`` and ``Future.status``/
+``release``), so it needs no door for it.
 
 When it breaks: any missing name, changed layout or unreadable socket message raises
 :class:`HttpstanCompatError` (a :class:`dabc.DabcError`) naming the installed and the checked

@@ -171,7 +171,7 @@ class Runtime:
 
     def sample(self, data: dict, chains: int, draws: int, warmup: int, seed: int,
                sampler_args: dict):
-        """NUTS, chains one after another, one thread; arrays shaped (chain, draw, *dims)."""
+        """NUTS, chains one after another, one thread; arrays shaped ``(chain, draw, *dims)``."""
         args = {_NAMES.get(k, k): v for k, v in sampler_args.items()}
         variables, method = self._run(data, chains=chains, iter_sampling=draws,
                                       iter_warmup=warmup, seed=seed, threads_per_chain=1,

@@ -245,7 +245,7 @@ class Runtime:
                sampler_args: dict):
         """NUTS (adaptive diagonal metric), one chain after another in this process.
 
-        Returns (posterior, sample_stats, messages): arrays shaped (chain, draw, *dims).
+        Returns (posterior, sample_stats, messages): arrays shaped ``(chain, draw, *dims)``.
         """
         data = _data(data)
         names, dims, flat_names = self._meta(data)
@@ -279,7 +279,7 @@ class Runtime:
     def simulate(self, data: dict, init: dict, seed: int, draws: int = 1) -> dict:
         """Fixed-parameter sampling: parameters held at ``init``, generated quantities drawn.
 
-        Returns arrays shaped (draws, *dims) for every generated quantity and parameter.
+        Returns arrays shaped ``(draws, *dims)`` for every generated quantity and parameter.
         """
         data = _data(data)
         names, dims, flat_names = self._meta(data)

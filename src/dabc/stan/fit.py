@@ -25,10 +25,27 @@ logger = logging.getLogger("dabc.stan")
 class Fit:
     """The outcome of one (model, data set) run: draws and a summary, or Stan's error message.
 
-    ``posterior`` and ``sample_stats`` map names to arrays shaped ``(chain, draw, *dims)``;
-    ``summary`` is a tidy table (one row per scalar quantity: mean, sd, mcse_mean, ess_bulk,
-    ess_tail, r_hat, quantiles). A failed fit has ``ok == False``, ``error`` holding Stan's
-    message and ``error_type`` the exception class name; its draws are empty.
+    Made by :func:`dabc.stan.sample_many` and :meth:`dabc.stan.StanModel.sample`, not by users.
+
+    Parameters
+    ----------
+    model, dataset
+        The model's name and the data set's name.
+    seed, chains, draws
+        Stan's seed, the number of chains and of saved draws per chain.
+    ok
+        False when the fit failed; then ``error`` holds Stan's message, ``error_type`` the
+        exception's class name, and the draws are empty.
+    error, error_type
+        See ``ok``.
+    posterior, sample_stats
+        Names -> arrays shaped ``(chain, draw, *dims)``.
+    summary
+        Tidy table, one row per scalar quantity (see :func:`summarise`).
+    messages
+        Stan's warnings and errors during sampling.
+    seconds, host, pid
+        Time the fit took, and where it ran.
     """
 
     model: str
@@ -87,10 +104,20 @@ def _arviz():
 
 
 def summarise(posterior: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """Tidy per-quantity summary of draws shaped ``(chain, draw, *dims)``, via ArviZ.
+    """Tidy per-quantity summary of draws, via ArviZ.
 
-    Columns: parameter, mean, sd, mcse_mean, ess_bulk, ess_tail, r_hat, q5, q50, q95.
-    ``mcse_mean`` is ArviZ's ESS-based Monte Carlo standard error of the mean.
+    Parameters
+    ----------
+    posterior
+        Names -> arrays shaped ``(chain, draw, *dims)``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per scalar quantity (``beta[1,2]`` for an element); columns parameter, mean,
+        sd, mcse_mean (ArviZ's ESS-based Monte Carlo standard error of the mean), ess_bulk,
+        ess_tail, r_hat (NaN with one chain), q5, q50, q95. ESS, R-hat and MCSE are NaN for a
+        constant or non-finite quantity.
     """
     az = _arviz()
 
