@@ -12,8 +12,9 @@ and checked against the version it should be. Every run record of the benchmark'
 with ``"tool": "dabc"``) gives one figure per configuration: ``evals_per_s`` (throughput) or,
 for workloads that sleep, ``efficiency`` (both: higher is better), or ``total_s`` for storage
 (lower is better). The summary has, per configuration, both versions' figures and medians, the
-after/before ratio of the medians and of each back-to-back pair, and the spread of each
-version ((max - min) / median). Raw outputs go to ``--out`` (benchmarks/results/).
+after/before ratio of the medians, of the best runs (the least disturbed) and of each
+back-to-back pair, and the spread of each version ((max - min) / median). Raw outputs go to
+``--out`` (benchmarks/results/).
 
 ``--before-benchmarks`` runs the before version's own copy of the scripts (when a script uses
 something only one version has); by default both versions run this directory's scripts.
@@ -22,6 +23,7 @@ something only one version has); by default both versions run this directory's s
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -97,12 +99,24 @@ def summarize(runs: list[dict]) -> dict:
             row[v] = vals[v]
             row[f"{v}_median"] = med
             row[f"{v}_spread"] = round((max(xs) - min(xs)) / med, 3) if med else None
+            # the least disturbed run on a shared machine
+            row[f"{v}_best"] = (max(xs) if row["higher_is_better"] else min(xs)) if xs else None
         b, a = row["before_median"], row["after_median"]
         row["ratio_of_medians"] = round(a / b, 3) if a and b else None
+        bb, ab = row["before_best"], row["after_best"]
+        row["ratio_of_best"] = round(ab / bb, 3) if ab and bb else None
         row["pair_ratios"] = [round(y / x, 3) if x and y else None
                               for x, y in zip(vals["before"], vals["after"], strict=True)]
         out[config] = row
     return out
+
+
+def tree_hash(src: Path) -> str:
+    """A hash of every .py file under ``src``: shows whether a version changed mid-comparison."""
+    h = hashlib.blake2b(digest_size=8)
+    for f in sorted(src.rglob("*.py")):
+        h.update(str(f.relative_to(src)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 def uptime() -> str:
@@ -129,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     versions = {"before": (args.before, args.before_benchmarks), "after": (args.after, HERE)}
     summary: dict = {"command": args.command, "repeats": args.repeats,
                      "before_src": str(args.before), "after_src": str(args.after),
-                     "uptime_start": uptime()}
+                     "uptime_start": uptime(),
+                     "src_hash_start": {v: tree_hash(src) for v, (src, _) in versions.items()}}
     runs = []
     with tempfile.TemporaryDirectory() as cwd:  # not a checkout: `-m dabc` children see no src
         for i in range(args.repeats):
@@ -144,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"pair {i} {version}: rc={rec['returncode']} {rec['run_wall_s']} s, "
                       f"load {rec['loadavg_at_start']}", file=sys.stderr, flush=True)
     summary["uptime_end"] = uptime()
+    summary["src_hash_end"] = {v: tree_hash(src) for v, (src, _) in versions.items()}
+    summary["src_changed_during_run"] = summary["src_hash_start"] != summary["src_hash_end"]
     summary["order"] = [r["version"] for r in runs]
     summary["dabc_files"] = sorted({r["dabc_file"] for r in runs})
     summary["failed_runs"] = [{"pair": r["pair"], "version": r["version"],

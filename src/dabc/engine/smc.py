@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 import cloudpickle
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..samplers.base import Sampler, WorkRequest
-from ..storage import History
+from ..storage import History, display_url
 from . import config as _stored
 from .distance import as_distance
 from .epsilon import MedianEpsilon, QuantileEpsilon
@@ -142,7 +142,7 @@ class ABCSMC:
                                  "one per stored model, in that order.")
         if fields.code:
             _log.info("Loading run %s of %s: unpickling stored code (%s).", history.id,
-                      history.url, ", ".join(fields.code))
+                      display_url(history.url), ", ".join(fields.code))
         abc = cls(fns, fields.priors, distance=fields.distance,
                   population_size=fields.population_size, sampler=sampler, seed=fields.seed,
                   epsilon=fields.epsilon, transition=fields.transitions[0],
@@ -174,7 +174,8 @@ class ABCSMC:
         """
         if hasattr(max_walltime, "total_seconds"):
             max_walltime = max_walltime.total_seconds()
-        if self.history is None or self._observed is None:
+        new = self.history is None or self._observed is None
+        if new:
             if observed is None:
                 raise InputError("run() needs the observed summary statistics, e.g. {'y': 1.0}.")
             self._start(observed, db)
@@ -193,6 +194,14 @@ class ABCSMC:
             self.distance, self.epsilon, eps = _stored.load_state(
                 history.state(t - 1), self._layout, trust=self._trust)
             previous = history.get_arrays(t - 1)
+        if new:
+            _log.info("run %s started in %s: sampler %s, population size %d, seed %d",
+                      history.id, display_url(history.url), type(sampler).__name__,
+                      self.population_size, self.seed)
+        else:
+            _log.info("run %s of %s resumed from generation %d: sampler %s, population size %d, "
+                      "seed %d", history.id, display_url(history.url), t, type(sampler).__name__,
+                      self.population_size, self.seed)
         reason = self._stop_before(t, eps, history, max_generations, max_total_simulations)
         try:
             while reason is None:
@@ -200,6 +209,7 @@ class ABCSMC:
                     t, eps, previous, sampler, progress, history, max_total_simulations)
                 if reason is not None:
                     break
+                _log_generation(history.id, t, info)
                 eps_done, eps = eps, eps_next
                 if sampler.stop_requested():
                     reason = f"stop requested through the sampler after generation {t}"
@@ -209,12 +219,14 @@ class ABCSMC:
                     max_generations, max_total_simulations, max_walltime, min_acceptance_rate,
                     time.monotonic() - t0_wall)
                 t += 1
-        except BaseException:
+        except BaseException as exc:
             history.set_status("failed", f"stopped by an error in generation {t}")
+            _log_failure(history.id, t, exc)
             raise
         finally:
             sampler.close()
         history.set_status("done", reason)
+        _log.info("run %s stopped after generation %d: %s", history.id, history.max_t, reason)
         return history
 
     def _start(self, observed, db):
@@ -322,6 +334,26 @@ class ABCSMC:
             logw[rows] += self.priors[m].logpdf(theta) - np.log(kernel) \
                 - transitions[m].logpdf(theta)
         return logw
+
+
+def _log_generation(run_id, t, info) -> None:
+    _log.info("run %s: generation %d stored: epsilon %.4g, %d simulations, acceptance rate "
+              "%.3f, ESS %.0f, %.2f s", run_id, t, info["epsilon"], info["n_simulations"],
+              info["acceptance_rate"], info["ess"], info["walltime_s"])
+
+
+def _log_failure(run_id, t, exc: BaseException) -> None:
+    """One ERROR record for the error that ends a run: its type and message, without the
+    traceback (the samplers already logged a generation's first failed evaluation with its
+    traceback at WARNING, and the exception itself reaches the caller)."""
+    if isinstance(exc, Exception):
+        message = str(exc)
+        if isinstance(exc, ModelError) and "\n" in message:  # ends with the first traceback
+            message = message.split("\n", 1)[0] + " (traceback logged on dabc.samplers)"
+        _log.error("run %s failed in generation %d: %s: %s", run_id, t, type(exc).__name__,
+                   message)
+    else:  # KeyboardInterrupt, SystemExit: not an error of the run
+        _log.warning("run %s interrupted in generation %d (%s)", run_id, t, type(exc).__name__)
 
 
 def _stop_after(t, eps_done, eps_next, info, history, epsilon, minimum_epsilon, max_generations,
