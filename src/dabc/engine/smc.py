@@ -202,14 +202,6 @@ class ABCSMC:
             _log.info("run %s of %s resumed from generation %d: sampler %s, population size %d, "
                       "seed %d", history.id, display_url(history.url), t, type(sampler).__name__,
                       self.population_size, self.seed)
-        if new:
-            _log.info("run %s started in %s: sampler %s, population size %d, seed %d",
-                      history.id, display_url(history.url), type(sampler).__name__,
-                      self.population_size, self.seed)
-        else:
-            _log.info("run %s of %s resumed from generation %d: sampler %s, population size %d, "
-                      "seed %d", history.id, display_url(history.url), t, type(sampler).__name__,
-                      self.population_size, self.seed)
         reason = self._stop_before(t, eps, history, max_generations, max_total_simulations)
         try:
             while reason is None:
@@ -342,26 +334,6 @@ class ABCSMC:
             logw[rows] += self.priors[m].logpdf(theta) - np.log(kernel) \
                 - transitions[m].logpdf(theta)
         return logw
-
-
-def _log_generation(run_id, t, info) -> None:
-    _log.info("run %s: generation %d stored: epsilon %.4g, %d simulations, acceptance rate "
-              "%.3f, ESS %.0f, %.2f s", run_id, t, info["epsilon"], info["n_simulations"],
-              info["acceptance_rate"], info["ess"], info["walltime_s"])
-
-
-def _log_failure(run_id, t, exc: BaseException) -> None:
-    """One ERROR record for the error that ends a run: its type and message, without the
-    traceback (the samplers already logged a generation's first failed evaluation with its
-    traceback at WARNING, and the exception itself reaches the caller)."""
-    if isinstance(exc, Exception):
-        message = str(exc)
-        if isinstance(exc, ModelError) and "\n" in message:  # ends with the first traceback
-            message = message.split("\n", 1)[0] + " (traceback logged on dabc.samplers)"
-        _log.error("run %s failed in generation %d: %s: %s", run_id, t, type(exc).__name__,
-                   message)
-    else:  # KeyboardInterrupt, SystemExit: not an error of the run
-        _log.warning("run %s interrupted in generation %d (%s)", run_id, t, type(exc).__name__)
 
 
 def _log_generation(run_id, t, info) -> None:
