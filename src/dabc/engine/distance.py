@@ -1,4 +1,13 @@
-"""Distances between simulated and observed summary statistics, computed in batches."""
+"""Distances between simulated and observed summary statistics, computed in batches.
+
+A distance returns one number per simulation: a finite number ``>= 0``, or ``+inf`` for
+"never accept" (an infinite distance is above every finite threshold; only generation 0's
+threshold, ``inf`` by default, accepts it, and later thresholds are derived from the finite
+distances alone). NaN,
+None, a negative number or anything that is not a number stops the run with an
+:class:`~dabc.InputError` naming the distance and one simulation it failed on
+(:func:`check_distances`), on whichever worker computed it.
+"""
 
 from __future__ import annotations
 
@@ -10,25 +19,82 @@ import numpy as np
 from ..errors import InputError
 from .model import StatLayout
 
+_RULE = "a distance must return a finite number >= 0 (inf is allowed for 'never accept')"
+
 
 class Distance:
-    """Base class: ``batch(stats, observed)`` maps an (n, k) matrix to n distances."""
+    """Base class of distances: ``batch(stats, observed)`` maps an (n, k) matrix to n numbers.
+
+    Subclass it and implement :meth:`batch` (and, for adaptive distances, :meth:`update`).
+    Each returned value must be a finite number ``>= 0`` or ``+inf`` ("never accept"); NaN or
+    a negative value stops the run with an :class:`~dabc.InputError` (see
+    :func:`check_distances`). A subclass that takes no constructor arguments needs no
+    Parameters; one that does documents them in its own docstring.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import dabc
+    >>> class MaxAbs(dabc.Distance):
+    ...     def batch(self, stats, observed):
+    ...         return np.abs(stats - observed).max(axis=1)
+    >>> MaxAbs().batch(np.array([[1.0, 3.0]]), np.array([0.0, 0.0]))
+    array([3.])
+    """
 
     def initialize(self, layout: StatLayout) -> None:
-        """Bind to the statistics layout (called once per run)."""
+        """Bind to the statistics layout (called once per run).
+
+        Parameters
+        ----------
+        layout : StatLayout
+            Names, shapes and observed values of the summary statistics.
+        """
         self.layout = layout
 
     def check_priors(self, priors) -> None:
-        """Raise InputError if this distance cannot serve models with these priors (called
-        once per run, before the first generation)."""
+        """Check that this distance can serve models with these priors (once per run).
+
+        Parameters
+        ----------
+        priors : list of Prior
+            The priors of the run's models, in model order.
+
+        Raises
+        ------
+        InputError
+            When it cannot; the base class accepts any priors.
+        """
 
     def update(self, stats: np.ndarray, theta: np.ndarray | None = None,
                t: int | None = None) -> None:
-        """Learn from all simulations of generation ``t`` (their statistics and parameters)
-        before the next generation; adaptive and learned distances only."""
+        """Learn from all simulations of a generation before the next (adaptive distances).
+
+        Parameters
+        ----------
+        stats : numpy.ndarray
+            Statistics of the generation's finished simulations, shape (n, k).
+        theta : numpy.ndarray or None, default None
+            Their parameters, shape (n, dim).
+        t : int or None, default None
+            The generation.
+        """
 
     def batch(self, stats: np.ndarray, observed: np.ndarray) -> np.ndarray:
-        """Distances of each row of ``stats`` to the flat ``observed`` vector."""
+        """Distances of each row of ``stats`` to the flat ``observed`` vector.
+
+        Parameters
+        ----------
+        stats : numpy.ndarray
+            Simulated statistics, shape (n, k), flattened as the layout says.
+        observed : numpy.ndarray
+            Observed statistics, shape (k,).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n,): finite numbers ``>= 0``, or ``inf`` for "never accept".
+        """
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
@@ -77,17 +143,44 @@ class Distance:
 class PNormDistance(Distance):
     """Weighted p-norm over all statistics; the default is the Euclidean distance.
 
-    ``weights`` maps statistic names to a weight (scalar, or one per element); missing
-    statistics weigh 1.
+    Parameters
+    ----------
+    p : float, default 2
+        The norm's order, > 0; ``numpy.inf`` gives the maximum norm.
+    weights : mapping or None, default None
+        Statistic name -> weight (a scalar, or one per element); missing statistics weigh 1.
+
+    Raises
+    ------
+    InputError
+        When ``p`` is not positive, or (at the start of the run) ``weights`` names a
+        statistic the model does not return.
+
+    Examples
+    --------
+    >>> import dabc
+    >>> d = dabc.PNormDistance(p=1, weights={"y": 2.0})
     """
 
     def __init__(self, p: float = 2, weights: Mapping | None = None):
-        if p <= 0:
+        if not p > 0:
             raise InputError(f"PNormDistance: p must be positive, got {p}.")
         self.p = float(p)
         self.weights = dict(weights or {})
 
     def initialize(self, layout: StatLayout) -> None:
+        """Bind to the layout and expand ``weights`` to one per statistic element.
+
+        Parameters
+        ----------
+        layout : StatLayout
+            Names, shapes and observed values of the summary statistics.
+
+        Raises
+        ------
+        InputError
+            When ``weights`` names a statistic not in the layout.
+        """
         super().initialize(layout)
         unknown = set(self.weights) - set(layout.keys)
         if unknown:
@@ -107,6 +200,20 @@ class PNormDistance(Distance):
         return {"p": self.p, "weights": dict(self.weights)}
 
     def batch(self, stats: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        """Weighted p-norm of each row's difference to ``observed``.
+
+        Parameters
+        ----------
+        stats : numpy.ndarray
+            Simulated statistics, shape (n, k).
+        observed : numpy.ndarray
+            Observed statistics, shape (k,).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n,).
+        """
         diff = np.abs(stats - observed) * self.w
         if self.p == 2:
             return np.sqrt(np.einsum("ij,ij->i", diff, diff))
@@ -122,7 +229,24 @@ class AdaptivePNormDistance(PNormDistance):
 
     The scale is estimated from all simulations of the previous generation, rejected ones
     included (median absolute deviation by default, or ``scale="std"``), so that statistics
-    on very different scales contribute comparably.
+    on very different scales contribute comparably. The weights are normalised to mean 1.
+
+    Parameters
+    ----------
+    p : float, default 2
+        The norm's order, > 0.
+    scale : {"mad", "std"}, default "mad"
+        How each statistic's scale is estimated.
+
+    Raises
+    ------
+    InputError
+        When ``p`` is not positive or ``scale`` is neither "mad" nor "std".
+
+    Examples
+    --------
+    >>> import dabc
+    >>> d = dabc.AdaptivePNormDistance(scale="std")
     """
 
     def __init__(self, p: float = 2, scale: str = "mad"):
@@ -171,6 +295,17 @@ class AdaptivePNormDistance(PNormDistance):
 
     def update(self, stats: np.ndarray, theta: np.ndarray | None = None,
                t: int | None = None) -> None:
+        """Re-estimate the weights from a generation's finite statistics.
+
+        Parameters
+        ----------
+        stats : numpy.ndarray
+            Statistics of the generation's finished simulations, shape (n, k).
+        theta : numpy.ndarray or None, default None
+            Unused.
+        t : int or None, default None
+            Unused.
+        """
         stats = stats[np.all(np.isfinite(stats), axis=1)]
         if len(stats) < 2:
             return
@@ -185,9 +320,30 @@ class AdaptivePNormDistance(PNormDistance):
 
 
 class FunctionDistance(Distance):
-    """Any user function ``d(x, x0) -> float`` on statistics dicts."""
+    """Any user function ``fn(x, x0) -> float`` on statistics dicts.
+
+    Parameters
+    ----------
+    fn : callable
+        Called as ``fn(simulated, observed)`` with two dicts of statistics (scalars as
+        floats, arrays as numpy arrays). It must return one finite number ``>= 0``, or
+        ``float("inf")`` for "never accept".
+
+    Raises
+    ------
+    InputError
+        From :meth:`batch`, when ``fn`` returns NaN, None, a negative number, something that
+        is not a number or not one number; the message names ``fn`` and the statistics.
+
+    Examples
+    --------
+    >>> import dabc
+    >>> d = dabc.FunctionDistance(lambda x, x0: abs(x["y"] - x0["y"]))
+    """
 
     def __init__(self, fn: Callable):
+        if not callable(fn):
+            raise InputError(f"FunctionDistance needs a function d(x, x0), got {fn!r}.")
         self.fn = fn
 
     def get_config(self) -> dict[str, Any]:
@@ -200,21 +356,156 @@ class FunctionDistance(Distance):
         return {"fn": self.fn}
 
     def batch(self, stats: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        """``fn`` applied to each row (as a dict) and the observed statistics.
+
+        Parameters
+        ----------
+        stats : numpy.ndarray
+            Simulated statistics, shape (n, k).
+        observed : numpy.ndarray
+            Observed statistics, shape (k,).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n,).
+
+        Raises
+        ------
+        InputError
+            When ``fn`` returns anything but one number ``>= 0`` or ``inf``.
+        """
         x0 = self.layout.unflatten(observed)
         out = np.empty(len(stats))
         for i, row in enumerate(stats):
-            d = np.asarray(self.fn(self.layout.unflatten(row), x0), dtype=float)
+            x = self.layout.unflatten(row)
+            value = self.fn(x, x0)
+            try:
+                d = np.asarray(value, dtype=float)
+            except (TypeError, ValueError):
+                raise InputError(_bad_value(self, value, x, x0)) from None
             if d.shape != ():
                 raise InputError(
-                    f"Distance function {getattr(self.fn, '__name__', self.fn)!r} returned "
-                    f"shape {d.shape}; it must return one number per pair (x, x0)."
+                    f"Distance function {distance_name(self)!r} returned shape {d.shape}; it "
+                    "must return one number per pair (x, x0) (it did for simulated statistics "
+                    f"{_show(x)}, observed {_show(x0)})."
                 )
+            if value is None or not d >= 0:  # None, NaN or negative
+                raise InputError(_bad_value(self, value, x, x0))
             out[i] = d
         return out
 
 
+def distance_name(distance: Distance) -> str:
+    """The name messages give a distance: its function's name, or its class name.
+
+    Parameters
+    ----------
+    distance : Distance
+        A distance; a :class:`FunctionDistance` is named by its function.
+
+    Returns
+    -------
+    str
+    """
+    if isinstance(distance, FunctionDistance):
+        fn = distance.fn
+        return str(getattr(fn, "__name__", None) or type(fn).__name__)
+    return type(distance).__qualname__
+
+
+def check_distances(distance: Distance, values: Any, stats: np.ndarray, observed: np.ndarray,
+                    layout: StatLayout) -> np.ndarray:
+    """Validate what ``distance.batch(stats, observed)`` returned, as a float array.
+
+    Parameters
+    ----------
+    distance : Distance
+        The distance that computed ``values`` (named in the message).
+    values : array_like
+        Its return value: one number per row of ``stats``.
+    stats : numpy.ndarray
+        The simulated statistics it was given, shape (n, k).
+    observed : numpy.ndarray
+        The observed statistics, shape (k,).
+    layout : StatLayout
+        Turns a row back into a statistics dict for the message.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n,): numbers ``>= 0``, ``inf`` allowed.
+
+    Raises
+    ------
+    InputError
+        When ``values`` is not n numbers, or holds NaN or a negative number; the message
+        names the distance and the first offending simulation and value.
+    """
+    name = distance_name(distance)
+    n = len(stats)
+    try:
+        d = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"distance {name!r} returned {_short(values)} for {n} simulations; "
+                         f"{_RULE}, one per simulation.") from None
+    if d.shape != (n,):
+        raise InputError(f"distance {name} returned shape {d.shape} for {n} simulations; "
+                         "it must return one number each.")
+    bad = np.flatnonzero(~(d >= 0))  # NaN and negative values
+    if len(bad):
+        r = int(bad[0])
+        raw = values[r] if isinstance(values, list | tuple) else d[r]
+        msg = _bad_value(distance, raw, layout.unflatten(stats[r]), layout.unflatten(observed))
+        if len(bad) > 1:
+            msg += f" ({len(bad)} of these {n} simulations had such a distance.)"
+        raise InputError(msg)
+    return d
+
+
+def _bad_value(distance: Distance, value: Any, x: dict, x0: dict) -> str:
+    return (f"distance {distance_name(distance)!r} returned {_short(value)} for simulated "
+            f"statistics {_show(x)} (observed {_show(x0)}); {_RULE}.")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    if isinstance(value, float | np.floating):
+        text = repr(float(value))
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _show(stats: dict, limit: int = 200) -> str:
+    parts = []
+    for k, v in stats.items():
+        if isinstance(v, np.ndarray):
+            v = np.array2string(v, precision=4, threshold=6)
+        else:
+            v = f"{v:.4g}" if isinstance(v, float) else repr(v)
+        parts.append(f"{k!r}: {v}")
+    text = "{" + ", ".join(parts) + "}"
+    return text if len(text) <= limit else text[:limit - 4] + "...}"
+
+
 def as_distance(distance) -> Distance:
-    """None -> Euclidean; a Distance as is; a callable -> FunctionDistance."""
+    """The distance a run uses for the ``distance=`` argument.
+
+    Parameters
+    ----------
+    distance : Distance, callable or None
+        None gives the Euclidean :class:`PNormDistance`; a :class:`Distance` is used as is;
+        a function ``d(x, x0)`` becomes a :class:`FunctionDistance`.
+
+    Returns
+    -------
+    Distance
+
+    Raises
+    ------
+    InputError
+        For anything else.
+    """
     if distance is None:
         return PNormDistance(2)
     if isinstance(distance, Distance):

@@ -27,7 +27,26 @@ _FAST = {
 class RV:
     """A named scipy.stats distribution, e.g. ``RV("norm", 0, 1)`` or ``RV("uniform", -1, 2)``.
 
-    Arguments are passed to the scipy.stats distribution exactly as scipy documents them.
+    Parameters
+    ----------
+    name : str
+        The name of a continuous or discrete distribution of :mod:`scipy.stats`, such as
+        ``"norm"``, ``"uniform"``, ``"gamma"``, ``"beta"``, ``"lognorm"`` or ``"randint"``.
+    *args
+        Its shape arguments, then ``loc`` and ``scale``, exactly as scipy documents them.
+    **kwargs
+        The same by keyword (``loc=``, ``scale=``, shape names).
+
+    Raises
+    ------
+    InputError
+        When scipy.stats has no such distribution, or rejects the arguments.
+
+    Examples
+    --------
+    >>> import dabc
+    >>> dabc.RV("uniform", -1, 2).upper  # uniform on [loc, loc + scale]
+    1.0
     """
 
     def __init__(self, name: str, *args, **kwargs):
@@ -79,17 +98,51 @@ class RV:
         return {"distribution": self.name, "args": list(self.args), "kwargs": dict(self.kwargs)}
 
     def draw(self, rng: np.random.Generator) -> float:
-        """One draw, using a fast numpy path for common distributions."""
+        """One draw, using a fast numpy path for common distributions.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The random stream.
+
+        Returns
+        -------
+        float
+        """
         if self._fast is not None:
             return float(self._fast(rng))
         return float(self.frozen.rvs(random_state=rng))
 
     def rvs(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        """``size`` draws as a float array."""
+        """``size`` draws as a float array.
+
+        Parameters
+        ----------
+        size : int
+            How many.
+        rng : numpy.random.Generator
+            The random stream.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (size,).
+        """
         return np.asarray(self.frozen.rvs(size=size, random_state=rng), dtype=float)
 
     def logpdf(self, x: np.ndarray) -> np.ndarray:
-        """Log density (log mass for discrete distributions)."""
+        """Log density (log mass for discrete distributions).
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            Values.
+
+        Returns
+        -------
+        numpy.ndarray
+            Same shape as ``x``; ``-inf`` outside the support.
+        """
         if self.discrete:
             return self.frozen.logpmf(x)
         return self.frozen.logpdf(x)
@@ -122,14 +175,46 @@ def _as_rv(name: str, value) -> RV:
 
 
 class Prior:
-    """Independent priors on named parameters: ``Prior(theta=RV("norm", 0, 1), ...)``."""
+    """Independent priors on named parameters: ``Prior(theta=RV("norm", 0, 1), ...)``.
+
+    Parameters
+    ----------
+    mapping : mapping or None, default None
+        Parameter name -> distribution, for names that are not Python identifiers or to
+        keep an order built elsewhere (positional only).
+    **rvs
+        Parameter name -> distribution: an :class:`RV` or a frozen scipy.stats
+        distribution. Parameters are ordered as given, ``mapping`` first.
+
+    Raises
+    ------
+    InputError
+        When no parameter is given, a value is not a distribution, or a name is given twice
+        (in ``mapping`` and as a keyword, or twice in ``mapping`` once names are strings).
+
+    Examples
+    --------
+    >>> import dabc
+    >>> prior = dabc.Prior({"log k": dabc.RV("norm", 0, 1)}, sigma=dabc.RV("gamma", 2))
+    >>> prior.names
+    ['log k', 'sigma']
+    """
 
     def __init__(self, mapping: Mapping | None = None, /, **rvs):
-        items = dict(mapping or {}, **rvs)
+        items: dict[str, Any] = {}
+        for source, pairs in (("the mapping", (mapping or {}).items()),
+                              ("the keyword arguments", rvs.items())):
+            for k, v in pairs:
+                name = str(k)
+                if name in items:
+                    raise InputError(
+                        f"Prior: parameter {name!r} is given twice (again in {source}); each "
+                        "parameter needs exactly one distribution: remove one of them.")
+                items[name] = v
         if not items:
             raise InputError("Prior() needs at least one parameter, e.g. "
                              "Prior(x=RV('norm', 0, 1)).")
-        self.dists = {str(k): _as_rv(str(k), v) for k, v in items.items()}
+        self.dists = {k: _as_rv(k, v) for k, v in items.items()}
         self.names = list(self.dists)
         self._lower = np.array([rv.lower for rv in self.dists.values()])
         self._upper = np.array([rv.upper for rv in self.dists.values()])
@@ -140,20 +225,65 @@ class Prior:
         return len(self.names)
 
     def draw(self, rng: np.random.Generator) -> np.ndarray:
-        """One parameter vector, in the order of ``names``."""
+        """One parameter vector, in the order of ``names``.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The random stream.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (dim,).
+        """
         return np.array([rv.draw(rng) for rv in self.dists.values()])
 
     def rvs(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        """``size`` parameter vectors as a (size, dim) array."""
+        """``size`` parameter vectors as a (size, dim) array.
+
+        Parameters
+        ----------
+        size : int
+            How many.
+        rng : numpy.random.Generator
+            The random stream.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         return np.column_stack([rv.rvs(size, rng) for rv in self.dists.values()])
 
     def in_support(self, theta: np.ndarray) -> np.ndarray | bool:
-        """Whether theta (one vector or rows) has positive prior density (bounds only)."""
+        """Whether theta (one vector or rows) has positive prior density (bounds only).
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Shape (dim,) or (n, dim).
+
+        Returns
+        -------
+        bool or numpy.ndarray
+            One answer, or one per row.
+        """
         ok = (theta >= self._lower) & (theta <= self._upper)
         return ok.all(axis=-1)
 
     def logpdf(self, theta: np.ndarray) -> np.ndarray:
-        """Joint log density of each row of ``theta`` (shape (n, dim))."""
+        """Joint log density of each row of ``theta``.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            Shape (n, dim) (or (dim,) for one vector).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n,).
+        """
         theta = np.atleast_2d(theta)
         return sum(rv.logpdf(theta[:, j]) for j, rv in enumerate(self.dists.values()))
 

@@ -17,8 +17,8 @@ from ..errors import InputError, ModelError
 from ..samplers.base import Sampler, WorkRequest
 from ..storage import History, display_url
 from . import config as _stored
-from .distance import as_distance
-from .epsilon import MedianEpsilon, QuantileEpsilon
+from .distance import as_distance, check_distances
+from .epsilon import MedianEpsilon, QuantileEpsilon, next_epsilon
 from .model import Model, StatLayout
 from .prior import Prior
 from .progress import ProgressLine
@@ -300,8 +300,10 @@ class ABCSMC:
         # Next generation's distance and threshold, from this generation's simulations.
         ok = ~evals.failed
         self.distance.update(evals.stats[ok], evals.theta[ok], t)
-        new_d = self.distance.batch(pop.stats, self._layout.observed)
-        eps_next = self.epsilon.next(t + 1, new_d, w)
+        obs = self._layout.observed
+        new_d = check_distances(self.distance, self.distance.batch(pop.stats, obs), pop.stats,
+                                obs, self._layout)
+        eps_next = next_epsilon(self.epsilon, t + 1, new_d, w)
         eps_next = None if eps_next is None else float(eps_next)
         state = _stored.dump_state(self.distance, self.epsilon, eps_next)
         ess = 1 / (w**2).sum()

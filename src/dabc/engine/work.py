@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..samplers.base import IDS, SLOTS, Batch, Task
+from .distance import check_distances
 
 _DYN, _STAT, _DYN_BLOCK, _STAT_BLOCK = 0, 1, 2, 3
 _MAX_PROPOSAL_TRIES = 10_000
@@ -199,19 +200,24 @@ class GenerationWork:
                                  np.zeros(n, bool), failed, first_failure, fatal))
 
     def _judge(self, batch: Batch) -> Batch:
+        """Distances of the finished simulations, checked, and acceptance against epsilon.
+
+        Every value is validated (:func:`~dabc.engine.distance.check_distances`): NaN, None,
+        a negative value or a non-number makes the batch ``fatal`` with an InputError message
+        naming the distance and one offending simulation, which the master raises. ``inf``
+        is a valid distance: rejected by every finite epsilon.
+        """
         ok = ~batch.failed & (batch.model >= 0)
         if batch.fatal or not ok.any():
             return batch
+        stats, observed = batch.stats[ok], self.layout.observed
         try:
-            d = np.asarray(self.distance.batch(batch.stats[ok], self.layout.observed), float)
+            d = check_distances(self.distance, self.distance.batch(stats, observed), stats,
+                                observed, self.layout)
         except InputError as exc:
             batch.fatal = str(exc)
             return batch
-        if d.shape != (int(ok.sum()),):
-            batch.fatal = (f"distance {type(self.distance).__name__} returned shape {d.shape} "
-                           f"for {int(ok.sum())} simulations; it must return one number each.")
-            return batch
-        batch.distance[ok] = np.where(np.isnan(d), np.inf, d)
+        batch.distance[ok] = d
         batch.accepted = ok & (batch.distance <= self.epsilon)
         return batch
 
