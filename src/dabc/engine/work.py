@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..samplers.base import IDS, SLOTS, Batch, Task
+from ..samplers.worker import SimulationTimeout, call_model, timeout_message
 from .distance import check_distances
 
 _DYN, _STAT, _DYN_BLOCK, _STAT_BLOCK = 0, 1, 2, 3
@@ -162,7 +163,7 @@ class GenerationWork:
             m, theta = self._propose(rng)
             model = self.models[m]
             params = dict(zip(self.priors[m].names, theta.tolist(), strict=True))
-            out = model(params, rng)
+            out = call_model(model, params, rng)
             self.layout.check_keys(out, model.name)
             stats = self.layout.flatten(out)
             if not np.all(np.isfinite(stats)):
@@ -173,6 +174,10 @@ class GenerationWork:
             return m, theta, stats, None
         except InputError as exc:
             return m, theta, None, exc
+        except SimulationTimeout:
+            return m, theta, None, (f"model {self.models[m].name!r}: "
+                                    + timeout_message(dict(zip(self.priors[m].names,
+                                                               theta.tolist(), strict=True))))
         except Exception:
             where = "" if theta is None else f" with parameters {dict(zip(self.priors[m].names, theta.tolist(), strict=True))}"  # noqa: E501
             return m, theta, None, (f"model {self.models[m].name!r} raised{where}:\n"
@@ -259,11 +264,17 @@ class GenerationWork:
             mod, prior = self.models[m], self.priors[m]
             params = {name: theta[rows, j] for j, name in enumerate(prior.names)}
             try:
-                out = mod(params, rng)
+                out = call_model(mod, params, rng)
                 self.layout.check_keys(out, mod.name)
                 stats[rows] = self.layout.flatten_rows(out, len(rows))
             except InputError as exc:
                 fatal = str(exc)
+            except SimulationTimeout:
+                failed[rows] = True
+                first_failure = first_failure or (
+                    f"vectorized model {mod.name!r} (a block of {len(rows)}): "
+                    + timeout_message({k: v[:3].tolist() for k, v in params.items()})
+                    .replace("with parameters", "with parameters (first 3)", 1))
             except Exception:
                 failed[rows] = True
                 first_failure = first_failure or (f"vectorized model {mod.name!r} raised:\n"

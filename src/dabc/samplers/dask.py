@@ -6,28 +6,37 @@ with its worker is recomputed by Dask with the identical result. If every copy o
 scattered work is lost, the work is scattered again and the unfinished tasks resubmitted.
 The number of tasks in flight follows the cluster's current thread count, so
 ``cluster.adapt()`` works.
+
+With ``simulation_timeout``, a simulation that overruns is interrupted in its worker thread
+(an asynchronous exception; Python code only) and counts as failed. Without it, a task that
+runs 100 times longer than the median draws one warning per generation.
 """
 
 from __future__ import annotations
 
 import logging
+import statistics
+import threading
 import time
+import warnings
 from typing import Any, NamedTuple
 
 from .._compat.distributed import cancellation_check, scatter_broadcast
 from ..errors import WorkerError
 from .base import Sampler, SampleResult, Task, WorkRequest
+from .multicore import SlowSimulationWarning, check_timeout
 from .scheduling import check_batch_size, make_scheduler
 from .worker import run_task
 
 log = logging.getLogger("dabc.samplers.dask")
 
 
-def _run(payload: bytes, task: Task, key: bytes) -> tuple:
+def _run(payload: bytes, task: Task, key: bytes, timeout: float | None = None) -> tuple:
     """A Dask task: run_task, stopping early when the client cancels it (a worker cannot
     interrupt a running task, so without the check a cancelled task would hold its thread
-    to its last evaluation, delaying the next generation's first tasks)."""
-    return run_task(payload, task, key, cancellation_check())
+    to its last evaluation, delaying the next generation's first tasks). ``timeout``
+    limits each simulation."""
+    return run_task(payload, task, key, cancellation_check(), timeout)
 
 
 class _Copy(NamedTuple):
@@ -35,6 +44,7 @@ class _Copy(NamedTuple):
 
     future: Any
     task: Task
+    submitted: float = 0.0  # time.monotonic() at submission
 
 
 #: Dask settings that cut the CPU an idle or busy cluster spends on itself. Every worker's
@@ -50,17 +60,77 @@ LEAN_CONFIG = {
 }
 
 
-def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1, **kwargs):
+def _loopback(address: str | None, what: str) -> str | None:
+    """A dashboard address on loopback: ``":8787"`` becomes ``"127.0.0.1:8787"``; any other
+    host than a loopback one is refused."""
+    if address is None:
+        return None
+    host, sep, port = str(address).rpartition(":")
+    if not sep:
+        host, port = str(address), ""
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        if host:
+            raise ValueError(f"{what}={address!r} would serve the unauthenticated Dask "
+                             "dashboard on every interface; use '127.0.0.1:PORT' (and an SSH "
+                             "tunnel to reach it from elsewhere).")
+        host = "127.0.0.1"
+    if host not in ("127.0.0.1", "localhost", "::1") and not host.startswith("127."):
+        raise ValueError(f"{what}={address!r} is not a loopback address; dabc serves the "
+                         "unauthenticated Dask dashboard on loopback only: use "
+                         "'127.0.0.1:PORT' (and an SSH tunnel to reach it from elsewhere).")
+    return f"{host}:{port}" if port else f"{host}:8787"
+
+
+def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
+                  dashboard_address: str | None = None,
+                  worker_dashboard_address: str | None = None, **kwargs):
     """A ``LocalCluster`` for many short simulations: worker processes, loopback only, no
-    dashboard, and :data:`LEAN_CONFIG` (Dask's own diagnostics off). ``kwargs`` go to
-    ``LocalCluster``. Used by :class:`DaskDistributedSampler` when given no client."""
+    HTTP port at all, and :data:`LEAN_CONFIG` (Dask's own diagnostics off).
+
+    Dask's scheduler serves HTTP pages (metrics, worker logs and call stacks) without
+    authentication even with ``dashboard_address=None``; here the scheduler and the workers
+    listen only on their loopback comm ports (:mod:`dabc._compat.distributed_http`).
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Worker processes (default: Dask's choice for this machine).
+    threads_per_worker : int, default 1
+        Threads per worker process.
+    dashboard_address : str, optional
+        Ask for the scheduler's dashboard, e.g. ``"127.0.0.1:8787"`` or ``":8787"`` (made
+        loopback); a non-loopback host raises ``ValueError``. Default None: no HTTP port.
+    worker_dashboard_address : str, optional
+        The same for each worker (``":0"``: a free port each). Default None: none.
+    **kwargs
+        Passed on to ``distributed.LocalCluster``.
+
+    Returns
+    -------
+    distributed.LocalCluster
+        The started cluster (close it, or let :class:`DaskDistributedSampler` do so).
+    """
     import dask
     from distributed import LocalCluster
 
-    kwargs = {"processes": True, "host": "127.0.0.1", "dashboard_address": None, **kwargs}
+    from .._compat import distributed_http as quiet
+
+    dashboard_address = _loopback(dashboard_address, "dashboard_address")
+    worker_dashboard_address = _loopback(worker_dashboard_address, "worker_dashboard_address")
+    kwargs = {"processes": True, "host": "127.0.0.1", "dashboard_address": dashboard_address,
+              "worker_dashboard_address": worker_dashboard_address, **kwargs}
+    cls = LocalCluster
+    if quiet.quiet_cluster_supported():
+        if dashboard_address is None:
+            cls = quiet.QuietLocalCluster
+        if worker_dashboard_address is None and kwargs["processes"]:
+            kwargs.setdefault("worker_class", quiet.QuietNanny)
+    else:
+        log.warning("this version of distributed cannot start without HTTP ports: the "
+                    "scheduler serves its HTTP pages on 127.0.0.1:8787 (loopback only)")
     with dask.config.set(LEAN_CONFIG):
-        return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                            **kwargs)
+        return cls(n_workers=n_workers, threads_per_worker=threads_per_worker, **kwargs)
 
 
 class DaskDistributedSampler(Sampler):
@@ -81,14 +151,30 @@ class DaskDistributedSampler(Sampler):
     target_seconds : float, default 0.1
         Aimed worker time per task: long enough to amortise Dask's per-task cost for
         millisecond simulations, short enough that the last tasks leave workers idle briefly.
+    simulation_timeout : float, optional
+        Seconds one simulation (one model call; one block call for a vectorized model) may
+        run. An overrunning simulation is interrupted in its worker thread by an
+        asynchronous exception and counts as a failed evaluation ("simulation exceeded
+        simulation_timeout=... s with parameters {...}"), under ``max_failure_rate``. This
+        interrupts Python code (loops, ``time.sleep`` in short steps), not a single C call
+        or a long ``time.sleep`` (they fail once they return). Default None: no limit, but
+        a task running over 100 times its median expected time (and over 1 s) draws one
+        warning per generation (``dabc.samplers.multicore.SlowSimulationWarning`` and a
+        log record on ``dabc.samplers.dask``).
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` or ``simulation_timeout`` is out of range.
     """
 
     dynamic = True
 
     def __init__(self, client=None, batch_size: int | str = "auto",
                  client_max_jobs: int | None = None, no_worker_timeout: float = 60.0,
-                 target_seconds: float = 0.1):
+                 target_seconds: float = 0.1, simulation_timeout: float | None = None):
         self._fixed_size = check_batch_size(batch_size)
+        self.simulation_timeout = check_timeout(simulation_timeout)
         self.client, self.batch_size = client, batch_size
         self.client_max_jobs, self.no_worker_timeout = client_max_jobs, no_worker_timeout
         self.target_seconds = target_seconds
@@ -185,8 +271,9 @@ class DaskDistributedSampler(Sampler):
                 submit(task, f"dabc-{tag}-{task.start}-{task.stop}{suffix}")
 
         def submit(task: Task, name: str):
-            fut = client.submit(_run, state["work"], task, key, pure=False, key=name)
-            in_flight[fut.key] = _Copy(fut, task)
+            fut = client.submit(_run, state["work"], task, key, self.simulation_timeout,
+                                pure=False, key=name)
+            in_flight[fut.key] = _Copy(fut, task, time.monotonic())
             pending.add(fut)
 
         def back_up(suffix):
@@ -208,6 +295,11 @@ class DaskDistributedSampler(Sampler):
                     copy.future.cancel()
                     del in_flight[k]
 
+        per_eval: list[float] = []  # seconds per evaluation of each task so far
+        watch_done = threading.Event()
+        if self.simulation_timeout is None:
+            threading.Thread(target=self._watch_slow, daemon=True, name="dabc-slow-watch",
+                             args=(request, sched, in_flight, per_eval, watch_done)).start()
         try:
             submit_more()
             for fut, res in pending:
@@ -230,6 +322,8 @@ class DaskDistributedSampler(Sampler):
                     submit_more()
                     continue
                 task, batch = res
+                if len(batch) and not batch.stopped_early:
+                    per_eval.append(batch.seconds / len(batch))
                 drop(lambda t, done=task: t.start != done.start)  # its other copy, if any
                 sched.add(task, batch)
                 if sched.done:
@@ -239,13 +333,43 @@ class DaskDistributedSampler(Sampler):
                 if not in_flight and not sched.done:
                     raise WorkerError("Dask sampler stalled (please report this bug)")
         finally:
+            watch_done.set()
             if in_flight:
                 client.cancel([copy.future for copy in in_flight.values()])
             client.cancel(state["work"])
         self._timing = sched.seconds_per_evaluation()
         return sched.result()
 
+    @staticmethod
+    def _watch_slow(request: WorkRequest, sched, in_flight: dict, per_eval: list,
+                    done: threading.Event) -> None:
+        """Warn once when a task has run 100 times longer than its median expected time
+        (per-evaluation median times its size, at least 1 s) while no limit is set."""
+        while not done.wait(0.5):
+            if per_eval:
+                median = statistics.median(per_eval)
+            elif sched.timing_hint is not None:
+                median = sched.timing_hint
+            else:
+                continue
+            now = time.monotonic()
+            for copy in list(in_flight.values()):
+                task = copy.task
+                expected = median * (task.stop - task.start)
+                if now - copy.submitted > max(1.0, 100 * expected):
+                    msg = (f"a task of generation {request.generation} (evaluations "
+                           f"{task.start}..{task.stop - 1}) has been running for "
+                           f"{now - copy.submitted:.1f} s, over 100 times its median expected "
+                           f"time ({expected:.3g} s): one of its simulations may never return. "
+                           "No simulation_timeout is set, so the generation waits for it; "
+                           "pass simulation_timeout=<seconds> to DaskDistributedSampler to "
+                           "count such simulations as failed.")
+                    log.warning(msg)
+                    warnings.warn(msg, SlowSimulationWarning, stacklevel=2)
+                    return
+
     def close(self) -> None:
+        """Close the local cluster this sampler started (a given client stays open)."""
         if self._own_client and self.client is not None:
             self.client.close()
             self._cluster.close()

@@ -175,10 +175,9 @@ class DynamicScheduler(_Scheduler):
                    self.max_size)
         return max(g, int(math.ceil(size / g)) * g)
 
-    def reissue(self, task: Task) -> None:
+    def reissue(self, task: Task, reason: str = "their worker was lost") -> None:
         """Put back a task whose worker died; it is re-run with the same ids."""
-        log.info("re-queued evaluations %d..%d (their worker was lost)", task.start,
-                 task.stop - 1)
+        log.info("re-queued evaluations %d..%d (%s)", task.start, task.stop - 1, reason)
         self.pending.append(task)
 
     def _needed(self, start: int) -> bool:
@@ -280,9 +279,9 @@ class StaticScheduler(_Scheduler):
             tasks.append(task)
         return tasks
 
-    def reissue(self, task: Task) -> None:
+    def reissue(self, task: Task, reason: str = "their worker was lost") -> None:
         """Put back a task whose worker died; its slots are refilled identically."""
-        log.info("re-queued slots %d..%d (their worker was lost)", task.start, task.stop - 1)
+        log.info("re-queued slots %d..%d (%s)", task.start, task.stop - 1, reason)
         self.pending.append(task)
 
     def wanted(self, task: Task) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import Sampler, SampleResult, WorkRequest
+from .multicore import check_timeout
 from .scheduling import make_scheduler
 from .worker import execute
 
@@ -12,6 +13,20 @@ class SingleCoreSampler(Sampler):
 
     The simplest sampler: a model's exception and ``pdb`` breakpoints surface here.
 
+    Parameters
+    ----------
+    simulation_timeout : float, optional
+        Seconds one simulation (one model call; one block call for a vectorized model) may
+        run. Over the limit it is interrupted (``SIGALRM`` when sampling from the main
+        thread, else an asynchronous exception that interrupts Python code only) and counts
+        as a failed evaluation, under ``max_failure_rate``. While a model runs, the sampler
+        owns ``SIGALRM`` and the real-time interval timer. Default None: no limit.
+
+    Raises
+    ------
+    ValueError
+        If ``simulation_timeout`` is not a positive number.
+
     Examples
     --------
     >>> import dabc
@@ -19,11 +34,15 @@ class SingleCoreSampler(Sampler):
     """
 
     dynamic = True
+    simulation_timeout: float | None = None  # subclasses need not call __init__
+
+    def __init__(self, simulation_timeout: float | None = None):
+        self.simulation_timeout = check_timeout(simulation_timeout)
 
     def sample(self, request: WorkRequest) -> SampleResult:
         """Sample one generation in this process."""
         sched = make_scheduler(request, dynamic=True)
         while not sched.done:
             task = sched.next_task()
-            sched.add(task, execute(request.work, task))
+            sched.add(task, execute(request.work, task, timeout=self.simulation_timeout))
         return sched.result()

@@ -1,19 +1,175 @@
-"""The worker side of every sampler: load a generation's work once, run a task, time it.
+"""The worker side of every sampler: load a generation's work once, run a task, time it,
+and hold every simulation to its time limit.
 
 Every backend evaluates tasks through :func:`execute` (or :func:`run_task`, which first
 unpickles the work from its payload), so a task's time is measured in one place, on the
 worker, and the schedulers size later tasks from it.
+
+The work calls each model through :func:`call_model`. With a ``timeout`` given to
+:func:`execute`, a simulation that runs longer raises :class:`SimulationTimeout` inside the
+model: in a process's main thread through ``SIGALRM`` (``signal.setitimer``; interrupts
+Python code and ``time.sleep``), in any other thread (a Dask worker's) through an
+asynchronous exception fired by one watchdog thread per process
+(:mod:`dabc._compat.threads`; interrupts Python code only). The work counts such an
+evaluation as failed. Code that cannot be interrupted at all (a C call holding the GIL) is
+the multicore master's to handle: it watches each worker's :class:`Monitor` and kills a
+worker whose simulation overran its deadline.
 """
 
 from __future__ import annotations
 
 import hashlib
+import signal
+import threading
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import cloudpickle
 
+from .._compat.threads import async_raise
 from .base import Batch, Task, Work
+
+
+class SimulationTimeout(BaseException):
+    """Raised inside a model that ran longer than ``simulation_timeout``.
+
+    A ``BaseException``, so that a model's own ``except Exception`` does not swallow it.
+    """
+
+
+class Monitor:
+    """Shared memory through which a multicore worker shows its master what it is doing:
+    ``start`` (``time.monotonic()`` when the current simulation began, 0 when none runs)
+    and ``calls`` (model calls begun in the current task)."""
+
+    def __init__(self, ctx):
+        self._array = ctx.RawArray("d", 2)
+
+    @property
+    def start(self) -> float:
+        """When the running simulation began (0.0: none runs)."""
+        return self._array[0]
+
+    @property
+    def calls(self) -> int:
+        """Model calls begun in the current task."""
+        return int(self._array[1])
+
+
+class _State(threading.local):
+    timeout: float | None = None    # seconds per simulation, or None
+    alarm: bool = False              # the limit is enforced by SIGALRM (main thread)
+    armed: bool = False              # a SIGALRM now means our simulation overran
+    monitor: Monitor | None = None   # set in a multicore worker process
+    calls: int = 0                   # model calls begun in the current task
+    doomed: frozenset = frozenset()  # call indices that hung uninterruptibly before
+
+
+_state = _State()
+
+
+def set_monitor(monitor: Monitor | None) -> None:
+    """Publish this thread's simulations to ``monitor`` (a multicore worker's)."""
+    _state.monitor = monitor
+
+
+def current_timeout() -> float | None:
+    """The time limit of the task running in this thread (None: no limit)."""
+    return _state.timeout
+
+
+def timeout_message(params) -> str:
+    """The failure reason of an evaluation that exceeded its limit."""
+    t = _state.timeout
+    limit = f"simulation_timeout={t:g} s" if t is not None else "simulation_timeout"
+    return (f"simulation exceeded {limit} with parameters {params}; raise "
+            "simulation_timeout or fix the model")
+
+
+def call_model(model: Callable, params, rng):
+    """Call ``model(params, rng)`` under this thread's limits (see the module docstring)."""
+    st = _state
+    if st.timeout is None and st.monitor is None:
+        return model(params, rng)
+    call = st.calls
+    st.calls = call + 1
+    if call in st.doomed:  # it hung beyond interruption before: it would hang again
+        raise SimulationTimeout
+    mon = st.monitor._array if st.monitor is not None else None
+    if mon is not None:
+        mon[1] = call
+        mon[0] = time.monotonic()
+    try:
+        if st.timeout is None:
+            return model(params, rng)
+        if st.alarm:
+            st.armed = True
+            signal.setitimer(signal.ITIMER_REAL, st.timeout)
+            try:
+                return model(params, rng)
+            finally:
+                st.armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        with _watchdog.deadline(st.timeout):
+            return model(params, rng)
+    finally:
+        if mon is not None:
+            mon[0] = 0.0
+
+
+def _on_alarm(signum, frame):
+    if _state.armed:
+        _state.armed = False
+        raise SimulationTimeout
+
+
+class _Watchdog:
+    """One thread per process that raises SimulationTimeout in threads past their deadline."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._deadlines: dict[int, list] = {}  # thread id -> [deadline, fired]
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def deadline(self, seconds: float):
+        tid = threading.get_ident()
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="dabc-timeout",
+                                                daemon=True)
+                self._thread.start()
+            self._deadlines[tid] = [time.monotonic() + seconds, False]
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                entry = self._deadlines.pop(tid, None)
+                if entry is not None and entry[1]:
+                    async_raise(tid, None)  # not yet delivered: clear it, raise it here
+            if entry is not None and entry[1]:
+                raise SimulationTimeout
+
+    def _loop(self):
+        with self._cond:
+            while True:
+                waiting = [e[0] for e in self._deadlines.values() if not e[1]]
+                if not waiting:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                if min(waiting) > now:
+                    self._cond.wait(min(waiting) - now)
+                    continue
+                for tid, entry in self._deadlines.items():
+                    if not entry[1] and entry[0] <= now:
+                        entry[1] = True
+                        async_raise(tid, SimulationTimeout)
+
+
+_watchdog = _Watchdog()
 
 _WORK_CACHE: dict[bytes, Work] = {}
 
@@ -33,16 +189,35 @@ def load_work(payload: bytes, key: bytes | None = None) -> Work:
     return work
 
 
-def execute(work: Work, task: Task, cancelled: Callable[[], bool] | None = None) -> Batch:
-    """Run one task of ``work`` and record its wall time in ``batch.seconds``."""
-    t0 = time.perf_counter()
-    batch = work.run(task, cancelled)
-    batch.seconds = time.perf_counter() - t0
-    return batch
+def execute(work: Work, task: Task, cancelled: Callable[[], bool] | None = None,
+            timeout: float | None = None, doomed: frozenset = frozenset()) -> Batch:
+    """Run one task of ``work`` and record its wall time in ``batch.seconds``.
+
+    ``timeout`` limits each simulation (seconds; None: no limit); ``doomed`` holds the
+    indices of model calls of this task that hung beyond interruption in an earlier run:
+    they fail at once instead of being called again.
+    """
+    st = _state
+    saved = st.timeout, st.alarm, st.calls, st.doomed
+    st.timeout, st.calls, st.doomed = timeout, 0, doomed
+    st.alarm = (timeout is not None and hasattr(signal, "setitimer")
+                and threading.current_thread() is threading.main_thread())
+    old_handler = signal.signal(signal.SIGALRM, _on_alarm) if st.alarm else None
+    try:
+        t0 = time.perf_counter()
+        batch = work.run(task, cancelled)
+        batch.seconds = time.perf_counter() - t0
+        return batch
+    finally:
+        if st.alarm:
+            signal.signal(signal.SIGALRM, signal.SIG_DFL if old_handler is None else old_handler)
+        st.timeout, st.alarm, st.calls, st.doomed = saved
 
 
 def run_task(payload: bytes, task: Task, key: bytes | None = None,
-             cancelled: Callable[[], bool] | None = None) -> tuple[Task, Batch]:
+             cancelled: Callable[[], bool] | None = None,
+             timeout: float | None = None) -> tuple[Task, Batch]:
     """Evaluate one task of a pickled generation's work (for maps, executors and clusters);
-    returns the task with its batch, so results can arrive in any order."""
-    return task, execute(load_work(payload, key), task, cancelled)
+    returns the task with its batch, so results can arrive in any order. ``timeout``
+    limits each simulation (see :func:`execute`)."""
+    return task, execute(load_work(payload, key), task, cancelled, timeout)
