@@ -91,7 +91,9 @@ __all__ = [
 logger = logging.getLogger("dabc.engine")
 
 CONFIG_FORMAT = "dabc-config"
+"""The ``"format"`` field of a run's stored configuration."""
 STATE_FORMAT = "dabc-state"
+"""The ``"format"`` field of a generation's stored state."""
 VERSION = 1
 """The format version this dabc writes, and the newest it reads."""
 
@@ -302,15 +304,21 @@ class EngineFields:
     models : list of callable
         The model functions (or None for each model when the caller supplies them).
     model_names : list of str
+        The models' names, in order.
     priors : list of Prior
+        One per model.
     population_size, seed : int
+        As the run was started with.
     model_prior : numpy.ndarray
         Exactly as stored (already normalised).
     stay_probability, max_failure_rate : float
+        As the run was started with.
     distance : Distance
         Ready to use: initialised on the run's statistics layout, learned state restored.
     epsilon : Epsilon
+        The epsilon schedule, with its learned state restored.
     transitions : list of Transition
+        One per model (refitted before each generation, so they hold no learned state).
     code : list of str
         The code fields that were unpickled.
     """

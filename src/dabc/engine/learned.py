@@ -26,16 +26,49 @@ class LearnedStatisticsDistance(Distance):
     that generation, accepted and rejected (statistics as features, parameters as targets,
     both standardised), and from the next generation on the distance is
     ``|| f(x) - f(x0) ||``: one coordinate per parameter, in units of that parameter's spread.
-    Before the first fit it is the ``initial`` distance (Euclidean by default).
+    Before the first fit it is the ``initial`` distance. The regression approximates the
+    posterior mean, a low-dimensional summary in which statistics that carry no information
+    about the parameters get (near) zero coefficients instead of swamping the distance.
 
-    ``regressor``: any scikit-learn style regressor with multi-output ``fit``/``predict``;
-    default ``dabc.learn.SAGARegressor`` (extra ``learn``). ``dask_chunks``: fit on a Dask
-    array with row chunks of this size (block-sequential SAGA on the cluster of the current
-    Dask client, or a local one), for generations too large for one process.
-    ``min_simulations``: a generation with fewer finished simulations is not used for fitting.
-    All models of the run must share the same parameter names (checked at the start). A fit
-    generation with fewer than ``min_simulations`` finished simulations is skipped with a
-    warning, and the fit happens at the next generation instead.
+    All models of the run must share the same parameter names (checked when the run
+    starts). A fit generation with fewer than ``min_simulations`` finished simulations is
+    skipped with a warning, and the fit happens at the next generation instead.
+
+    Parameters
+    ----------
+    regressor : estimator, optional
+        Any scikit-learn style regressor with multi-output ``fit``/``predict``; it is cloned
+        before each fit. Default: ``dabc.learn.SAGARegressor(alpha=1e-4, tol=1e-4,
+        max_iter=1000, random_state=0)`` (extra ``learn``).
+    fit_generations : iterable of int, default (0,)
+        The generations whose simulations the regressor is fitted to; the fit is used from
+        the next generation on. Refitting later (e.g. ``(0, 3)``) adapts the statistics to
+        the narrower region the posterior occupies by then.
+    initial : Distance, optional
+        The distance used until the first fit. Default: the Euclidean
+        :class:`PNormDistance`.
+    dask_chunks : int, optional
+        Fit on a Dask array with row chunks of this size (block-sequential SAGA on the
+        cluster of the current Dask client, or a local one), for generations too large for
+        one process. Default: fit in this process on NumPy arrays.
+    min_simulations : int, default 20
+        A fit generation with fewer finished simulations is not used for fitting.
+
+    Raises
+    ------
+    InputError
+        When ``fit_generations`` is empty or names a negative generation.
+
+    See Also
+    --------
+    dabc.learn.SAGARegressor : The default regressor.
+    PNormDistance, AdaptivePNormDistance : Distances on the raw statistics.
+
+    Examples
+    --------
+    >>> import dabc
+    >>> distance = dabc.LearnedStatisticsDistance(fit_generations=(0, 2))
+    >>> # dabc.ABCSMC(model, prior, distance=distance)
     """
 
     def __init__(self, regressor=None, fit_generations: Iterable[int] = (0,),
@@ -163,7 +196,18 @@ class LearnedStatisticsDistance(Distance):
         return SAGARegressor(alpha=1e-4, tol=1e-4, max_iter=1000, random_state=0)
 
     def predict(self, stats: np.ndarray) -> np.ndarray:
-        """The learned statistics (standardised predicted parameters) of each row."""
+        """The learned statistics (standardised predicted parameters) of each row.
+
+        Parameters
+        ----------
+        stats : numpy.ndarray
+            Flat statistics vectors, shape (n, n_statistics) or (n_statistics,).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (n, n_parameters).
+        """
         reg, xm, xs = self.fitted_
         pred = np.asarray(reg.predict((np.atleast_2d(stats) - xm) / xs))
         return pred.reshape(len(np.atleast_2d(stats)), -1)

@@ -15,12 +15,44 @@ from ..errors import InputError
 _GLOBAL_RANDOM = threading.Lock()
 
 
-def vectorized(fn: Callable | None = None, *, block_size: int = 256):
-    """Mark a model as vectorized: called as ``f(params, rng)`` with one array per parameter.
+def vectorized(fn: Callable | None = None, *, block_size: int = 256) -> Callable:
+    """Mark a model as vectorized: it simulates a whole block of particles in one call.
 
-    It must return a mapping from statistic name to an array with one row per particle.
-    Evaluations are done in fixed blocks of ``block_size`` ids, each block with its own
-    random stream, so results do not depend on how blocks are spread over workers.
+    A vectorized model is called as ``f(params, rng)`` where ``params`` maps each parameter
+    name to an array with one value per particle of the block, and returns a mapping from
+    each statistic name to an array with one row per particle (shape ``(n,)`` for a scalar
+    statistic, ``(n, k)`` for one with ``k`` values). Evaluations are made in fixed blocks
+    of ``block_size`` evaluation ids, each block with its own random stream, so results do
+    not depend on how blocks are spread over workers. Use it as ``@vectorized`` or
+    ``@vectorized(block_size=...)``.
+
+    Parameters
+    ----------
+    fn : callable, optional
+        The model function. When omitted (``@vectorized(block_size=64)``), a decorator is
+        returned instead.
+    block_size : int, default 256
+        Particles simulated per call. Larger blocks amortise the call's overhead; smaller
+        ones spread a small population over more workers. When several models compete they
+        must all be vectorized with the same ``block_size``, or none may be.
+
+    Returns
+    -------
+    callable
+        ``fn`` itself, marked (or, without ``fn``, a decorator that marks its argument).
+
+    See Also
+    --------
+    ABCSMC : Takes vectorized and plain models alike.
+
+    Examples
+    --------
+    >>> import dabc
+    >>> @dabc.vectorized(block_size=128)
+    ... def model(params, rng):
+    ...     mu = params["mu"]  # shape (n,)
+    ...     y = rng.normal(mu[:, None], 1.0, size=(len(mu), 5))
+    ...     return {"mean": y.mean(axis=1)}  # shape (n,)
     """
 
     def mark(f):
@@ -31,7 +63,20 @@ def vectorized(fn: Callable | None = None, *, block_size: int = 256):
 
 
 class Model:
-    """A user model with its calling convention worked out once."""
+    """A user model with its calling convention worked out once (internal to the engine).
+
+    Parameters
+    ----------
+    fn : callable
+        The model function, plain or :func:`vectorized`.
+    name : str, optional
+        Its name in messages and stored runs; default ``fn.__name__``.
+
+    Raises
+    ------
+    InputError
+        When ``fn`` is not callable.
+    """
 
     def __init__(self, fn: Callable, name: str | None = None):
         if not callable(fn):
@@ -70,7 +115,21 @@ def _n_positional(fn) -> int:
 
 
 class StatLayout:
-    """Fixed order and shapes of the summary statistics, taken from the observed data."""
+    """Fixed order and shapes of the summary statistics, taken from the observed data.
+
+    Statistics are flattened into one float vector in the observed dict's key order; an
+    array statistic ``y`` with ``k`` values becomes the columns ``y[0]`` ... ``y[k-1]``.
+
+    Parameters
+    ----------
+    observed : mapping
+        The observed summary statistics (name -> number or array).
+
+    Raises
+    ------
+    InputError
+        When ``observed`` is not a non-empty mapping, or holds NaN or infinity.
+    """
 
     def __init__(self, observed: Mapping):
         if not isinstance(observed, Mapping) or not observed:

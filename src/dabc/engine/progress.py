@@ -7,7 +7,17 @@ import time
 
 
 class ProgressLine:
-    """Rewrites one terminal line with the generation's progress, at most 10 times a second."""
+    """Rewrites one terminal line with the generation's progress, at most 10 times a second.
+
+    The only output the library writes itself (everything else goes to the ``dabc`` loggers).
+
+    Parameters
+    ----------
+    enabled : bool, optional
+        Whether to write at all. Default: only when ``stream`` is a terminal.
+    stream : file-like, optional
+        Where to write. Default: :data:`sys.stdout`.
+    """
 
     def __init__(self, enabled: bool | None = None, stream=None):
         self.stream = stream or sys.stdout
@@ -16,6 +26,15 @@ class ProgressLine:
         self.t, self.epsilon, self.label = 0, float("inf"), ""
 
     def start(self, t: int, epsilon: float) -> None:
+        """Begin generation ``t`` with threshold ``epsilon`` (shown on the line).
+
+        Parameters
+        ----------
+        t : int
+            The generation.
+        epsilon : float
+            Its acceptance threshold.
+        """
         self.t, self.epsilon = t, epsilon
 
     def __call__(self, accepted: int, needed: int, evaluations: int) -> None:
@@ -28,7 +47,13 @@ class ProgressLine:
                     f"{evaluations:,} | epsilon {self.epsilon:.4g} | acceptance rate {rate:.3f}")
 
     def finish(self, text: str) -> None:
-        """Replace the live line with a permanent summary line."""
+        """Replace the live line with a permanent summary line.
+
+        Parameters
+        ----------
+        text : str
+            The summary, without a newline.
+        """
         if self.enabled:
             self._write(text)
             self.stream.write("\n")

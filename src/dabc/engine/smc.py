@@ -29,7 +29,23 @@ _log = logging.getLogger("dabc.engine")
 
 
 class EpsilonStallWarning(UserWarning):
-    """The epsilon schedule stopped decreasing; the run was ended."""
+    """Warned when a quantile epsilon schedule stops decreasing; the run then ends.
+
+    The next threshold (a quantile of the accepted distances) would be no smaller than the
+    last one, so further generations would not get closer to the posterior. This is typical
+    of discrete distances: the median of distances in {0, 1} is never below 1. The warning's
+    message, also stored as the run's stop reason, suggests a smaller ``alpha``, a
+    :class:`ListEpsilon` or a continuous distance.
+
+    See Also
+    --------
+    QuantileEpsilon, MedianEpsilon : The schedules that can stall.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> warnings.simplefilter("error", EpsilonStallWarning)  # doctest: +SKIP
+    """
 
 
 def _now():
@@ -37,12 +53,137 @@ def _now():
 
 
 class ABCSMC:
-    """ABC-SMC for one model or several competing ones.
+    """Approximate Bayesian computation by sequential Monte Carlo (ABC-SMC), for one model or
+    several competing ones (model selection).
 
-    ``models`` is a function ``f(params) -> dict`` (or ``f(params, rng)``, or a
-    ``@dabc.vectorized`` function), or a list of them with a matching list of ``priors``.
-    ``seed`` fixes every random number of the run: with the same seed, every DYN sampler
-    gives the same populations, whatever the number of workers, and so does every STAT one.
+    ABC infers a model's parameters when its likelihood cannot be written down, but the model
+    can be simulated. A simulation is kept (*accepted*) when its summary statistics are close
+    to the observed ones: when the *distance* between the two is at most a threshold
+    *epsilon*. The accepted parameters approximate the posterior, better the smaller epsilon
+    is. ABC-SMC gets there in *generations*: generation 0 draws parameters from the prior and
+    accepts ``population_size`` of them (the *particles*); each later generation lowers
+    epsilon, proposes parameters by perturbing the previous generation's particles with a
+    *transition* kernel, and weights the accepted ones by prior density over proposal
+    density. Each generation is stored as it finishes (see :meth:`run`), so a run can be read
+    while it goes on and resumed after it stops (:meth:`load`).
+
+    Parameters
+    ----------
+    models : callable or list of callable
+        The model: a function of a dict of parameter values, ``f(params, rng)`` (``rng`` is a
+        ``numpy.random.Generator`` for this simulation alone: draw all randomness from it) or
+        ``f(params)`` (uses the global ``numpy.random``, seeded before each call),
+        or a :func:`vectorized` function that simulates a whole block of particles at once.
+        It returns a dict of summary statistics with the keys and shapes of the observed data
+        given to :meth:`run`. A list of functions is a set of competing models: the run then
+        also estimates each model's posterior probability. An evaluation that raises or
+        returns NaN or infinity is a failure and is never accepted.
+    priors : Prior or list of Prior
+        The prior of each model's parameters, e.g. ``Prior(mu=RV("norm", 0, 1))``; one per
+        model, in the order of ``models``. A dict of :class:`RV` is taken as a Prior.
+    distance : Distance or callable, optional
+        How far a simulation's statistics are from the observed ones. Default: the Euclidean
+        distance over all statistics (:class:`PNormDistance`). Statistics on very different
+        scales call for :class:`AdaptivePNormDistance` (re-weights each statistic every
+        generation), many uninformative ones for :class:`LearnedStatisticsDistance`; a
+        function ``d(x, x0) -> float`` of two statistics dicts is used as a
+        :class:`FunctionDistance`.
+    population_size : int, default 1000
+        Particles accepted per generation. More particles describe the posterior better (the
+        Monte Carlo error shrinks like one over its square root) and keep the transition
+        kernel well estimated, at proportionally more simulations per generation. A few
+        hundred suffice for a rough look at a low-dimensional posterior.
+    sampler : Sampler, optional
+        Where the simulations run: :class:`SingleCoreSampler` (this process),
+        :class:`MulticoreEvalParallelSampler` (local worker processes), Dask, Redis or any
+        executor (see the samplers' docs). Default: a :class:`MulticoreEvalParallelSampler`
+        on all usable CPUs, created when :meth:`run` starts. The run closes the sampler
+        when it ends; a closed sampler can be used again.
+    seed : int, optional
+        Fixes every random number of the run: with the same seed, every DYN sampler gives
+        the same populations whatever the number of workers, and so does every STAT one
+        (the two contracts give different, equally valid populations). Default: a seed drawn
+        from the operating system's entropy, stored with the run so that it can be resumed
+        exactly.
+    epsilon : Epsilon, optional
+        The epsilon schedule: each generation's acceptance threshold. Default:
+        :class:`MedianEpsilon`, generation 0 accepts every draw from the prior (epsilon
+        infinite) and each later threshold is the weighted median of the previous
+        generation's distances, so about half as many proposals are accepted each time.
+        :class:`QuantileEpsilon` takes another quantile (smaller: faster descent, more
+        simulations per generation), :class:`ConstantEpsilon` and :class:`ListEpsilon` give
+        the thresholds in advance.
+    transition : Transition, optional
+        The perturbation kernel that proposes a generation's parameters from the previous
+        generation's weighted particles; each model gets its own copy, refitted before every
+        generation. Default: :class:`MultivariateNormalTransition` (a Gaussian around each
+        particle with the population's covariance scaled by Silverman's rule);
+        :class:`LocalTransition` suits curved or multi-modal posteriors.
+    model_prior : sequence of float, optional
+        Prior probability of each model, one non-negative number per model (normalised to
+        sum to 1). Default: uniform.
+    model_names : sequence of str, optional
+        Names of the models, as stored with the run and shown in messages. Default: each
+        function's ``__name__``.
+    stay_probability : float, default 0.7
+        With several models: the probability that a proposed particle keeps the model of
+        the particle it perturbs; otherwise it moves to another model still alive, chosen
+        uniformly. A model whose probability falls to 0 is dropped from later generations.
+    max_failure_rate : float, default 0.1
+        Largest share of a generation's evaluations that may fail (raise, or return NaN or
+        infinity) before the run stops with :class:`~dabc.ModelError`, which shows the first
+        failure's traceback. Failed evaluations are never accepted.
+    progress : bool, optional
+        Show a one-line progress display on standard output, rewritten as the generation
+        goes on. Default: only when standard output is a terminal. ``False`` makes the run
+        silent (it still logs on ``logging.getLogger("dabc")``).
+
+    Raises
+    ------
+    InputError
+        When an argument is unusable: not one prior per model, a model that is not
+        callable, a population size that is not a positive integer, a model prior of the
+        wrong length or with negative entries, a stay probability outside [0, 1], an
+        unknown distance or transition.
+
+    See Also
+    --------
+    ABCSMC.run : Run the generations and store them.
+    ABCSMC.load : Reopen a stored run to continue it.
+    History : Read the stored generations.
+    Prior, RV : The parameters' prior distributions.
+
+    Notes
+    -----
+    Every random number of evaluation ``i`` of generation ``t`` comes from a stream seeded
+    by ``(seed, t, i)`` alone, so results do not depend on which worker evaluated what. With
+    several models the importance weights include the model-perturbation kernel, and the
+    model probabilities of a generation are the sums of its particles' weights per model.
+
+    Examples
+    --------
+    One model, its posterior from a SQLite file:
+
+    >>> import numpy as np
+    >>> import dabc
+    >>> def model(params, rng):
+    ...     y = rng.normal(params["mu"], 1.0, size=5)
+    ...     return {"mean": y.mean()}
+    >>> abc = dabc.ABCSMC(model, dabc.Prior(mu=dabc.RV("norm", 0, 1)), population_size=200,
+    ...                   sampler=dabc.SingleCoreSampler(), seed=42, progress=False)
+    >>> history = abc.run({"mean": 1.03}, db="sqlite:///results.db", max_generations=4)
+    >>> params, weights = history.get_distribution()
+    >>> float(np.average(params["mu"], weights=weights))  # doctest: +SKIP
+    0.85...
+
+    Two competing models:
+
+    >>> def wide(params, rng):
+    ...     return {"mean": rng.normal(params["mu"], 3.0, size=5).mean()}
+    >>> abc = dabc.ABCSMC([model, wide], [dabc.Prior(mu=dabc.RV("norm", 0, 1))] * 2,
+    ...                   population_size=200, seed=1, model_names=["narrow", "wide"])
+    >>> history = abc.run({"mean": 1.03}, db="sqlite:///selection.db")  # doctest: +SKIP
+    >>> history.get_model_probabilities()  # doctest: +SKIP
     """
 
     def __init__(self, models, priors, distance=None, population_size: int = 1000,
@@ -86,21 +227,29 @@ class ABCSMC:
     def load(cls, db: str = "sqlite:///dabc.db", run_id: int | None = None,
              sampler: Sampler | None = None, progress: bool | None = None, *,
              trust: bool = True, models: Sequence[Callable] | None = None) -> ABCSMC:
-        """Reopen a stored run; ``run()`` then continues after its last generation.
+        """Reopen a stored run; :meth:`run` then continues after its last generation.
 
         The engine is rebuilt by calling the constructors with the run's stored, named fields
-        (:mod:`dabc.engine.config`); runs stored by dabc 0.1.0 (pickled) are read too.
+        (:mod:`dabc.engine.config`): models, priors, distance (with what it learned),
+        epsilon schedule, transitions, seed, population size and the other settings, and the
+        observed data. Runs stored by dabc 0.1.0 (pickled) are read too. With a sampler of
+        the same contract (DYN or STAT) as before, the continued generations are identical
+        to those of a run that was never interrupted.
 
         Parameters
         ----------
-        db : str
-            Database URL or SQLite path.
+        db : str, default "sqlite:///dabc.db"
+            The run's database: an SQLAlchemy URL or a file path, taken as SQLite (the
+            default is :meth:`run`'s default database).
         run_id : int, optional
-            The run to reopen; default the latest.
+            The run to reopen (``History.all_runs()`` lists them). Default: the latest run
+            in the database.
         sampler : Sampler, optional
-            Sampler for the continued run (default: all cores of this machine).
+            Where the continued run's simulations run (samplers are not stored). Default: a
+            :class:`MulticoreEvalParallelSampler` on all usable CPUs.
         progress : bool, optional
-            Progress line, as for the constructor.
+            Show the one-line progress display, as for the constructor. Default: only when
+            standard output is a terminal.
         trust : bool, default True
             Whether code stored in the database may run. Stored runs hold code (the model
             functions, user distance functions and subclasses, fitted regressors) as pickles,
@@ -114,14 +263,29 @@ class ABCSMC:
         Returns
         -------
         ABCSMC
-            The engine, with ``history`` open on the run.
+            The engine, with ``history`` open on the run; call :meth:`run` (without
+            ``observed``) to continue it.
 
         Raises
         ------
         InputError
             When no run is stored; when ``trust=False`` and the run holds code; when the run was
             stored by a newer dabc or names a component this dabc does not know; when
-            ``models`` does not give one function per stored model.
+            ``models`` does not give one function per stored model; when the database
+            cannot be opened or its stored fields are damaged.
+
+        See Also
+        --------
+        dabc.engine.config.read_config : A stored run's plain fields, without running code.
+
+        Examples
+        --------
+        >>> abc = dabc.ABCSMC.load("sqlite:///results.db")  # doctest: +SKIP
+        >>> history = abc.run(max_generations=15)  # doctest: +SKIP
+
+        A database from elsewhere, with this script's own model functions:
+
+        >>> abc = dabc.ABCSMC.load("shared.db", trust=False, models=[model])  # doctest: +SKIP
         """
         history = History(db, run_id)
         if history.id is None:
@@ -167,10 +331,80 @@ class ABCSMC:
             minimum_epsilon: float = 0.0, max_generations: int = 10,
             max_total_simulations: int | None = None, max_walltime: float | None = None,
             min_acceptance_rate: float = 0.0) -> History:
-        """Run generations until a stopping rule holds; returns the History.
+        """Run generations until a stopping rule holds, storing each one as it finishes.
 
-        ``max_generations`` counts all generations of the run (also across a resume);
-        ``max_walltime`` is in seconds (or a ``datetime.timedelta``) for this call.
+        A new run is created in ``db`` on the first call. Called again (on the same object,
+        or on one from :meth:`load`), ``run`` continues the stored run after its last
+        generation, in that run's database. Every stopping rule is checked after each
+        generation; the first one that holds ends the run, and its reason is stored with the
+        run (``History.all_runs()``, ``dabc info``) and logged.
+
+        Parameters
+        ----------
+        observed : mapping, optional
+            The observed summary statistics, e.g. ``{"mean": 1.03, "hist": array}``: the
+            keys and shapes every model must return. Required to start a run; when
+            continuing one it may be left out (if given, it must equal the run's data).
+        db : str, default "sqlite:///dabc.db"
+            Where a new run is stored: an SQLAlchemy URL (``"sqlite:///results.db"``,
+            ``"postgresql+psycopg2://user:password@host/database"``) or a file path, taken as
+            SQLite. The default is the SQLite file ``dabc.db`` in the current working
+            directory; one database holds any number of runs, so each new run is added to
+            it. Ignored when continuing a run: it stays in its own database.
+        minimum_epsilon : float, default 0.0
+            Stop after a generation whose epsilon is at or below this value.
+        max_generations : int, default 10
+            Stop once this many generations are stored, counting those stored before a
+            resume: ``run(max_generations=10)`` after 6 stored generations runs 4 more.
+        max_total_simulations : int, optional
+            Stop once the run's simulations (all generations) reach this number. The limit
+            may be reached inside a generation; that generation is then not stored.
+        max_walltime : float or datetime.timedelta, optional
+            Stop after the first generation that ends this many seconds after this call
+            started.
+        min_acceptance_rate : float, default 0.0
+            Stop after a generation whose acceptance rate (accepted particles over
+            simulations) is below this value: further generations would be too costly.
+
+        Returns
+        -------
+        History
+            The run's history, open on its database: read the populations with
+            :meth:`History.get_distribution`, :meth:`History.get_all_populations` and the
+            like. The run's status is "done", with the stop reason.
+
+        Raises
+        ------
+        InputError
+            When ``observed`` is missing for a new run, is not a non-empty dict of finite
+            numbers, or differs from the data a continued run was started with; when a model
+            returns other statistics than the observed ones; when the database cannot be
+            opened or written.
+        ModelError
+            When more than ``max_failure_rate`` of a generation's evaluations fail; the
+            message shows the first failure's traceback.
+        WorkerError
+            When the sampler's workers die repeatedly, cannot be started, or none are
+            available.
+
+        Warns
+        -----
+        EpsilonStallWarning
+            When a quantile epsilon schedule stops decreasing; the run then ends.
+
+        Notes
+        -----
+        A generation that was not finished when an error (or ``KeyboardInterrupt``) ended
+        the run is not stored, and the run's status becomes "failed"; :meth:`load` and
+        ``run()`` continue from the last stored generation. Progress is logged on
+        ``logging.getLogger("dabc.engine")`` at INFO: the run's start or resumption, each
+        stored generation, the stop reason; the error that ends a run at ERROR.
+
+        Examples
+        --------
+        >>> history = abc.run({"mean": 1.03}, db="sqlite:///results.db",  # doctest: +SKIP
+        ...                   max_generations=20, minimum_epsilon=0.05, max_walltime=3600)
+        >>> history.get_all_populations()[["t", "epsilon", "ess"]]  # doctest: +SKIP
         """
         if hasattr(max_walltime, "total_seconds"):
             max_walltime = max_walltime.total_seconds()

@@ -29,9 +29,38 @@ def _weighted_cov(theta: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 class Transition:
-    """Base class: a mixture of Gaussians centred on the weighted particles."""
+    """Base class of the perturbation kernels: how a generation proposes its parameters.
+
+    Before each generation after the first, the engine calls :meth:`fit` with the previous
+    generation's accepted parameters and weights (one transition per model). Workers then
+    call :meth:`propose` or :meth:`propose_many`, which pick a particle by weight and perturb
+    it, and the engine weights each accepted proposal by prior density over :meth:`logpdf`,
+    the density of the whole proposal mixture. A kernel too narrow explores the posterior
+    slowly and can miss parts of it; one too wide wastes simulations on proposals that are
+    rejected. The built-in kernels are Gaussian mixtures centred on the weighted particles:
+    :class:`MultivariateNormalTransition` (one covariance for all) and
+    :class:`LocalTransition` (one per particle, from its neighbours).
+
+    A subclass implements :meth:`fit`, :meth:`propose`, :meth:`propose_many` and
+    :meth:`logpdf`; it is stored with a run as code unless registered with
+    :func:`dabc.engine.config.register_component`.
+
+    See Also
+    --------
+    MultivariateNormalTransition : One Gaussian covariance for all particles (the default).
+    LocalTransition : One covariance per particle, from its nearest neighbours.
+    """
 
     def fit(self, theta: np.ndarray, weights: np.ndarray) -> None:
+        """Fit the kernel to a weighted population.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            The accepted parameters, shape (n, dim), in the prior's parameter order.
+        weights : numpy.ndarray
+            Their importance weights, shape (n,), non-negative (normalised here).
+        """
         raise NotImplementedError
 
     def _set_particles(self, theta, weights):
@@ -47,15 +76,50 @@ class Transition:
         return int(np.searchsorted(self.cum, rng.random(), side="right"))
 
     def propose(self, rng: np.random.Generator) -> np.ndarray:
-        """One proposal: pick a particle by weight and perturb it."""
+        """One proposal: pick a particle by weight and perturb it.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The evaluation's own random stream.
+
+        Returns
+        -------
+        numpy.ndarray
+            The proposed parameters, shape (dim,).
+        """
         raise NotImplementedError
 
     def propose_many(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` proposals as an (n, dim) array."""
+        """``n`` proposals at once (for vectorized models and STAT slots).
+
+        Parameters
+        ----------
+        n : int
+            Number of proposals.
+        rng : numpy.random.Generator
+            The block's own random stream.
+
+        Returns
+        -------
+        numpy.ndarray
+            The proposed parameters, shape (n, dim).
+        """
         raise NotImplementedError
 
     def logpdf(self, x: np.ndarray) -> np.ndarray:
-        """Log density of the kernel mixture at each row of ``x``."""
+        """Log density of the proposal mixture at each row of ``x``.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            Parameters, shape (m, dim).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (m,): the log of the weighted sum of the kernels' densities.
+        """
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
@@ -146,10 +210,38 @@ def _shared_mixture_logpdf(x, centres, w, chol, chunk):
 
 
 class MultivariateNormalTransition(Transition):
-    """Gaussian kernel with the population's weighted covariance scaled by a bandwidth rule.
+    """Gaussian kernel with the population's weighted covariance scaled by a bandwidth rule
+    (the default transition).
 
-    ``bandwidth`` is ``"silverman"`` (default) or ``"scott"``, applied with the effective
-    sample size; ``scaling`` multiplies the bandwidth.
+    A proposal picks a particle by weight and adds a Gaussian perturbation whose covariance
+    is the population's weighted covariance times ``(factor * scaling)**2``, where the
+    bandwidth factor follows Silverman's or Scott's rule for the effective sample size
+    ``n_eff = 1 / sum(w**2)`` in ``dim`` dimensions: Silverman's
+    ``(4 / (dim + 2))**(1 / (dim + 4)) * n_eff**(-1 / (dim + 4))``, Scott's
+    ``n_eff**(-1 / (dim + 4))``.
+
+    Parameters
+    ----------
+    scaling : float, default 1.0
+        Multiplies the bandwidth: above 1 explores more widely (more rejections), below 1
+        stays closer to the particles (risks missing parts of the posterior).
+    bandwidth : {"silverman", "scott"}, default "silverman"
+        The bandwidth rule.
+
+    Raises
+    ------
+    InputError
+        When ``bandwidth`` is neither rule.
+
+    See Also
+    --------
+    LocalTransition : One covariance per particle, for curved or multi-modal posteriors.
+
+    Examples
+    --------
+    >>> import dabc
+    >>> transition = dabc.MultivariateNormalTransition(scaling=0.8, bandwidth="scott")
+    >>> # dabc.ABCSMC(model, prior, transition=transition)
     """
 
     def __init__(self, scaling: float = 1.0, bandwidth: str = "silverman"):
@@ -193,8 +285,29 @@ class MultivariateNormalTransition(Transition):
 class LocalTransition(Transition):
     """Each particle perturbs with the covariance of its k nearest neighbours.
 
-    Adapts to curved or multi-modal posteriors where one global covariance is too wide.
-    ``k`` defaults to ``k_fraction`` of the population (at least d + 1).
+    Adapts to curved or multi-modal posteriors, where one global covariance is too wide: a
+    particle in a narrow ridge proposes along the ridge, and particles of two separate modes
+    do not propose into the gap between them.
+
+    Parameters
+    ----------
+    k : int, optional
+        Neighbours per particle (the particle itself included), capped at the population
+        size. Default: ``k_fraction`` of the population, at least ``dim + 1``.
+    k_fraction : float, default 0.25
+        The share of the population used as neighbours when ``k`` is not given.
+    scaling : float, default 1.0
+        Multiplies the standard deviations of each local covariance.
+
+    See Also
+    --------
+    MultivariateNormalTransition : One covariance for all particles (the default).
+
+    Examples
+    --------
+    >>> import dabc
+    >>> transition = dabc.LocalTransition(k_fraction=0.1)
+    >>> # dabc.ABCSMC(model, prior, transition=transition)
     """
 
     def __init__(self, k: int | None = None, k_fraction: float = 0.25, scaling: float = 1.0):
@@ -239,7 +352,22 @@ class LocalTransition(Transition):
 
 
 def as_transition(transition) -> Transition:
-    """None -> MultivariateNormalTransition(); otherwise a Transition instance."""
+    """The transition a run uses for the ``transition=`` argument.
+
+    Parameters
+    ----------
+    transition : Transition or None
+        None gives :class:`MultivariateNormalTransition`; a Transition is used as is.
+
+    Returns
+    -------
+    Transition
+
+    Raises
+    ------
+    InputError
+        When ``transition`` is neither.
+    """
     if transition is None:
         return MultivariateNormalTransition()
     if isinstance(transition, Transition):
