@@ -1,7 +1,10 @@
 """A private ``redis-server`` and real ``dabc redis-worker`` subprocesses, for test_redis.py.
 
-The server listens on 127.0.0.1 only, on a free port, with a password and no persistence;
-it runs in the foreground as our child, so it is stopped by its PID. Workers are started
+The server listens on 127.0.0.1 only, on a free port, with a password (``password=None``:
+none) and no persistence (``appendonly=True``: AOF with ``appendfsync always``); it runs in
+the foreground as our child, so it is stopped (or SIGKILLed, and restarted on the same
+port) by its PID. Each server has an HMAC secret file (mode 0600) that the workers get
+through ``DABC_REDIS_SECRET_FILE`` and the masters through ``secret_file=``. Workers are started
 through the CLI (``python -m dabc.cli.redis_cli redis-worker``) and likewise only ever
 signalled by the PIDs we started. Nothing here touches any other Redis server or process.
 """
@@ -46,36 +49,71 @@ def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "con
 class RedisServer:
     """``redis-server`` on 127.0.0.1:<free port> with ``requirepass``, as a child process."""
 
-    def __init__(self, workdir: Path, password: str = "s3cret-dabc-test"):
+    def __init__(self, workdir: Path, password: str | None = "s3cret-dabc-test",
+                 appendonly: bool = False):
         self.workdir = Path(workdir)
         self.password = password
+        self.appendonly = appendonly
         self.host = "127.0.0.1"
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self.log = self.workdir / "redis-server.log"
+        self.secret_file = self.workdir / "hmac-secret"
+
+    def _launch(self) -> bool:
+        log = open(self.log, "ab")
+        auth = ["--requirepass", self.password] if self.password is not None else []
+        persist = (["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly
+                   else ["--appendonly", "no"])
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", *auth,
+             "--save", "", *persist, "--daemonize", "no", "--protected-mode", "yes",
+             "--dir", str(self.workdir), "--logfile", ""],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with self.client() as c:
+                    c.ping()
+                return True
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        self._reap()
+        return False
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.secret_file.exists():
+            fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(os.urandom(24).hex() + "\n")
         for _attempt in range(5):  # another process may grab the free port before us
             self.port = free_port()
-            log = open(self.log, "ab")
-            self.proc = subprocess.Popen(
-                [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                 "--requirepass", self.password, "--save", "", "--appendonly", "no",
-                 "--daemonize", "no", "--protected-mode", "yes", "--dir", str(self.workdir),
-                 "--logfile", ""],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            log.close()
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    with self.client() as c:
-                        c.ping()
-                    return self
-                except redis.ConnectionError:
-                    time.sleep(0.02)
-            self._reap()
+            if self._launch():
+                return self
         raise RuntimeError(f"redis-server did not start; log:\n{self.log.read_text()}")
+
+    def kill(self) -> None:
+        """SIGKILL the server (by our PID) and reap it; the port is kept for restart()."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self, timeout: float = 20) -> RedisServer:
+        """Start the server again on the same port (after kill()); with AOF on, it loads
+        what it had written."""
+        deadline = time.monotonic() + timeout
+        while not self._launch():  # the port may linger for a moment
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not restart on port {self.port}; log:\n"
+                                   f"{self.log.read_text()}")
+            time.sleep(0.2)
+        return self
+
+    def run_id(self) -> str:
+        with self.client() as c:
+            return c.info("server")["run_id"]
 
     def client(self) -> redis.Redis:
         """A plain redis-py client (no retries, so a test never waits on backoff)."""
@@ -105,8 +143,9 @@ class RedisServer:
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run ``python -m dabc.cli.redis_cli <args> --host --port --password``."""
+        auth = ["--password", self.password] if self.password is not None else []
         return subprocess.run([*CLI, *args, "--host", self.host, "--port", str(self.port),
-                               "--password", self.password], capture_output=True, text=True,
+                               *auth], capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
     def _reap(self) -> None:
@@ -124,23 +163,28 @@ class RedisServer:
 
 
 class Worker:
-    """One ``redis-worker`` subprocess (``--processes n``), started by us, known by PID."""
+    """One ``redis-worker`` subprocess (``--processes n``), started by us, known by PID.
+
+    ``auth=False``: no ``--password`` on its command line (it must come from ``env``)."""
 
     def __init__(self, server: RedisServer, processes: int = 1, env: dict | None = None,
                  password: str | None = None, log_dir: Path | None = None,
-                 args: tuple[str, ...] = ()):
+                 args: tuple[str, ...] = (), auth: bool = True):
         self.server = server
         self.processes = processes
         log_dir = Path(log_dir or server.workdir)
         self.stderr_path = log_dir / f"worker-{time.monotonic_ns()}.err"
         # unbuffered output, as under Docker or systemd: the exit line must still be whole
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1")
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1",
+                        DABC_REDIS_SECRET_FILE=str(server.secret_file))
+        full_env.pop("DABC_REDIS_SECRET", None)
         full_env.update(env or {})
+        password = password or server.password
+        auth = ["--password", password] if password is not None and auth else []
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [*CLI, "redis-worker", "--host", server.host, "--port", str(server.port),
-                 "--password", password or server.password, "--processes", str(processes),
-                 *args],
+                 *auth, "--processes", str(processes), *args],
                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=full_env,
                 text=True)
         self.pid = self.proc.pid

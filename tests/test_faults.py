@@ -183,3 +183,359 @@ def test_case8_negative_distance_does_not_end_the_run_at_a_negative_epsilon(tmp_
     """The old run stopped after generation 1 with 'minimum_epsilon reached (epsilon -1.1)'."""
     with _pytest.raises(_dabc.InputError, match=r"distance 'negative_distance' returned -"):
         _run_1(negative_distance, tmp_path, _dabc.SingleCoreSampler())
+
+
+# --- cases 2, 4, 12: Redis trust (HMAC-signed work and results, passwords), a restarted or
+# vanished redis-server ---
+# Real redis-servers (tests/redis_server.py) and real `dabc redis-worker` subprocesses; the
+# models, references and helpers are test_redis.py's.
+import logging as _logging  # noqa: E402
+import os as _os16  # noqa: E402
+import pickle as _pickle  # noqa: E402
+import subprocess as _sp16  # noqa: E402
+import sys as _sys16  # noqa: E402
+
+import cloudpickle as _cloudpickle  # noqa: E402
+
+import test_redis as _tr  # noqa: E402
+from dabc.samplers.redis import connect as _redis_connect  # noqa: E402
+from dabc.samplers.redis import load_secret as _load_secret  # noqa: E402
+from dabc.samplers.redis import sign as _sign  # noqa: E402
+from dabc.samplers.redis import verify as _verify  # noqa: E402
+from determinism import assert_same as _same16  # noqa: E402
+from determinism import snapshot as _snap16  # noqa: E402
+from redis_server import RedisServer as _RedisServer  # noqa: E402
+from redis_server import Worker as _Worker  # noqa: E402
+from redis_server import wait_for as _wait_for  # noqa: E402
+
+
+class _Evil:
+    """Unpickling this runs ``touch <marker>``: the payload of the Redis attacks."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_os16.system, (f"touch {self.marker}",))
+
+
+@_pytest.fixture
+def redis16(tmp_path):
+    """``redis16.server(password=..., appendonly=...)`` starts a private redis-server,
+    ``redis16.workers(server, k, **kw)`` k worker subprocesses; all are stopped by PID."""
+
+    class Pool:
+        servers: list = []
+        started: list = []
+
+        def server(self, **kwargs):
+            s = _RedisServer(tmp_path / f"redis{len(self.servers)}", **kwargs).start()
+            self.servers.append(s)
+            return s
+
+        def workers(self, server, k=1, **kwargs):
+            new = [_Worker(server, log_dir=tmp_path, **kwargs) for _ in range(k)]
+            self.started.extend(new)
+            return new
+
+    pool = Pool()
+    pool.servers, pool.started = [], []
+    yield pool
+    for w in pool.started:
+        w.reap()
+    for s in pool.servers:
+        s.stop()
+
+
+def _plant(client, aid: str, work: bytes) -> None:
+    """A fake analysis, listed first, with one queued task and the given work."""
+    client.zadd("dabc:analyses", {aid: 0})
+    client.set(f"dabc:a:{aid}:gen", "g-0", ex=120)
+    client.set(f"dabc:a:{aid}:work:g-0", work, ex=120)
+    client.rpush(f"dabc:a:{aid}:queue:g-0", "ids:0:1")
+    client.expire(f"dabc:a:{aid}:queue:g-0", 120)
+
+
+def _forget(client, aid: str) -> None:
+    client.zrem("dabc:analyses", aid)
+    for k in client.keys(f"dabc:a:{aid}:*"):
+        client.delete(k)
+
+
+@_pytest.mark.timeout(120)
+def test_case4_redis_workers_refuse_a_planted_analysis(redis16, tmp_path, tmp_path_factory):
+    """A planted analysis whose work would run ``touch`` on the workers, unsigned or signed
+    with another secret, is refused by every worker and logged on its stderr; a real run on
+    the same server and workers still gives the reference."""
+    server = redis16.server()
+    ws = redis16.workers(server, 2)
+    ref = _tr.reference("dyn", tmp_path_factory)
+    markers = {"evil0unsigned": tmp_path / "pwned-unsigned",
+               "evil1forged": tmp_path / "pwned-forged"}
+    _tr.wait_registered(server, 2)
+    with server.client() as c:
+        _plant(c, "evil0unsigned", _cloudpickle.dumps(_Evil(markers["evil0unsigned"])))
+        forged = _sign(b"not-the-shared-secret-0123456789", "work", "evil1forged", "g-0",
+                       _cloudpickle.dumps(_Evil(markers["evil1forged"])))
+        _plant(c, "evil1forged", forged)
+        t0 = _time.monotonic()
+        for w in ws:
+            for aid in markers:
+                _wait_for(lambda w=w, aid=aid: f"refused the work of analysis {aid}"
+                          in w.stderr(), 30, 0.05, f"worker {w.pid} to refuse {aid}")
+        took = _time.monotonic() - t0
+        got = _snap16(_tr.run_abc(_tr.Sleepy(0.0005), _tr.PRIOR_X, _tr.sampler_for(server),
+                                    tmp_path / "real.db"))
+        _same16(got, ref)
+        assert not any(m.exists() for m in markers.values()), "the planted work ran"
+        err = ws[0].stderr()
+        assert "carries no dabc signature" in err and "does not verify" in err, err
+        assert c.llen("dabc:a:evil0unsigned:queue:g-0") == 1  # refused claims go back
+        for aid in markers:
+            _forget(c, aid)
+    stats = _tr.finish(server, ws)
+    assert all(st["refused"] == 2 for st in stats), stats
+    assert took < 10, f"refusal logged after {took:.1f} s"
+
+
+@_pytest.mark.timeout(120)
+def test_case4_redis_master_refuses_crafted_results(redis16, tmp_path, tmp_path_factory,
+                                                   caplog):
+    """Entries pushed into a live analysis' results list (a plain pickle that would run
+    ``touch`` on the master, one signed with another secret, and a genuinely signed result
+    replayed from another analysis) are refused, logged and never unpickled; the run gives
+    the reference."""
+    caplog.set_level(_logging.WARNING, logger="dabc")
+    server = redis16.server()
+    ws = redis16.workers(server, 2)
+    ref = _tr.reference("dyn", tmp_path_factory)
+    _tr.wait_registered(server, 2)
+    s = _tr.sampler_for(server)
+    secret = _load_secret(server.secret_file)
+    m_plain, m_forged, m_replay = (tmp_path / f"pwned-{k}" for k in ("plain", "forged", "rep"))
+    bg = _tr.Background(_tr.run_abc, _tr.Sleepy(0.005), _tr.PRIOR_X, s, tmp_path / "m.db")
+    with server.client() as c:
+        gen = _tr.wait_generation(c, s, 1, bg)
+        results = f"{s.prefix}:results:{gen}"
+        task = b"ids:0:1"
+        c.rpush(results, _pickle.dumps((task, _Evil(m_plain))))
+        c.rpush(results, task + b"\n" + _sign(b"not-the-shared-secret-0123456789", "result",
+                                              s.analysis_id, gen, _pickle.dumps(_Evil(m_forged)),
+                                              task))
+        c.rpush(results, task + b"\n" + _sign(secret, "result", "another-analysis", gen,
+                                              _pickle.dumps(_Evil(m_replay)), task))
+        t0 = _time.monotonic()
+        _wait_for(lambda: sum("refused a result entry" in r.getMessage()
+                              for r in caplog.records) >= 3, 30, 0.01, "three refusals")
+        took = _time.monotonic() - t0
+    got = _snap16(bg.result(120))
+    _same16(got, ref)
+    assert not (m_plain.exists() or m_forged.exists() or m_replay.exists()), "a result ran"
+    msgs = [r.getMessage() for r in caplog.records if "refused a result entry" in r.getMessage()]
+    assert any("no dabc signature" in m for m in msgs), msgs
+    assert sum("does not verify" in m for m in msgs) >= 2, msgs
+    assert all(s.analysis_id in m for m in msgs), msgs
+    _tr.finish(server, ws)
+    assert took < 5, took
+
+
+def test_case4_redis_signatures_bind_analysis_generation_and_task():
+    """A signed payload verifies only for its own analysis, generation and task, and only
+    with its secret; a secret file others can read is refused."""
+    key, body = b"k" * 32, b"payload"
+    signed = _sign(key, "work", "a1", "g-1", body)
+    assert _verify(key, "work", "a1", "g-1", signed) == (body, "")
+    for args in (("work", "a2", "g-1"), ("work", "a1", "g-2"), ("result", "a1", "g-1")):
+        assert _verify(key, *args, signed)[0] is None, args
+    assert _verify(b"x" * 32, "work", "a1", "g-1", signed)[0] is None
+    tampered = signed[:-1] + b"X"
+    assert _verify(key, "work", "a1", "g-1", tampered)[0] is None
+    r = _sign(key, "result", "a1", "g-1", body, b"ids:0:4")
+    assert _verify(key, "result", "a1", "g-1", r, b"ids:0:4")[0] == body
+    assert _verify(key, "result", "a1", "g-1", r, b"ids:4:8")[0] is None
+
+
+def test_case4_redis_secret_file_must_be_private(tmp_path, monkeypatch):
+    f = tmp_path / "secret"
+    f.write_text("0123456789abcdef0123\n")
+    f.chmod(0o644)
+    with _pytest.raises(_dabc.InputError, match=r"readable by group or others.*chmod 600"):
+        _load_secret(f)
+    monkeypatch.setenv("DABC_REDIS_SECRET_FILE", str(f))
+    monkeypatch.delenv("DABC_REDIS_SECRET", raising=False)
+    with _pytest.raises(_dabc.InputError, match="readable by group or others"):
+        _load_secret()
+    f.chmod(0o600)
+    assert _load_secret() == b"0123456789abcdef0123"
+    monkeypatch.setenv("DABC_REDIS_SECRET", "short")
+    with _pytest.raises(_dabc.InputError, match="at least 16"):
+        _load_secret()
+    # no secret configured: a random one is created in the default file (mode 0600) and
+    # reused, so master and workers of one user on one machine agree without set-up
+    monkeypatch.delenv("DABC_REDIS_SECRET")
+    monkeypatch.delenv("DABC_REDIS_SECRET_FILE")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    first = _load_secret()
+    made = tmp_path / "config" / "dabc" / "redis-secret"
+    assert made.stat().st_mode & 0o777 == 0o600 and len(first) == 64
+    assert _load_secret() == first
+
+
+@_pytest.mark.timeout(60)
+def test_case4_redis_worker_with_another_secret_makes_a_clear_worker_error(redis16, tmp_path):
+    """Workers that do not share the master's secret refuse its work; the master says so
+    after no_worker_timeout instead of waiting silently."""
+    server = redis16.server()
+    other = tmp_path / "other-secret"
+    other.write_text("another-secret-0123456789\n")
+    other.chmod(0o600)
+    (w,) = redis16.workers(server, 1, env={"DABC_REDIS_SECRET_FILE": str(other)})
+    _tr.wait_registered(server, 1)
+    s = _tr.sampler_for(server, no_worker_timeout=2)
+    t0 = _time.monotonic()
+    with _pytest.raises(_dabc.WorkerError, match=r"1 refused it .*same secret"):
+        _tr.run_abc(_tr.Sleepy(0.0), _tr.PRIOR_X, s, tmp_path / "x.db")
+    took = _time.monotonic() - t0
+    assert took < 10, took
+    assert "refused the work of analysis" in w.stderr()
+    _tr.finish(server, [w])
+
+
+@_pytest.mark.timeout(90)
+def test_case4_redis_without_password_warns_and_off_loopback_is_refused(redis16, tmp_path,
+                                                                        tmp_path_factory):
+    server = redis16.server(password=None)
+    (w,) = redis16.workers(server, 1)
+    ref = _tr.reference("dyn", tmp_path_factory, gens=1)
+    _tr.wait_registered(server, 1)
+    s = _dabc.RedisEvalParallelSampler(host=server.host, port=server.port,
+                                       secret_file=server.secret_file)
+    with _pytest.warns(UserWarning, match="has no password"):
+        got = _snap16(_tr.run_abc(_tr.Sleepy(0.0), _tr.PRIOR_X, s, tmp_path / "np.db",
+                                    gens=1))
+    _same16(got, ref)
+    assert "has no password" in w.stderr()
+    _tr.finish(server, [w])
+    # not on loopback: refused at once, before any connection; --insecure lets it through
+    for host in ("10.255.255.1", "redis.example.org"):
+        t0 = _time.monotonic()
+        with _pytest.raises(_dabc.InputError, match="not on loopback.*insecure"):
+            _redis_connect(host, 6379)
+        assert _time.monotonic() - t0 < 0.5
+    with _pytest.raises(_dabc.InputError, match="Cannot reach Redis"):
+        _redis_connect("dabc-no-such-host.invalid", 6379, insecure=True)
+    cli = _sp16.run([_sys16.executable, "-m", "dabc.cli.redis_cli", "redis-worker",
+                           "--host", "10.255.255.1"], capture_output=True, text=True,
+                          timeout=60, stdin=_sp16.DEVNULL)
+    assert cli.returncode == 1 and "not on loopback" in cli.stderr, cli.stderr
+
+
+@_pytest.mark.timeout(90)
+def test_redis_password_from_environment_or_file(redis16, tmp_path, tmp_path_factory,
+                                                 monkeypatch):
+    """The password need not be on a command line: REDISCLI_AUTH (worker),
+    DABC_REDIS_PASSWORD (master), or a private file (manager)."""
+    server = redis16.server()
+    (w,) = redis16.workers(server, 1, auth=False, env={"REDISCLI_AUTH": server.password})
+    assert server.password not in " ".join(w.proc.args)
+    ref = _tr.reference("dyn", tmp_path_factory, gens=1)
+    _tr.wait_registered(server, 1)
+    monkeypatch.delenv("REDISCLI_AUTH", raising=False)
+    monkeypatch.setenv("DABC_REDIS_PASSWORD", server.password)
+    s = _dabc.RedisEvalParallelSampler(host=server.host, port=server.port,
+                                       secret_file=server.secret_file)
+    _same16(_snap16(_tr.run_abc(_tr.Sleepy(0.0), _tr.PRIOR_X, s, tmp_path / "e.db",
+                                       gens=1)), ref)
+    monkeypatch.delenv("DABC_REDIS_PASSWORD")
+    pw = tmp_path / "pw"
+    pw.write_text(server.password + "\n")
+    pw.chmod(0o600)
+    rows = _tr.manager("info", server.host, server.port, password_file=pw)
+    assert rows[0]["live_workers"] == 1
+    pw.chmod(0o640)
+    with _pytest.raises(_dabc.InputError, match="readable by group or others"):
+        _tr.manager("info", server.host, server.port, password_file=pw)
+    _tr.finish(server, [w])
+
+
+def _keys_without_ttl(server) -> list[str]:
+    with server.client() as c:
+        return [k.decode() for k in c.keys("*") if c.ttl(k) == -1]
+
+
+@_pytest.mark.slow
+@_pytest.mark.timeout(240)
+@_pytest.mark.parametrize("appendonly", [False, True], ids=["no-persistence", "aof"])
+def test_case2_redis_server_killed_and_restarted_mid_run(appendonly, redis16, tmp_path,
+                                                        tmp_path_factory, caplog):
+    """SIGKILL of redis-server mid-generation, restarted on the same port: without
+    persistence (the generation's keys are gone) or with AOF (``appendfsync always``). The
+    master re-publishes the work and the unfinished tasks, the workers reconnect, and the
+    run gives the uninterrupted reference; no key is left without a TTL."""
+    caplog.set_level(_logging.WARNING, logger="dabc")
+    server = redis16.server(appendonly=appendonly)
+    ws = redis16.workers(server, 2)
+    ref = _tr.reference("dyn", tmp_path_factory)
+    _tr.wait_registered(server, 2)
+    s = _tr.sampler_for(server)
+    bg = _tr.Background(_tr.run_abc, _tr.Sleepy(0.005), _tr.PRIOR_X, s, tmp_path / "k.db")
+    with server.client() as c:
+        _tr.wait_generation(c, s, 1, bg)
+        _wait_for(lambda: int(c.hget(f"{s.prefix}:info", "accepted") or 0) >= 40, 60, 0.005,
+                  "40 accepted in generation 1")
+        accepted = int(c.hget(f"{s.prefix}:info", "accepted"))
+    run_id = server.run_id()
+    server.kill()
+    t_kill = _time.monotonic()
+    _time.sleep(1.0)
+    server.restart()
+    assert server.run_id() != run_id
+    _wait_for(lambda: any("re-published its work" in r.getMessage() for r in caplog.records),
+              30, 0.05, "the master to re-publish")
+    republished = _time.monotonic() - t_kill
+    assert not _keys_without_ttl(server)
+    got = _snap16(bg.result(120))
+    took = _time.monotonic() - t_kill
+    _same16(got, ref)
+    assert accepted < _tr.N, "the server was killed after the generation was complete"
+    for w in ws:
+        assert w.alive(), w.stderr()
+        assert "lost the connection to Redis" in w.stderr()
+    _tr.finish(server, ws)
+    assert republished < 10 and took < 90, (republished, took)
+
+
+@_pytest.mark.timeout(90)
+def test_case12_redis_killed_for_good_is_a_worker_error(redis16, tmp_path, caplog):
+    """redis-server SIGKILLed and not restarted: the master raises WorkerError naming the
+    server after reconnect_timeout (here 4 s), the workers exit after theirs (5 s) with a
+    one-line error, and the generations stored before stay readable."""
+    caplog.set_level(_logging.WARNING, logger="dabc")
+    server = redis16.server()
+    ws = redis16.workers(server, 2, args=("--reconnect-timeout", "5s"))
+    _tr.wait_registered(server, 2)
+    s = _tr.sampler_for(server, reconnect_timeout=4)
+    db = tmp_path / "gone.db"
+    bg = _tr.Background(_tr.run_abc, _tr.Sleepy(0.005), _tr.PRIOR_X, s, db, gens=6)
+    with server.client() as c:
+        _tr.wait_generation(c, s, 2, bg)
+    server.kill()
+    t0 = _time.monotonic()
+    where = f"{server.host}:{server.port}"
+    with _pytest.raises(_dabc.WorkerError,
+                        match=rf"lost the connection to Redis at {where} .*ABCSMC\.load"):
+        bg.result(60)
+    took = _time.monotonic() - t0
+    assert 4 <= took < 12, took
+    h = _dabc.History(f"sqlite:///{db}")
+    assert h.n_populations >= 2
+    assert h.all_runs().status.tolist() == ["failed"]
+    assert len(h.get_distribution(t=1)[0]) == _tr.N
+    for w in ws:
+        code = w.wait(30)
+        err = w.stderr()
+        assert code == 1, err
+        assert f"dabc redis-worker: error: lost the connection to Redis at {where}" in err, err
+        assert "Traceback" not in err, err
+    took_workers = _time.monotonic() - t0
+    assert took_workers < 20, took_workers

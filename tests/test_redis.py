@@ -194,6 +194,7 @@ def rc(server):
 
 def sampler_for(server, kind: str = "dyn", **kwargs):
     cls = dabc.RedisEvalParallelSampler if kind == "dyn" else dabc.RedisStaticSampler
+    kwargs.setdefault("secret_file", server.secret_file)
     return cls(host=server.host, port=server.port, password=server.password, **kwargs)
 
 

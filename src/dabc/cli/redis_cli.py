@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import multiprocessing as mp
 import re
 import signal
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..samplers.redis import connect, manager, work_loop
+from ..samplers.redis import connect, load_secret, manager, work_loop
 from .dispatch import dispatch
 
 __all__ = ["add_parsers", "build_parser", "main", "parse_duration", "run_manager",
@@ -58,8 +59,14 @@ def parse_duration(text: str) -> float:
 def _connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="localhost")
     p.add_argument("--port", type=int, default=6379)
-    p.add_argument("--password", default=None)
+    p.add_argument("--password", default=None,
+                   help="the server's requirepass (visible to other users in the process list:"
+                        " prefer --password-file, REDISCLI_AUTH or DABC_REDIS_PASSWORD)")
+    p.add_argument("--password-file", default=None,
+                   help="file holding the password (mode 0600)")
     p.add_argument("--url", default=None, help="redis:// or rediss:// (TLS) URL")
+    p.add_argument("--insecure", action="store_true",
+                   help="accept a server without a password that is not on loopback")
 
 
 def add_parsers(sub: Any) -> None:
@@ -78,6 +85,12 @@ def add_parsers(sub: Any) -> None:
     w.add_argument("--idle-wait", type=parse_duration, default=0.5,
                    help="with nothing to do, look for work again after this long at the "
                         "latest (masters wake idle workers at once when they queue tasks)")
+    w.add_argument("--secret-file", default=None,
+                   help="file holding the HMAC secret shared with the masters (mode 0600; "
+                        "default DABC_REDIS_SECRET, DABC_REDIS_SECRET_FILE or "
+                        "~/.config/dabc/redis-secret)")
+    w.add_argument("--reconnect-timeout", type=parse_duration, default=300.0,
+                   help="give up after the server has been unreachable this long (default 5m)")
     w.set_defaults(func=run_worker)
     m = sub.add_parser("redis-manager", help="inspect or stop analyses on a Redis server")
     # dest "action": "command" is the subcommand's name (redis-manager), used in messages
@@ -88,7 +101,19 @@ def add_parsers(sub: Any) -> None:
     m.set_defaults(func=run_manager)
 
 
+def _log_to_stderr() -> None:
+    """Show dabc's warnings on stderr (refused work, lost connections) in a worker."""
+    logger = logging.getLogger("dabc")
+    if not any(not isinstance(h, logging.NullHandler) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
+                                               "%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(min(logger.getEffectiveLevel(), logging.WARNING))
+
+
 def _serve(kwargs: dict) -> None:
+    _log_to_stderr()
     stats = work_loop(**kwargs)
     sys.stdout.write(json.dumps(stats) + "\n")  # one write: lines of processes never interleave
     sys.stdout.flush()
@@ -116,8 +141,13 @@ def run_worker(args: argparse.Namespace) -> int:
         At once, when the server cannot be reached or refuses the password.
     """
     kwargs = {"host": args.host, "port": args.port, "password": args.password, "url": args.url,
-              "runtime": args.runtime, "idle_sleep": args.idle_wait}
-    connect(args.host, args.port, args.password, args.url).close()  # fail fast, clearly
+              "runtime": args.runtime, "idle_sleep": args.idle_wait,
+              "secret_file": args.secret_file, "password_file": args.password_file,
+              "insecure": args.insecure, "reconnect_timeout": args.reconnect_timeout}
+    _log_to_stderr()
+    connect(args.host, args.port, args.password, args.url, args.insecure,
+            args.password_file).close()  # fail fast, clearly
+    load_secret(args.secret_file)
     if args.processes <= 1:
         _serve(kwargs)
         return 0
@@ -156,7 +186,8 @@ def run_manager(args: argparse.Namespace) -> int:
     InputError
         When the server cannot be reached or refuses the password.
     """
-    for row in manager(args.action, args.host, args.port, args.password, args.url):
+    for row in manager(args.action, args.host, args.port, args.password, args.url,
+                       args.insecure, args.password_file):
         print(json.dumps(row))
     sys.stdout.flush()
     return 0

@@ -3,29 +3,76 @@
 Layout on the server (``P`` = ``dabc:a:<analysis id>``), every key with a TTL:
 
 - ``dabc:analyses`` (zset) lists live analyses; ``P:alive`` expires when a master dies.
-- ``P:gen`` names the current generation; ``P:work:<gen>`` holds its pickled work, fetched
-  once per worker per generation.
+- ``P:gen`` names the current generation; ``P:work:<gen>`` holds its pickled work, signed,
+  fetched once per worker per generation; ``P:info`` is the progress ``redis-manager
+  info`` shows.
 - ``P:queue:<gen>`` (list) holds tasks; a worker moves one atomically into ``P:claims:<gen>``
   (hash task -> worker). A result is pushed to ``P:results:<gen>`` only while its claim
   exists, so results of a finished generation never reappear.
+- ``P:refused:<gen>`` (hash worker -> reason) names workers that refused the work (its
+  signature did not verify with their secret).
 - ``dabc:worker:<id>`` is a worker's heartbeat (short TTL). The master re-queues the claims
   of workers whose heartbeat expired, so a killed worker never stalls a generation.
 - The pub/sub channel ``dabc:wake`` (not a key) carries a message whenever tasks are queued
   on an empty queue; idle workers wait on it instead of polling.
+
+Trust model
+-----------
+Work (pickled code, run by workers) and results (pickles, read by the master) are signed
+with an HMAC-SHA256 keyed by a secret that the master and its workers share and the Redis
+server never sees. The signature covers the analysis id, the generation and the payload
+(and, for a result, its task), so a signed payload cannot be replayed into another analysis
+or generation. A worker runs only work whose signature verifies and skips any other analysis
+with a WARNING; the master unpickles only results whose signature verifies and drops any
+other entry with a WARNING (its task is re-run). So anyone who can write to the Redis server
+but does not know the secret can at most disturb scheduling (delete keys, queue bogus tasks,
+stall a run until its bounds fire); they can never run code on a worker or on the master.
+Whoever knows the secret can run code on every worker of the pool: give it only to whom you
+would give a shell on them.
+
+The secret comes, in this order, from ``secret_file=`` (``--secret-file``), the environment
+variable ``DABC_REDIS_SECRET``, the file named by ``DABC_REDIS_SECRET_FILE``, or the default
+file ``$XDG_CONFIG_HOME/dabc/redis-secret`` (``~/.config/dabc/redis-secret``), which is
+created with a random secret (mode 0600) when missing; never from the command line. So one
+user on one machine (or on machines sharing a home directory) needs no set-up; workers on
+other machines need a copy of that file. A secret file readable by group or others is
+refused.
+
+The server's password (``requirepass``) comes from ``password=`` (``--password``),
+``password_file=`` (``--password-file``), or the environment (``REDISCLI_AUTH``, then
+``DABC_REDIS_PASSWORD``). A server without a password draws a warning; one that is not on
+the loopback interface is refused unless ``insecure=True`` (``--insecure``).
+
+Connection losses
+-----------------
+A master that loses its connection retries for ``reconnect_timeout`` seconds (default 30),
+then raises :class:`dabc.WorkerError` (the stored generations stay intact: resume with
+``ABCSMC.load``). Once connected again, and on every tick, it checks that its generation is
+still on the server (its work and generation keys exist and the server's ``run_id`` is
+unchanged); when not (a restarted server, evicted or deleted keys), it re-publishes the work
+and every unfinished task with the same ids, so the results are the same. Workers retry for
+their own ``reconnect_timeout`` (default 300 s) and keep serving when the server is back.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import logging
 import os
 import pickle
+import secrets
 import signal
 import socket
+import stat
 import threading
 import time
 import traceback
 import uuid
 import warnings
+from pathlib import Path
+from urllib.parse import urlparse
 
 import cloudpickle
 
@@ -42,6 +89,11 @@ WAKE = "dabc:wake"        # pub/sub channel: new tasks were queued (wakes idle w
 HEARTBEAT_TTL = 3.0       # seconds without a heartbeat before a worker counts as dead
 KEY_TTL = 600             # keys of an analysis whose master died expire after this long
 ALIVE_TTL = 30
+MAX_REPUBLISH = 20        # lost generations tolerated per generation before a WorkerError
+SECRET_ENV, SECRET_FILE_ENV = "DABC_REDIS_SECRET", "DABC_REDIS_SECRET_FILE"
+PASSWORD_ENVS = ("REDISCLI_AUTH", "DABC_REDIS_PASSWORD")
+MAGIC = b"dabc-hmac1:"    # signed values: MAGIC + 32-byte HMAC-SHA256 + body
+_UNSIGNED = "it carries no dabc signature (not written by a dabc master or worker)"
 
 # Move the first queued task into the claims hash (atomic).
 _CLAIM = """
@@ -69,14 +121,150 @@ return 0
 """
 
 
+# --- secrets, signatures, passwords ------------------------------------------------------
+def default_secret_file() -> Path:
+    """``$XDG_CONFIG_HOME/dabc/redis-secret`` (default ``~/.config/dabc/redis-secret``)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"),
+                                                             ".config")
+    return Path(base) / "dabc" / "redis-secret"
+
+
+def _read_private_file(path: str | os.PathLike, what: str, env: str) -> str:
+    """The stripped text of a file that only its owner may read."""
+    path = Path(path).expanduser()
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise InputError(f"Cannot read the Redis {what} file {path}: {exc.strerror}. Create "
+                         f"it (mode 0600) or point {env} at another file.") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InputError(f"The Redis {what} file {path} is readable by group or others "
+                         f"(mode {stat.S_IMODE(mode):04o}). Run `chmod 600 {path}`.")
+    if not text:
+        raise InputError(f"The Redis {what} file {path} is empty. Write the {what} into it.")
+    return text
+
+
+def load_secret(secret_file: str | os.PathLike | None = None, create: bool = True) -> bytes:
+    """The HMAC secret shared by a master and its workers (see the module docstring).
+
+    Parameters
+    ----------
+    secret_file : path, optional
+        A file holding the secret (mode 0600). Default: ``DABC_REDIS_SECRET``, else the
+        file named by ``DABC_REDIS_SECRET_FILE``, else the default file.
+    create : bool, default True
+        Create the default file with a random secret when it does not exist.
+
+    Returns
+    -------
+    bytes
+        The secret.
+
+    Raises
+    ------
+    dabc.InputError
+        When the secret file cannot be read, is readable by group or others, is empty, or
+        the secret is shorter than 16 characters.
+    """
+    if secret_file is not None:
+        text, where = _read_private_file(secret_file, "secret", "secret_file="), secret_file
+    elif os.environ.get(SECRET_ENV):
+        text, where = os.environ[SECRET_ENV], SECRET_ENV
+    elif os.environ.get(SECRET_FILE_ENV):
+        where = os.environ[SECRET_FILE_ENV]
+        text = _read_private_file(where, "secret", SECRET_FILE_ENV)
+    else:
+        where = path = default_secret_file()
+        if create and not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it just now
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(32) + "\n")
+                log.warning("created a random Redis HMAC secret in %s; workers on other "
+                            "machines need a copy of it (set %s to its path, or %s)",
+                            path, SECRET_FILE_ENV, SECRET_ENV)
+        text = _read_private_file(path, "secret", SECRET_FILE_ENV)
+    if len(text) < 16:
+        raise InputError(f"The Redis HMAC secret from {where} is {len(text)} characters "
+                         "long; use at least 16 (e.g. `openssl rand -hex 32`).")
+    return text.encode()
+
+
+def _mac(secret: bytes, kind: str, analysis: str, gen: str, task: bytes, body: bytes) -> bytes:
+    msg = hashlib.sha256()  # length-prefixed fields: no two field lists give one message
+    for part in (kind.encode(), analysis.encode(), gen.encode(), task, body):
+        msg.update(b"%d:" % len(part))
+        msg.update(part)
+    return hmac.new(secret, msg.digest(), hashlib.sha256).digest()
+
+
+def sign(secret: bytes, kind: str, analysis: str, gen: str, body: bytes,
+         task: bytes = b"") -> bytes:
+    """``body`` signed for one analysis, generation (and task): what is stored on Redis."""
+    return MAGIC + _mac(secret, kind, analysis, gen, task, body) + body
+
+
+def verify(secret: bytes, kind: str, analysis: str, gen: str, value: bytes,
+           task: bytes = b"") -> tuple[bytes | None, str]:
+    """``(body, "")`` when ``value`` is signed with ``secret`` for exactly this analysis,
+    generation and task, else ``(None, reason)``; nothing is unpickled."""
+    if not value.startswith(MAGIC) or len(value) < len(MAGIC) + 32:
+        return None, _UNSIGNED
+    mac, body = value[len(MAGIC):len(MAGIC) + 32], value[len(MAGIC) + 32:]
+    if not hmac.compare_digest(mac, _mac(secret, kind, analysis, gen, task, body)):
+        return None, ("its signature does not verify (another secret, or copied from another "
+                      "analysis or generation); master and workers need the same secret, "
+                      f"from {SECRET_ENV} or {SECRET_FILE_ENV}")
+    return body, ""
+
+
+def resolve_password(password: str | None = None,
+                     password_file: str | os.PathLike | None = None) -> str | None:
+    """The Redis password: ``password``, else ``password_file``, else ``REDISCLI_AUTH``,
+    else ``DABC_REDIS_PASSWORD``, else None."""
+    if password is not None:
+        return password
+    if password_file is not None:
+        return _read_private_file(password_file, "password", "password_file=")
+    for env in PASSWORD_ENVS:
+        if os.environ.get(env):
+            return os.environ[env]
+    return None
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def connect(host: str = "localhost", port: int = 6379, password: str | None = None,
-            url: str | None = None):
-    """A checked redis-py client; a wrong password or an unreachable server is an InputError."""
+            url: str | None = None, insecure: bool = False,
+            password_file: str | os.PathLike | None = None):
+    """A checked redis-py client (see the module docstring for passwords).
+
+    Raises
+    ------
+    dabc.InputError
+        On a wrong or missing password, an unreachable server, or a server without a
+        password that is not on loopback (unless ``insecure=True``).
+    """
     import redis
-    from redis.backoff import NoBackoff
+    from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
     from redis.retry import Retry
 
+    password = resolve_password(password, password_file)
     where = url or f"{host}:{port}"
+    parsed = urlparse(url) if url else None
 
     def make(**extra):
         if url:
@@ -85,25 +273,39 @@ def connect(host: str = "localhost", port: int = 6379, password: str | None = No
         return redis.Redis(host=host, port=port, password=password, socket_connect_timeout=5,
                            **extra)
 
+    how = ("Pass password= / --password, --password-file, or set REDISCLI_AUTH or "
+           "DABC_REDIS_PASSWORD.")
+    no_password = password is None and not (parsed and parsed.password)
+    local = ((parsed.scheme == "unix" or _is_loopback(parsed.hostname)) if parsed
+             else _is_loopback(host))
+    if no_password and not local and not insecure:
+        raise InputError(
+            f"No password for Redis at {where}, which is not on loopback: a server without a "
+            "password there lets anyone who can reach it disturb every analysis. Set "
+            f"requirepass on the server and pass it ({how}), or pass insecure=True / "
+            "--insecure to go on without one.")
     try:
         probe = make(retry=Retry(NoBackoff(), 0))  # fail at once on a wrong password
         probe.ping()
         probe.close()
-        client = make()
+        # a few quick retries for a blip; longer outages are the callers' to handle
+        client = make(retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.01), 3))
     except redis.AuthenticationError as exc:
         if password is None:
-            raise InputError(f"Redis at {where} needs a password ({exc}). Pass password= / "
-                             "--password.") from exc
+            raise InputError(f"Redis at {where} needs a password ({exc}). {how}") from exc
         raise InputError(f"Redis at {where} refused the password ({exc}). Pass the server's "
-                         "requirepass as password= / --password.") from exc
+                         f"requirepass: {how}") from exc
     except redis.ResponseError as exc:
         if "NOAUTH" in str(exc) or "AUTH" in str(exc).upper():
-            raise InputError(f"Redis at {where} needs a password ({exc}). Pass password= / "
-                             "--password.") from exc
+            raise InputError(f"Redis at {where} needs a password ({exc}). {how}") from exc
         raise
     except redis.ConnectionError as exc:
         raise InputError(f"Cannot reach Redis at {where}: {exc}. Start redis-server or "
                          "check host, port and TLS settings.") from exc
+    if no_password:  # and the server accepted us: it has none
+        warnings.warn(f"Redis at {where} has no password: anyone who can connect to it can "
+                      "disturb the analyses on it (never run code, without the HMAC secret). "
+                      "Set requirepass on the server.", stacklevel=2)
     return client
 
 
@@ -120,6 +322,11 @@ def _decode(text: bytes | str) -> Task:
     return Task(kind, int(start), int(stop), max_attempts)
 
 
+def _result_entry(secret: bytes, analysis: str, gen: str, task: bytes, body: bytes) -> bytes:
+    """A results-list entry: ``<task>\\n<signed pickle>`` (the task is readable unverified)."""
+    return task + b"\n" + sign(secret, "result", analysis, gen, body, task)
+
+
 def live_workers(r) -> list[str]:
     """Ids of workers whose heartbeat has not expired (and forget the dead ones)."""
     now = time.time()
@@ -127,35 +334,55 @@ def live_workers(r) -> list[str]:
     return [w.decode() for w in r.zrangebyscore(WORKERS, now - HEARTBEAT_TTL, "+inf")]
 
 
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.ConnectionError, redis.TimeoutError)
+
+
 class RedisEvalParallelSampler(Sampler):
     """DYN on a Redis-coordinated worker pool (start workers with ``dabc redis-worker``).
 
     Several analyses can share one server and one pool. Workers that die are detected by
-    their heartbeat and their tasks re-queued with the same ids.
+    their heartbeat and their tasks re-queued with the same ids. Work and results are
+    signed with an HMAC secret shared with the workers (see the module docstring).
 
     Parameters
     ----------
     host, port : str, int
         The Redis server (default localhost:6379).
     password : str, optional
-        The server's ``requirepass``.
+        The server's ``requirepass``; default from ``password_file`` or the environment
+        (``REDISCLI_AUTH``, ``DABC_REDIS_PASSWORD``).
     url : str, optional
         A ``redis://`` or ``rediss://`` (TLS) URL instead of host and port.
     batch_size : int or "auto", default "auto"
         Evaluation ids per task (DYN); ``"auto"`` sizes tasks from measured times.
     no_worker_timeout : float, default 60
-        Seconds with no live worker before the generation fails with "no live workers".
+        Seconds with no live worker (or only workers that refuse this analysis' signature)
+        before the generation fails with "no live workers".
     wait_for_workers : bool, default False
         Wait for workers instead of failing, with a warning every minute.
     target_seconds : float, default 0.05
         Aimed worker time per task.
+    secret_file : path, optional
+        File holding the HMAC secret (mode 0600); default ``DABC_REDIS_SECRET``,
+        ``DABC_REDIS_SECRET_FILE`` or ``~/.config/dabc/redis-secret``.
+    password_file : path, optional
+        File holding the password (mode 0600).
+    insecure : bool, default False
+        Accept a server without a password that is not on loopback (with a warning).
+    reconnect_timeout : float, default 30
+        Seconds to retry a lost connection before raising ``dabc.WorkerError``.
 
     Raises
     ------
     dabc.InputError
-        From ``sample``, when the server cannot be reached or refuses the password.
+        From ``sample``, when the server cannot be reached, refuses the password, or has
+        none and is not on loopback; or when the secret cannot be read.
     dabc.WorkerError
-        From ``sample``, when no worker is alive for ``no_worker_timeout`` seconds.
+        From ``sample``, when no worker is alive for ``no_worker_timeout`` seconds, or the
+        connection stays lost for ``reconnect_timeout`` seconds.
     """
 
     dynamic = True
@@ -163,24 +390,38 @@ class RedisEvalParallelSampler(Sampler):
     def __init__(self, host: str = "localhost", port: int = 6379, password: str | None = None,
                  url: str | None = None, batch_size: int | str = "auto",
                  no_worker_timeout: float = 60.0, wait_for_workers: bool = False,
-                 target_seconds: float = 0.05):
+                 target_seconds: float = 0.05, secret_file: str | os.PathLike | None = None,
+                 password_file: str | os.PathLike | None = None, insecure: bool = False,
+                 reconnect_timeout: float = 30.0):
         self._fixed_size = check_batch_size(batch_size)
         self.host, self.port, self.password, self.url = host, port, password, url
         self.batch_size = batch_size
         self.no_worker_timeout, self.wait_for_workers = no_worker_timeout, wait_for_workers
         self.target_seconds = target_seconds
+        self.secret_file, self.password_file = secret_file, password_file
+        self.insecure, self.reconnect_timeout = insecure, reconnect_timeout
         self.analysis_id = uuid.uuid4().hex[:16]
         self._r = None
+        self._secret: bytes | None = None
         self._stop_requested = False
         self._timing = None
 
     @property
     def prefix(self) -> str:
+        """The key prefix of this analysis on the server (``dabc:a:<analysis id>``)."""
         return f"dabc:a:{self.analysis_id}"
 
+    @property
+    def where(self) -> str:
+        """The server, for messages."""
+        return self.url or f"{self.host}:{self.port}"
+
     def _client(self):
+        if self._secret is None:
+            self._secret = load_secret(self.secret_file)
         if self._r is None:
-            self._r = connect(self.host, self.port, self.password, self.url)
+            self._r = connect(self.host, self.port, self.password, self.url, self.insecure,
+                              self.password_file)
             self._claim = self._r.register_script(_CLAIM)
             self._release = self._r.register_script(_RELEASE)
         return self._r
@@ -190,63 +431,162 @@ class RedisEvalParallelSampler(Sampler):
         return self._stop_requested
 
     def sample(self, request: WorkRequest) -> SampleResult:
+        """Sample one generation on the worker pool (see the class docstring)."""
         r = self._client()
         sched = make_scheduler(request, self.dynamic, batch_size=self._fixed_size,
                                timing_hint=self._timing, target_seconds=self.target_seconds)
         gen = request.work.token.replace(":", "-")
         P = self.prefix
-        keys = {k: f"{P}:{k}:{gen}" for k in ("work", "queue", "claims", "results")}
-        pipe = r.pipeline()
-        pipe.set(keys["work"], request.payload, ex=KEY_TTL)
-        pipe.set(f"{P}:gen", gen, ex=KEY_TTL)
-        pipe.set(f"{P}:alive", 1, ex=ALIVE_TTL)
-        pipe.zadd(ANALYSES, {self.analysis_id: time.time()})
-        pipe.expire(ANALYSES, KEY_TTL)
-        pipe.hset(f"{P}:info", mapping={"generation": request.generation,
-                                        "n": request.n, "accepted": 0, "evaluations": 0,
-                                        "failures": 0, "started": time.time()})
-        pipe.expire(f"{P}:info", KEY_TTL)
-        pipe.execute()
+        keys = {k: f"{P}:{k}:{gen}" for k in ("work", "queue", "claims", "results", "refused")}
+        self._gen, self._request = gen, request
+        self._signed_work = sign(self._secret, "work", self.analysis_id, gen, request.payload)
+        self._outstanding: dict[str, Task] = {}   # queued or claimed, no result yet
+        self._run_id = None
+        self._republished = 0
         try:
             result = self._run(r, sched, keys, P)
             self._timing = sched.seconds_per_evaluation()
             return result
         finally:
-            r.delete(*keys.values(), f"{P}:gen")
+            try:
+                r.delete(*keys.values(), f"{P}:gen")
+            except _redis_errors() as exc:
+                log.warning("could not delete generation %s's keys on Redis at %s (%s); "
+                            "they expire within %d s", gen, self.where, exc, KEY_TTL)
+
+    def _publish(self, r, sched: Scheduler, keys, P, fresh: bool) -> None:
+        """Put the generation on the server: its work and, after a loss, every unfinished
+        task (claims and queue are rebuilt; tasks keep their ids)."""
+        request = self._request
+        pipe = r.pipeline()
+        pipe.set(keys["work"], self._signed_work, ex=KEY_TTL)
+        pipe.set(f"{P}:gen", self._gen, ex=KEY_TTL)
+        pipe.set(f"{P}:alive", 1, ex=ALIVE_TTL)
+        pipe.zadd(ANALYSES, {self.analysis_id: time.time()})
+        pipe.expire(ANALYSES, KEY_TTL)
+        pipe.hset(f"{P}:info", mapping={"generation": request.generation,
+                                        "n": request.n, "accepted": sched.n_accepted,
+                                        "evaluations": sched.n_evaluated,
+                                        "failures": sched.n_failed, "started": time.time()})
+        pipe.expire(f"{P}:info", KEY_TTL)
+        requeue = []
+        if not fresh:
+            for enc, task in list(self._outstanding.items()):
+                if sched.wanted(task):
+                    requeue.append(enc)
+                else:
+                    del self._outstanding[enc]
+            pipe.delete(keys["claims"], keys["queue"])
+            if requeue:
+                pipe.rpush(keys["queue"], *requeue)
+                pipe.expire(keys["queue"], KEY_TTL)
+                pipe.publish(WAKE, 1)
+        pipe.info("server")
+        self._run_id = pipe.execute()[-1].get("run_id")
+        if not fresh:
+            log.warning("Redis at %s lost generation %d of analysis %s (the server restarted "
+                        "or its keys were deleted); re-published its work and %d unfinished "
+                        "tasks with the same ids", self.where, request.generation,
+                        self.analysis_id, len(requeue))
+
+    def _lost(self, r, keys, P) -> bool:
+        """Whether the server no longer holds this generation."""
+        pipe = r.pipeline()
+        pipe.exists(keys["work"], f"{P}:gen")
+        pipe.info("server")
+        present, info = pipe.execute()
+        return present != 2 or info.get("run_id") != self._run_id
 
     def _run(self, r, sched: Scheduler, keys, P) -> SampleResult:
         last_tick, no_workers_since, last_warning = 0.0, None, 0.0
         workers = 1
+        published = False
+        lost_since = None
         while not sched.done:
-            now = time.monotonic()
-            if now - last_tick > 0.5:
-                last_tick = now
-                workers = len(live_workers(r))
-                self._tick(r, sched, keys, P)
-                if workers == 0:
-                    no_workers_since = no_workers_since or now
-                    waited = now - no_workers_since
-                    if not self.wait_for_workers and waited > self.no_worker_timeout:
-                        raise WorkerError(
-                            f"no live workers on Redis {self.url or f'{self.host}:{self.port}'}"
-                            f" for {waited:.0f} s. Start workers with `dabc redis-worker`, or "
-                            "pass wait_for_workers=True to wait for them.")
-                    if self.wait_for_workers and now - last_warning > 60:
-                        last_warning = now
-                        warnings.warn("no live Redis workers; waiting for workers to join",
-                                      stacklevel=2)
-                else:
-                    no_workers_since = None
-            self._refill(r, sched, keys, max(workers, 1))
-            got = r.blpop([keys["results"]], timeout=0.2)
-            if got is None:
-                continue
-            _, raw = got
-            task, batch = pickle.loads(raw)
-            if isinstance(batch, str):
-                raise WorkerError(f"a Redis worker failed outside the model:\n{batch}")
-            sched.add(task, batch)
+            try:
+                now = time.monotonic()
+                if not published:
+                    self._publish(r, sched, keys, P, fresh=True)
+                    published = True
+                if now - last_tick > 0.5:
+                    last_tick = now
+                    if self._lost(r, keys, P):
+                        self._republished += 1
+                        if self._republished > MAX_REPUBLISH:
+                            raise WorkerError(
+                                f"Redis at {self.where} lost generation "
+                                f"{self._request.generation} of this analysis "
+                                f"{self._republished} times: something deletes dabc keys "
+                                "(redis-manager reset, FLUSHALL, maxmemory eviction, restarts)."
+                                " Stop it, then resume the run with ABCSMC.load(...).")
+                        self._publish(r, sched, keys, P, fresh=False)
+                    workers = self._tick(r, sched, keys, P)
+                    if workers == 0:
+                        no_workers_since = no_workers_since or now
+                        waited = now - no_workers_since
+                        if not self.wait_for_workers and waited > self.no_worker_timeout:
+                            raise WorkerError(self._no_workers_message(r, keys, waited))
+                        if self.wait_for_workers and now - last_warning > 60:
+                            last_warning = now
+                            warnings.warn("no live Redis workers; waiting for workers to join",
+                                          stacklevel=2)
+                    else:
+                        no_workers_since = None
+                self._refill(r, sched, keys, max(workers, 1))
+                got = r.blpop([keys["results"]], timeout=0.2)
+                if lost_since is not None:
+                    log.warning("reconnected to Redis at %s after %.1f s", self.where,
+                                time.monotonic() - lost_since)
+                    lost_since = None
+                if got is not None:
+                    self._receive(r, sched, keys, got[1])
+            except _redis_errors() as exc:
+                now = time.monotonic()
+                if lost_since is None:
+                    lost_since = now
+                    log.warning("lost the connection to Redis at %s (%s); retrying for up to "
+                                "%g s", self.where, exc, self.reconnect_timeout)
+                elif now - lost_since > self.reconnect_timeout:
+                    raise WorkerError(
+                        f"lost the connection to Redis at {self.where} for "
+                        f"{now - lost_since:.0f} s (reconnect_timeout="
+                        f"{self.reconnect_timeout:g}) in generation "
+                        f"{self._request.generation}: {exc}. The generations stored so far are "
+                        "intact: restart the server and resume the run with "
+                        "ABCSMC.load(...).") from exc
+                last_tick = 0.0  # check the generation at once when connected again
+                time.sleep(0.5)
         return sched.result()
+
+    def _no_workers_message(self, r, keys, waited: float) -> str:
+        refused = {k.decode(): v.decode() for k, v in r.hgetall(keys["refused"]).items()}
+        if refused:
+            return (f"no live workers on Redis {self.where} accept this analysis' work for "
+                    f"{waited:.0f} s: {len(refused)} refused it ({next(iter(refused.values()))})."
+                    f" Give workers and master the same secret ({SECRET_ENV} or "
+                    f"{SECRET_FILE_ENV}).")
+        return (f"no live workers on Redis {self.where} for {waited:.0f} s. Start workers with "
+                "`dabc redis-worker`, or pass wait_for_workers=True to wait for them.")
+
+    def _receive(self, r, sched: Scheduler, keys, raw: bytes) -> None:
+        """Verify one results-list entry; only then unpickle and record it."""
+        task_text, sep, signed = raw.partition(b"\n")
+        body, reason = verify(self._secret, "result", self.analysis_id, self._gen, signed,
+                              task_text) if sep else (None, _UNSIGNED)
+        if body is None:
+            log.warning("refused a result entry of analysis %s generation %s on Redis at %s: "
+                        "%s; not unpickled, its task counts as not delivered",
+                        self.analysis_id, self._gen, self.where, reason)
+            task = self._outstanding.get(task_text.decode(errors="replace"))
+            if task is not None and sched.wanted(task) and not r.hexists(keys["claims"],
+                                                                         task_text):
+                r.rpush(keys["queue"], task_text)  # re-run it, with the same ids
+            return
+        task, batch = pickle.loads(body)
+        if isinstance(batch, str):
+            raise WorkerError(f"a Redis worker failed outside the model:\n{batch}")
+        self._outstanding.pop(_encode(task), None)
+        sched.add(task, batch)
 
     def _refill(self, r, sched: Scheduler, keys, workers: int) -> None:
         queued = r.llen(keys["queue"])
@@ -257,7 +597,9 @@ class RedisEvalParallelSampler(Sampler):
             task = sched.next_task(workers)
             if task is None:
                 break
-            tasks.append(_encode(task))
+            enc = _encode(task)
+            self._outstanding[enc] = task
+            tasks.append(enc)
         if tasks:
             pipe = r.pipeline()
             pipe.rpush(keys["queue"], *tasks)
@@ -266,8 +608,9 @@ class RedisEvalParallelSampler(Sampler):
                 pipe.publish(WAKE, 1)
             pipe.execute()
 
-    def _tick(self, r, sched: Scheduler, keys, P) -> None:
-        """Re-queue claims of dead workers, refresh TTLs, publish progress, read stop flag."""
+    def _tick(self, r, sched: Scheduler, keys, P) -> int:
+        """Re-queue claims of dead workers, refresh TTLs, publish progress, read the stop
+        flag. Returns the number of live workers that do not refuse this analysis."""
         alive = set(live_workers(r))
         for task, wid in r.hgetall(keys["claims"]).items():
             if wid.decode() not in alive and self._release(
@@ -278,26 +621,36 @@ class RedisEvalParallelSampler(Sampler):
         for task in r.lrange(keys["queue"], 0, -1):
             if not sched.wanted(_decode(task)):
                 r.lrem(keys["queue"], 0, task)
+                self._outstanding.pop(task.decode(), None)
         pipe = r.pipeline()
         for k in keys.values():
             pipe.expire(k, KEY_TTL)
+        pipe.expire(f"{P}:gen", KEY_TTL)
         pipe.set(f"{P}:alive", 1, ex=ALIVE_TTL)
         pipe.zadd(ANALYSES, {self.analysis_id: time.time()})
         pipe.expire(ANALYSES, KEY_TTL)
         pipe.hset(f"{P}:info", mapping={"accepted": sched.n_accepted,
                                         "evaluations": sched.n_evaluated,
                                         "failures": sched.n_failed})
+        pipe.expire(f"{P}:info", KEY_TTL)
+        pipe.hkeys(keys["refused"])
         pipe.get(f"{P}:stop")
-        self._stop_requested = pipe.execute()[-1] is not None
+        *_, refused, stop = pipe.execute()
+        self._stop_requested = stop is not None
+        return len(alive - {w.decode() for w in refused})
 
     def close(self) -> None:
         """End the analysis: delete all its keys (the sampler can be used again)."""
         if self._r is not None:
             P = self.prefix
-            leftovers = list(self._r.scan_iter(match=f"{P}:*"))
-            if leftovers:
-                self._r.delete(*leftovers)
-            self._r.zrem(ANALYSES, self.analysis_id)
+            try:
+                leftovers = list(self._r.scan_iter(match=f"{P}:*"))
+                if leftovers:
+                    self._r.delete(*leftovers)
+                self._r.zrem(ANALYSES, self.analysis_id)
+            except _redis_errors() as exc:
+                log.warning("could not delete analysis %s's keys on Redis at %s (%s); they "
+                            "expire within %d s", self.analysis_id, self.where, exc, KEY_TTL)
             self._r.close()
             self._r = None
 
@@ -310,6 +663,8 @@ class RedisStaticSampler(RedisEvalParallelSampler):
     host, port, password, url, batch_size, no_worker_timeout, wait_for_workers, target_seconds
         As for :class:`RedisEvalParallelSampler` (``batch_size`` and ``target_seconds`` do
         not apply to STAT).
+    secret_file, password_file, insecure, reconnect_timeout
+        As for :class:`RedisEvalParallelSampler`.
     """
 
     dynamic = False
@@ -345,21 +700,57 @@ def _relay_signals_to_main_thread() -> None:
     threading.Thread(target=relay, daemon=True, name="dabc-signal-relay").start()
 
 
-def work_loop(host="localhost", port=6379, password=None, url=None, runtime: float | None = None,
-              idle_sleep: float = 0.5, install_signals: bool = True) -> dict:
+def work_loop(host: str = "localhost", port: int = 6379, password: str | None = None,
+              url: str | None = None, runtime: float | None = None, idle_sleep: float = 0.5,
+              install_signals: bool = True, secret_file: str | os.PathLike | None = None,
+              password_file: str | os.PathLike | None = None, insecure: bool = False,
+              reconnect_timeout: float = 300.0) -> dict:
     """Serve every analysis on the server until ``runtime`` seconds pass or SIGTERM/SIGINT.
 
     An idle worker waits up to ``idle_sleep`` seconds for a master's wake-up message (sent
     when tasks are queued), so it starts at once without polling the server.
     On a signal the unfinished claim is handed back to its queue before exiting.
-    Returns counts of what this worker did.
+    Only work signed with this worker's secret is run (see the module docstring); other
+    analyses are skipped with a WARNING. A lost connection is retried for
+    ``reconnect_timeout`` seconds.
+
+    Parameters
+    ----------
+    host, port, password, url, password_file, insecure
+        The server, as for :func:`connect`.
+    runtime : float, optional
+        Seconds to serve (default: until a signal).
+    idle_sleep : float, default 0.5
+        Longest wait for a wake-up message when idle.
+    install_signals : bool, default True
+        Handle SIGTERM/SIGINT (only in a process's main thread).
+    secret_file : path, optional
+        The HMAC secret's file (see :func:`load_secret`).
+    reconnect_timeout : float, default 300
+        Seconds without a connection before giving up.
+
+    Returns
+    -------
+    dict
+        Counts of what this worker did: ``worker``, ``tasks``, ``evaluations``, ``refused``.
+
+    Raises
+    ------
+    dabc.InputError
+        When the server cannot be reached at the start, or the secret cannot be read.
+    dabc.WorkerError
+        When the connection stays lost for ``reconnect_timeout`` seconds.
     """
-    r = connect(host, port, password, url)
-    wake = r.pubsub(ignore_subscribe_messages=True)
-    wake.subscribe(WAKE)
+    import redis
+
+    secret = load_secret(secret_file)
+    where = url or f"{host}:{port}"
+    r = connect(host, port, password, url, insecure, password_file)
+    wake = None
     claim, deliver = r.register_script(_CLAIM), r.register_script(_DELIVER)
+    release = r.register_script(_RELEASE)
     wid = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    stats = {"worker": wid, "tasks": 0, "evaluations": 0}
+    stats = {"worker": wid, "tasks": 0, "evaluations": 0, "refused": 0}
     stopping = threading.Event()
 
     def on_signal(signum, frame):
@@ -391,65 +782,121 @@ def work_loop(host="localhost", port=6379, password=None, url=None, runtime: flo
     threading.Thread(target=beat, daemon=True).start()
     deadline = None if runtime is None else time.monotonic() + runtime
     cache: dict = {}
+    refused: set[tuple[str, str]] = set()  # (analysis, generation) whose work did not verify
     current = None
+    lost_since = None
     try:
         while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
-            current = None
-            for aid in r.zrange(ANALYSES, 0, -1):
-                P = f"dabc:a:{aid.decode()}"
-                gen = r.get(f"{P}:gen")
-                if gen is None:
-                    continue
-                gen = gen.decode()
-                queue, claims = f"{P}:queue:{gen}", f"{P}:claims:{gen}"
-                task = claim(keys=[queue, claims], args=[wid])
-                if task is None:
-                    continue
-                current = (queue, claims, task)
-                work = cache.get(gen)
-                if work is None:
-                    payload = r.get(f"{P}:work:{gen}")
-                    if payload is None:
-                        break  # the generation just ended
-                    cache.clear()
-                    work = cache[gen] = cloudpickle.loads(payload)
-                decoded = _decode(task)
-                try:
-                    batch = execute(work, decoded)
-                except _Stop:
-                    raise
-                except Exception:
-                    batch = traceback.format_exc()
-                deliver(keys=[claims, f"{P}:results:{gen}"],
-                        args=[task, pickle.dumps((decoded, batch)), KEY_TTL])
+            try:
+                if wake is None:
+                    wake = r.pubsub(ignore_subscribe_messages=True)
+                    wake.subscribe(WAKE)
                 current = None
-                stats["tasks"] += 1
-                stats["evaluations"] += 0 if isinstance(batch, str) else len(batch)
-                break
-            else:
-                wake.get_message(timeout=idle_sleep)
-                while wake.get_message() is not None:  # one wake-up serves them all
-                    pass
+                for aid_raw in r.zrange(ANALYSES, 0, -1):
+                    aid = aid_raw.decode(errors="replace")
+                    P = f"dabc:a:{aid}"
+                    gen = r.get(f"{P}:gen")
+                    if gen is None:
+                        continue
+                    gen = gen.decode(errors="replace")
+                    if (aid, gen) in refused:
+                        continue
+                    queue, claims = f"{P}:queue:{gen}", f"{P}:claims:{gen}"
+                    task = claim(keys=[queue, claims], args=[wid])
+                    if task is None:
+                        continue
+                    current = (queue, claims, task)
+                    work = cache.get((aid, gen))
+                    if work is None:
+                        payload = r.get(f"{P}:work:{gen}")
+                        if payload is None:
+                            break  # the generation just ended
+                        body, reason = verify(secret, "work", aid, gen, payload)
+                        if body is None:
+                            release(keys=[claims, queue], args=[task, wid])
+                            current = None
+                            if len(refused) > 1000:
+                                refused.clear()
+                            refused.add((aid, gen))
+                            stats["refused"] += 1
+                            pipe = r.pipeline()
+                            pipe.hset(f"{P}:refused:{gen}", wid, reason)
+                            pipe.expire(f"{P}:refused:{gen}", KEY_TTL)
+                            pipe.execute()
+                            log.warning("refused the work of analysis %s (generation %s) on "
+                                        "Redis at %s: %s; skipping that analysis", aid, gen,
+                                        where, reason)
+                            continue
+                        cache.clear()
+                        work = cache[(aid, gen)] = cloudpickle.loads(body)
+                    decoded = _decode(task)
+                    try:
+                        batch = execute(work, decoded)
+                    except _Stop:
+                        raise
+                    except Exception:
+                        batch = traceback.format_exc()
+                    entry = _result_entry(secret, aid, gen, task,
+                                          pickle.dumps((decoded, batch)))
+                    deliver(keys=[claims, f"{P}:results:{gen}"], args=[task, entry, KEY_TTL])
+                    current = None
+                    stats["tasks"] += 1
+                    stats["evaluations"] += 0 if isinstance(batch, str) else len(batch)
+                    break
+                else:
+                    wake.get_message(timeout=idle_sleep)
+                    while wake.get_message() is not None:  # one wake-up serves them all
+                        pass
+                if lost_since is not None:
+                    log.warning("reconnected to Redis at %s after %.1f s", where,
+                                time.monotonic() - lost_since)
+                    lost_since = None
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                current = None  # the master re-queues what this worker held
+                if wake is not None:
+                    try:
+                        wake.close()
+                    except Exception:
+                        pass
+                    wake = None
+                now = time.monotonic()
+                if lost_since is None:
+                    lost_since = now
+                    log.warning("lost the connection to Redis at %s (%s); retrying for up to "
+                                "%g s", where, exc, reconnect_timeout)
+                elif now - lost_since > reconnect_timeout:
+                    raise WorkerError(
+                        f"lost the connection to Redis at {where} for {now - lost_since:.0f} s "
+                        f"(reconnect_timeout={reconnect_timeout:g}): {exc}. Restart the server,"
+                        " then start the worker again.") from exc
+                stopping.wait(0.5)
     except _Stop:
         pass
     finally:
         stopping.set()
-        wake.close()
-        r.close()  # a signal may have interrupted a command half-way: use a fresh connection
-        r = connect(host, port, password, url)
-        if current is not None:
-            queue, claims, task = current
-            r.register_script(_RELEASE)(keys=[claims, queue], args=[task, wid])
-        r.zrem(WORKERS, wid)
-        r.delete(f"dabc:worker:{wid}")
-        r.close()
+        try:
+            if wake is not None:
+                wake.close()
+            r.close()  # a signal may have interrupted a command half-way: use a fresh one
+            r = connect(host, port, password, url, insecure, password_file)
+            if current is not None:
+                queue, claims, task = current
+                r.register_script(_RELEASE)(keys=[claims, queue], args=[task, wid])
+            r.zrem(WORKERS, wid)
+            r.delete(f"dabc:worker:{wid}")
+            r.close()
+        except (InputError, redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("could not unregister worker %s from Redis at %s (%s); its keys "
+                        "expire within %d s", wid, where, exc, int(HEARTBEAT_TTL) + 1)
     return stats
 
 
-def manager(command: str, host="localhost", port=6379, password=None, url=None) -> list[dict]:
+def manager(command: str, host: str = "localhost", port: int = 6379,
+            password: str | None = None, url: str | None = None, insecure: bool = False,
+            password_file: str | os.PathLike | None = None) -> list[dict]:
     """``info``: one dict per analysis; ``stop``: end all analyses after this generation;
     ``reset``: delete every dabc key (emergencies only)."""
-    r = connect(host, port, password, url)
+    r = connect(host, port, password, url, insecure, password_file)
     try:
         if command == "reset":
             keys = list(r.scan_iter(match="dabc:*"))
