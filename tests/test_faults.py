@@ -539,3 +539,269 @@ def test_case12_redis_killed_for_good_is_a_worker_error(redis16, tmp_path, caplo
         assert "Traceback" not in err, err
     took_workers = _time.monotonic() - t0
     assert took_workers < 20, took_workers
+
+
+# --- cases 9, 10, 11: read-only databases, concurrent starts, a corrupt generation ---
+# 9: a database on a read-only file system (or an immutable file or folder) is opened
+# read-only: every reader works, only a write says "Cannot write"; a WAL database copied
+# there without its -wal/-shm files is read too. 10: many processes starting on one new
+# database all succeed (creating the tables retries a lost race). 11: a damaged page or
+# blob makes one generation unreadable; info and export report it and go on with the rest.
+import multiprocessing as _mp  # noqa: E402
+import os as _os  # noqa: E402, F811  (also imported above, by another case)
+import shutil as _shutil  # noqa: E402
+import sqlite3 as _sqlite3  # noqa: E402
+import subprocess as _subprocess  # noqa: E402, F811
+import sys as _sys  # noqa: E402, F811
+import uuid as _uuid  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+import pandas as _pd  # noqa: E402
+
+_HERE = _Path(__file__).resolve().parent
+
+
+def _write_run_9(db, generations=3, population=60):
+    """A real run written by dabc in a child process (so the file is closed and
+    checkpointed, as a finished run leaves it)."""
+    _subprocess.run([_sys.executable, str(_HERE / "fault_storage.py"), str(db),
+                     str(generations), str(population)], check=True, timeout=120)
+
+
+def _dabc_cli_9(*args):
+    return _subprocess.run([_sys.executable, "-m", "dabc", *map(str, args)],
+                           capture_output=True, text=True, timeout=120,
+                           stdin=_subprocess.DEVNULL)
+
+
+def _check_reads_but_not_writes_9(db, n_generations, cli=True):
+    tic = _time.perf_counter()
+    h = _dabc.History(db)
+    assert h.max_t == n_generations - 1
+    params, w = h.get_distribution(0)
+    assert len(params) == 60 and abs(w.sum() - 1) < 1e-12
+    assert len(h.all_runs()) == 1 and h.get_all_populations()["t"].tolist() == list(
+        range(n_generations))
+    assert h.state(h.max_t)
+    cfg_history, _runs = _dabc.storage.open_history(db)
+    assert cfg_history.max_t == n_generations - 1
+    took = _time.perf_counter() - tic
+    assert took < 10, took
+    for write in (lambda: h.set_status("done", "x"),
+                  lambda: h.create_run(seed=1, population_size=1, model_names=["m"],
+                                       param_names=[["a"]], stat_columns=["y"],
+                                       observed=b"", config=b"", version="x"),
+                  lambda: h.append_generation(99, {}, {}, b"")):
+        with _pytest.raises(_dabc.InputError, match="Cannot write the database"):
+            write()
+    h.engine.dispose()
+    cfg_history.engine.dispose()
+    if not cli:
+        return
+    info = _dabc_cli_9("info", db)
+    assert info.returncode == 0, info.stderr
+    assert "Traceback" not in info.stderr
+    assert f"\n  {n_generations - 1} " in info.stdout
+    out = _Path(f"/tmp/dabc-ro-export-{_uuid.uuid4().hex}.csv")
+    try:
+        exp = _dabc_cli_9("export", db, "--generation", "all", "--out", out)
+        assert exp.returncode == 0, exp.stderr
+        assert _pd.read_csv(out)["t"].nunique() == n_generations
+    finally:
+        out.unlink(missing_ok=True)
+
+
+@_pytest.fixture
+def read_only_mount(tmp_path):
+    """A tmpfs mounted at a folder of tmp_path: yields (folder, make_read_only)."""
+    where = tmp_path / "mnt"
+    where.mkdir()
+    proc = _subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
+                           capture_output=True, text=True)
+    if proc.returncode != 0:
+        _pytest.skip(f"cannot mount a tmpfs here (needs root and mount rights): "
+                     f"{proc.stderr.strip()}; the chattr +i test covers read-only files")
+
+    def make_read_only():
+        _subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+
+    try:
+        yield where, make_read_only
+    finally:
+        _subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@_pytest.mark.timeout(180)
+def test_case9_database_on_a_read_only_file_system_is_read(tmp_path, read_only_mount):
+    where, make_read_only = read_only_mount
+    db = tmp_path / "run.db"
+    _write_run_9(db)
+    with open(db, "rb") as f:
+        assert f.read(20)[18:20] == b"\x02\x02"  # written in WAL mode
+    assert not _os.path.exists(f"{db}-wal")
+    _shutil.copy(db, where / "run.db")  # the WAL database without its -wal/-shm files
+    make_read_only()
+    with _pytest.raises(OSError):
+        (where / "probe").write_text("x")
+    ro_db = where / "run.db"
+    _check_reads_but_not_writes_9(ro_db, 3)
+    _check_reads_but_not_writes_9(f"sqlite:///{ro_db}", 3, cli=False)
+    with _pytest.raises(_dabc.InputError, match="read-only file system"):
+        _dabc.History(ro_db).set_status("done")
+    assert sorted(_os.listdir(where)) == ["run.db"]
+    # a run started on it says so at once, naming the cause
+    abc = _dabc.ABCSMC(_gauss_1, _PRIOR_1, population_size=20,
+                       sampler=_dabc.SingleCoreSampler(), progress=False)
+    with _pytest.raises(_dabc.InputError, match="Cannot write the database.*read-only file "
+                        "system"):
+        abc.run({"y": 0.0}, db=ro_db, max_generations=1)
+    # a new database there cannot be created, and says so
+    with _pytest.raises(_dabc.InputError, match="Cannot write the database"):
+        _dabc.History(where / "new.db")
+
+
+@_pytest.mark.timeout(180)
+def test_case9_immutable_file_and_folder_are_read(tmp_path):
+    if _subprocess.run(["which", "chattr"], capture_output=True).returncode != 0:
+        _pytest.skip("chattr is not installed")
+    folder = tmp_path / "frozen"
+    folder.mkdir()
+    db = folder / "run.db"
+    _write_run_9(db)
+    made = []
+    try:
+        if _subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode != 0:
+            _pytest.skip("chattr +i is not supported on this file system or user")
+        made.append(db)
+        assert not _os.access(db, _os.W_OK)
+        _check_reads_but_not_writes_9(db, 3, cli=False)  # immutable file, writable folder
+        _subprocess.run(["chattr", "+i", str(folder)], check=True)
+        made.append(folder)
+        _check_reads_but_not_writes_9(db, 3)  # and in an immutable folder
+    finally:
+        for p in reversed(made):
+            _subprocess.run(["chattr", "-i", str(p)], check=False)
+
+
+def _concurrent_starts_10(db, n):
+    ctx = _mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["dabc", "fault_storage"])
+    import fault_storage
+
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=fault_storage.start_run, args=(db, barrier, results))
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        got = [results.get(timeout=150) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    return got
+
+
+@_pytest.fixture
+def _tests_on_path_10(monkeypatch):
+    monkeypatch.syspath_prepend(str(_HERE))
+
+
+@_pytest.mark.timeout(240)
+def test_case10_concurrent_starts_on_one_new_sqlite_file(tmp_path, _tests_on_path_10, caplog):
+    db = str(tmp_path / "shared.db")
+    tic = _time.perf_counter()
+    got = _concurrent_starts_10(db, 40)
+    took = _time.perf_counter() - tic
+    errors = [m for kind, m in got if kind != "ok"]
+    assert not errors, f"{len(errors)} of 40 starts failed: {sorted(set(errors))[:3]}"
+    ids = sorted(m for _, m in got)
+    assert ids == list(range(1, 41)), ids
+    h = _dabc.History(db)
+    assert sorted(h.all_runs()["id"]) == ids
+    h.engine.dispose()
+    assert took < 200, took
+
+
+@_pytest.mark.timeout(240)
+def test_case10_concurrent_starts_on_one_new_postgres_schema(pg_url, _tests_on_path_10):
+    got = _concurrent_starts_10(pg_url, 30)
+    errors = [m for kind, m in got if kind != "ok"]
+    assert not errors, f"{len(errors)} of 30 starts failed: {sorted(set(errors))[:3]}"
+    ids = sorted(m for _, m in got)
+    assert len(set(ids)) == 30
+    h = _dabc.History(pg_url)
+    assert sorted(h.all_runs()["id"]) == ids
+    h.engine.dispose()
+
+
+def _page_of_blob_11(db, t):
+    """The offset of two consecutive pages of the file filled by generation t's blob."""
+    con = _sqlite3.connect(db)
+    page = con.execute("PRAGMA page_size").fetchone()[0]
+    blob = con.execute("SELECT data FROM dabc_particles WHERE t = ?", (t,)).fetchone()[0]
+    con.close()
+    raw = _Path(db).read_bytes()
+    full = [i for i in range(len(raw) // page)
+            if raw[i * page + 4:(i + 1) * page] in blob]  # an overflow page: 4-byte link
+    pairs = [i for i in full if i + 1 in full]
+    assert pairs, "generation's blob does not span two full pages; raise the population"
+    return pairs[0] * page, 2 * page
+
+
+@_pytest.mark.timeout(240)
+def test_case11_a_corrupt_generation_is_reported_and_the_rest_exported(tmp_path):
+    db = tmp_path / "run.db"
+    _write_run_9(db, generations=12, population=400)
+    offset, size = _page_of_blob_11(db, 7)
+    assert size == 8192
+    with open(db, "r+b") as f:  # one damaged 8 KiB block inside generation 7's particles
+        f.seek(offset)
+        f.write(_np.random.default_rng(0).bytes(size))
+    con = _sqlite3.connect(db)  # and a blob overwritten with garbage in generation 4
+    con.execute("UPDATE dabc_particles SET data = ? WHERE t = 4", (b"garbage" * 100,))
+    con.commit()
+    con.close()
+
+    h = _dabc.History(db)
+    for t, why in ((7, "malformed|bad npz blob"), (4, "bad npz blob.*not an npz archive")):
+        with _pytest.raises(_dabc.InputError, match=f"Generation {t} of run 1 .*({why}).*"
+                            "backup"):
+            h.get_arrays(t)
+    assert len(h.get_distribution(0, t=6)[0]) == 400
+    assert h.unreadable_generations().keys() == {4, 7}
+    h.engine.dispose()
+
+    tic = _time.perf_counter()
+    info = _dabc_cli_9("info", db)
+    took_info = _time.perf_counter() - tic
+    assert info.returncode == 1, (info.stdout, info.stderr)
+    assert "Traceback" not in info.stderr
+    lines = {ln.split()[0]: ln for ln in info.stdout.splitlines()[-12:]}
+    assert sorted(map(int, lines)) == list(range(12))
+    assert lines["4"].endswith("UNREADABLE") and lines["7"].endswith("UNREADABLE")
+    assert lines["6"].endswith("ok")
+    err = info.stderr.strip().splitlines()
+    assert len(err) == 2 and all("is unreadable" in e for e in err)
+
+    out = tmp_path / "all.csv"
+    tic = _time.perf_counter()
+    exp = _dabc_cli_9("export", db, "--generation", "all", "--out", out)
+    took_export = _time.perf_counter() - tic
+    assert exp.returncode == 1, exp.stderr
+    assert "Traceback" not in exp.stderr
+    err = exp.stderr.strip().splitlines()
+    assert err[:2] == [
+        f"dabc export: generation {t} of run 1 is unreadable ({r}): skipped"
+        for t, r in zip((4, 7), (h.check_generation(4), h.check_generation(7)), strict=True)]
+    assert len(err) == 3 and err[2].startswith("wrote 4,000 particles of run 1 (10 generations)")
+    df = _pd.read_csv(out)
+    assert sorted(df["t"].unique()) == [t for t in range(12) if t not in (4, 7)]
+    assert (df.groupby("t").size() == 400).all()
+    last = _dabc_cli_9("export", db, "--generation", "7", "--out", tmp_path / "seven.csv")
+    assert last.returncode == 1 and "Traceback" not in last.stderr
+    assert _re.fullmatch(r"dabc export: error: Nothing exported: .*generation 7: .*restore it "
+                         r"from a backup\.", last.stderr.strip())
+    assert not (tmp_path / "seven.csv").exists()
+    assert took_info < 30 and took_export < 30, (took_info, took_export)

@@ -154,6 +154,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     """``dabc info``: list the runs of a database and the generations of one.
 
+    Every generation of the selected run is read back; one that cannot be (a damaged
+    page or blob) is marked ``UNREADABLE`` in the table and named on stderr.
+
     Parameters
     ----------
     args : argparse.Namespace
@@ -162,7 +165,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        0.
+        0, or 1 when a generation of the run is unreadable.
 
     Raises
     ------
@@ -191,6 +194,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     probs = history.get_model_probabilities() if len(names) > 1 else None
     if probs is not None:
         headers += [f"p({n})" for n in names]
+    unreadable = history.unreadable_generations()
+    if unreadable:
+        headers.append("particles")
     rows = []
     for g in gens.itertuples():
         row = [_Cell(str(int(g.t))), _Cell(_num(g.epsilon)), _Cell(_int(g.n_simulations)),
@@ -198,9 +204,14 @@ def cmd_info(args: argparse.Namespace) -> int:
                _Cell(f"{g.walltime_s:.2f}")]
         if probs is not None:
             row += [_Cell(f"{p:.3f}") for p in probs.loc[int(g.t)]]
+        if unreadable:
+            row.append("UNREADABLE" if int(g.t) in unreadable else "ok")
         rows.append(row)
     print(format_table(headers, rows))
-    return 0
+    for t, reason in unreadable.items():
+        print(f"dabc info: generation {t} of run {history.id} is unreadable ({reason}); "
+              "restore the database from a backup", file=sys.stderr)
+    return 1 if unreadable else 0
 
 
 # --- export ----------------------------------------------------------------------------
@@ -215,25 +226,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     Returns
     -------
     int
-        0.
+        0, or 1 when an unreadable generation (a damaged page or blob) was skipped: the
+        readable ones are written and each skipped one is named on stderr.
 
     Raises
     ------
     InputError
         From :func:`dabc.storage.check_export_target`, :func:`dabc.storage.open_history`
-        or :func:`dabc.storage.export_particles`.
+        or :func:`dabc.storage.export_particles` (also when no selected generation is
+        readable).
     """
     to_stdout = args.out == "-"
     target = sys.stdout if to_stdout else args.out
     check_export_target(target, args.format)  # before the database is even opened
     history, _ = open_history(args.db, args.run)
-    df = export_particles(history, target, args.format, args.generation)
+    df = export_particles(history, target, args.format, args.generation, skip_unreadable=True)
+    skipped = df.attrs.get("unreadable", {})
+    for t, reason in skipped.items():
+        print(f"dabc export: generation {t} of run {history.id} is unreadable ({reason}): "
+              "skipped", file=sys.stderr)
     if not to_stdout:
         n_gens = df["t"].nunique()
         print(f"wrote {len(df):,} particles of run {history.id} "
               f"({n_gens} generation{'s' if n_gens != 1 else ''}) to {args.out}",
               file=sys.stderr)
-    return 0
+    return 1 if skipped else 0
 
 
 # --- parser ----------------------------------------------------------------------------
@@ -286,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="list the runs of a database and the generations of one",
                        description="List the runs stored in a database, then the "
-                       "generations of the selected (default: last) run.")
+                       "generations of the selected (default: last) run. Every generation is "
+                       "read back; an unreadable one (a damaged database page or blob) is "
+                       "marked UNREADABLE and named on stderr, and the exit code is then 1. "
+                       "A read-only database (read-only file system) is read as it is.")
     i.add_argument("db", metavar="DB", help="SQLite file or database URL")
     i.add_argument("--run", type=_run_id, default=None, help="run id (default: the last run)")
     i.set_defaults(func=cmd_info)
@@ -294,7 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write particles to CSV, Parquet or JSON",
                        description="Write one row per particle: run, t, m, model, id, weight "
                        "(normalised within the generation), distance, par_<parameter> and "
-                       "stat_<statistic> columns.")
+                       "stat_<statistic> columns. A generation that cannot be read back (a "
+                       "damaged database page or blob) is skipped with one line on stderr; "
+                       "the others are written, and the exit code is then 1 (0 when "
+                       "everything was exported).")
     e.add_argument("db", metavar="DB", help="SQLite file or database URL")
     e.add_argument("--format", choices=EXPORT_FORMATS, default="csv",
                    help="csv (default), parquet (needs pyarrow: dabc[export]) or json "

@@ -21,13 +21,14 @@ from .export import (
     particles_frame,
     select_generations,
 )
-from .history import History
+from .history import CorruptGenerationError, History
 from .read import has_runs_table, open_history
 from .summary import posterior_summary, weighted_quantile
 from .urls import database_url, display_url, sqlite_path
 
 __all__ = [
-    "EXPORT_FORMATS", "History", "check_export_target", "database_url", "display_url",
-    "export_particles", "has_runs_table", "open_history", "particles_frame",
-    "posterior_summary", "select_generations", "sqlite_path", "weighted_quantile",
+    "EXPORT_FORMATS", "CorruptGenerationError", "History", "check_export_target",
+    "database_url", "display_url", "export_particles", "has_runs_table", "open_history",
+    "particles_frame", "posterior_summary", "select_generations", "sqlite_path",
+    "weighted_quantile",
 ]

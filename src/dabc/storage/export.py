@@ -13,6 +13,7 @@ then ``par_<name>`` for every parameter of any model (NaN where a model lacks it
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TextIO
@@ -21,10 +22,13 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .history import History
+from .history import CorruptGenerationError, History
+from .urls import display_url
 
 __all__ = ["EXPORT_FORMATS", "check_export_target", "export_particles", "particles_frame",
            "select_generations"]
+
+logger = logging.getLogger("dabc.storage")
 
 #: The formats :func:`export_particles` writes.
 EXPORT_FORMATS = ("csv", "parquet", "json")
@@ -69,7 +73,8 @@ def select_generations(history: History, generation: str | int = "last") -> list
     return [t]
 
 
-def particles_frame(history: History, ts: list[int]) -> pd.DataFrame:
+def particles_frame(history: History, ts: list[int],
+                    skip_unreadable: bool = False) -> pd.DataFrame:
     """One row per particle of generations ``ts`` of the history's run.
 
     Parameters
@@ -78,17 +83,24 @@ def particles_frame(history: History, ts: list[int]) -> pd.DataFrame:
         The run to read.
     ts : list of int
         Stored generations (e.g. from :func:`select_generations`).
+    skip_unreadable : bool, default False
+        Leave out a generation that cannot be read back (a damaged database page or
+        blob) and go on with the others, instead of raising. Each one left out is logged
+        as a warning and listed in the result's ``attrs["unreadable"]``.
 
     Returns
     -------
     pandas.DataFrame
         The columns described in this module's docstring, generations in the order of
-        ``ts`` and models in index order within each.
+        ``ts`` and models in index order within each. ``attrs["unreadable"]`` maps each
+        generation left out to the reason (empty when none was).
 
     Raises
     ------
     InputError
         When the run has no stored generation.
+    CorruptGenerationError
+        When a generation is unreadable and ``skip_unreadable`` is False.
 
     Examples
     --------
@@ -100,8 +112,17 @@ def particles_frame(history: History, ts: list[int]) -> pd.DataFrame:
     columns = (["run", "t", "m", "model", "id", "weight", "distance"]
                + [f"par_{p}" for p in par_cols] + [f"stat_{s}" for s in stats])
     parts = []
+    unreadable: dict[int, str] = {}
     for t in ts:
-        arrays = history.get_arrays(t)
+        try:
+            arrays = history.get_arrays(t)
+        except CorruptGenerationError as exc:
+            if not skip_unreadable:
+                raise
+            logger.warning("generation %d of run %s in %s is unreadable (%s): skipped", t,
+                           history.id, display_url(history.url), exc.reason)
+            unreadable[t] = exc.reason
+            continue
         total = sum(float(a["weight"].sum()) for a in arrays.values())
         for m, a in sorted(arrays.items()):
             n = len(a["weight"])
@@ -118,9 +139,9 @@ def particles_frame(history: History, ts: list[int]) -> pd.DataFrame:
             for j, s in enumerate(stats):
                 data[f"stat_{s}"] = a["stats"][:, j]
             parts.append(pd.DataFrame(data, columns=columns))
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(parts, ignore_index=True)
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    df.attrs["unreadable"] = unreadable
+    return df
 
 
 def check_export_target(target: str | os.PathLike[str] | TextIO, fmt: str) -> None:
@@ -164,7 +185,8 @@ def check_export_target(target: str | os.PathLike[str] | TextIO, fmt: str) -> No
 
 
 def export_particles(history: History, target: str | os.PathLike[str] | TextIO,
-                     fmt: str = "csv", generation: str | int = "last") -> pd.DataFrame:
+                     fmt: str = "csv", generation: str | int = "last",
+                     skip_unreadable: bool = False) -> pd.DataFrame:
     """Write the particles of the history's run to a file or a text stream.
 
     Parameters
@@ -179,6 +201,10 @@ def export_particles(history: History, target: str | os.PathLike[str] | TextIO,
         of records, full float precision; a newline follows it on a stream).
     generation : str or int, default "last"
         ``"last"``, ``"all"`` or a generation number.
+    skip_unreadable : bool, default False
+        Write the readable generations and leave out the unreadable ones (damaged pages
+        or blobs), listed in the result's ``attrs["unreadable"]``; see
+        :func:`particles_frame`.
 
     Returns
     -------
@@ -189,7 +215,10 @@ def export_particles(history: History, target: str | os.PathLike[str] | TextIO,
     ------
     InputError
         When the target cannot take the format (see :func:`check_export_target`), the
-        generation is not stored (see :func:`select_generations`), or writing fails.
+        generation is not stored (see :func:`select_generations`), or writing fails;
+        when no selected generation is readable (nothing is written then).
+    CorruptGenerationError
+        When a selected generation is unreadable and ``skip_unreadable`` is False.
     BrokenPipeError
         When the stream's reader went away (e.g. ``dabc export ... --out - | head``).
 
@@ -199,7 +228,14 @@ def export_particles(history: History, target: str | os.PathLike[str] | TextIO,
     >>> export_particles(history, "particles.csv", generation="all")   # doctest: +SKIP
     """
     check_export_target(target, fmt)
-    df = particles_frame(history, select_generations(history, generation))
+    ts = select_generations(history, generation)
+    df = particles_frame(history, ts, skip_unreadable)
+    bad = df.attrs["unreadable"]
+    if len(bad) == len(ts):
+        what = "; ".join(f"generation {t}: {r}" for t, r in bad.items())
+        raise InputError(f"Nothing exported: every selected generation of run {history.id} "
+                         f"in {display_url(history.url)} is unreadable ({what}). The database "
+                         "file is damaged: restore it from a backup.")
     is_stream = not isinstance(target, str | os.PathLike)
     try:
         if fmt == "csv":

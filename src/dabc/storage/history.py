@@ -17,7 +17,10 @@ import io
 import json
 import logging
 import os
+import random
+import sqlite3
 import time
+import urllib.parse
 from datetime import UTC, datetime
 
 import numpy as np
@@ -79,6 +82,9 @@ def _pack(arrays: dict) -> bytes:
 
 
 def _unpack(blob: bytes) -> dict:
+    if not isinstance(blob, bytes | bytearray | memoryview) or bytes(blob[:4]) != b"PK\x03\x04":
+        head = bytes(blob[:8]) if isinstance(blob, bytes | bytearray | memoryview) else blob
+        raise ValueError(f"not an npz archive (it starts with {head!r})")
     with np.load(io.BytesIO(blob), allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
 
@@ -88,9 +94,147 @@ def _log_created(target, connection, **_) -> None:
     logger.info("created the dabc tables in %s", display_url(str(connection.engine.url)))
 
 
-def _engine(url: str) -> sa.Engine:
-    """An engine for ``url`` with the dabc tables created if missing (SQLite: WAL mode)."""
+class CorruptGenerationError(InputError):
+    """A stored generation cannot be read back: its database pages or its blob are damaged.
+
+    The other generations of the run usually still read fine (``dabc export --generation
+    all`` writes them and names the damaged ones).
+
+    Parameters
+    ----------
+    db : str
+        The database, as shown in messages.
+    run_id : int
+        The run.
+    t : int
+        The damaged generation.
+    reason : str
+        What failed, e.g. ``"database disk image is malformed"`` or ``"bad npz blob of
+        model 0: BadZipFile: Bad CRC-32"``.
+
+    Attributes
+    ----------
+    run_id, t, reason
+        As given.
+    """
+
+    def __init__(self, db: str, run_id: int, t: int, reason: str):
+        self.run_id, self.t, self.reason = run_id, t, reason
+        super().__init__(
+            f"Generation {t} of run {run_id} in {db} is unreadable ({reason}): the database "
+            "file is damaged. Restore it from a backup; the other generations can still be "
+            f"read ('dabc export {db} --generation all' writes them and skips this one), and "
+            "a run resumes only from a readable last generation.")
+
+
+#: Errors met while two processes create the tables at once; the loser retries. SQLite:
+#: "table ... already exists", "database is locked"; PostgreSQL: DuplicateTable (42P07),
+#: UniqueViolation on pg_type (23505) and deadlocks (40P01).
+_RACE_TEXT = ("already exists", "database is locked", "database table is locked",
+              "duplicate key value violates unique constraint")
+_RACE_PGCODES = ("42P07", "23505", "40P01")
+_CREATE_ATTEMPTS = 30
+
+
+def _is_creation_race(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return code in _RACE_PGCODES or any(t in str(orig or exc).lower() for t in _RACE_TEXT)
+
+
+def _create_tables(engine: sa.Engine, url: str) -> None:
+    """Create the missing dabc tables; safe when many processes start on one new database.
+
+    ``create_all`` checks for each table and then creates it; another process may create it
+    between the two (SQLite: "table dabc_runs already exists", PostgreSQL: a unique
+    violation on ``pg_type``) or hold the lock. Such an error is retried after a short,
+    growing, random pause: the retry then finds the tables.
+    """
+    delay = 0.02
+    for attempt in range(1, _CREATE_ATTEMPTS + 1):
+        try:
+            _meta.create_all(engine, checkfirst=True)
+            return
+        except sa.exc.SQLAlchemyError as exc:
+            if attempt == _CREATE_ATTEMPTS or not _is_creation_race(exc):
+                raise
+            pause = delay * random.uniform(0.5, 1.5)
+            logger.info("creating the dabc tables in %s raced with another process (%s); "
+                        "retry %d in %.2f s", display_url(url),
+                        str(getattr(exc, "orig", None) or exc).splitlines()[0], attempt, pause)
+            time.sleep(pause)
+            delay = min(delay * 2, 0.5)
+
+
+def _read_only_reason(path: str) -> str | None:
+    """Why this process cannot write the existing SQLite file ``path``, or None."""
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    for target, what in ((path, "the file"), (parent, "its folder")):
+        if not os.access(target, os.W_OK):
+            try:
+                read_only_fs = bool(os.statvfs(target).f_flag & os.ST_RDONLY)
+            except OSError:
+                read_only_fs = False
+            if read_only_fs:
+                return "it is on a read-only file system"
+            return f"{what} is not writable (permission denied or immutable)"
+    return None
+
+
+def sqlite_read_only_connect(path: str, timeout: float = 30.0) -> sqlite3.Connection:
+    """Open the existing SQLite file ``path`` read-only, even on a read-only file system.
+
+    ``mode=ro`` reads a database together with its write-ahead log. It needs the ``-shm``
+    file, or a folder where SQLite may create it; when neither is there (a WAL database
+    copied without its ``-wal``/``-shm`` files onto a read-only medium) the file is opened
+    ``immutable=1``, which reads the main file alone and takes no lock.
+
+    Parameters
+    ----------
+    path : str
+        The database file.
+    timeout : float, default 30.0
+        Seconds to wait for a lock held by a writer.
+
+    Returns
+    -------
+    sqlite3.Connection
+        A connection on which every write fails with "attempt to write a readonly
+        database".
+
+    Raises
+    ------
+    sqlite3.DatabaseError
+        When the file is not a readable SQLite database.
+    """
+    base = "file:" + urllib.parse.quote(os.path.abspath(path))
+    try:
+        con = sqlite3.connect(f"{base}?mode=ro", uri=True, timeout=timeout,
+                              check_same_thread=False)
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return con
+    except sqlite3.OperationalError as exc:  # no -shm and no right to create it
+        first = exc
+    con = sqlite3.connect(f"{base}?immutable=1", uri=True, timeout=timeout,
+                          check_same_thread=False)
+    con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    wal = path + "-wal"
+    if os.path.exists(wal) and os.path.getsize(wal) > 0:
+        logger.warning("%s is read-only and was opened without its write-ahead log %s (%s): "
+                       "generations stored only in that log are not seen; copy both files "
+                       "to a writable folder to read them", path, wal, first)
+    return con
+
+
+def _engine(url: str) -> tuple[sa.Engine, str | None]:
+    """An engine for ``url`` and, when it can only be read, why (else None).
+
+    A writable database gets the dabc tables created if missing (SQLite: WAL mode). An
+    existing SQLite file that this process cannot write (read-only file system, folder or
+    file) is opened read-only instead, without touching it.
+    """
     path = sqlite_path(url)
+    read_only = None
     if path is not None:
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
@@ -98,14 +242,23 @@ def _engine(url: str) -> sa.Engine:
                     else f"folder {parent!r} does not exist")
             raise InputError(f"Cannot create the database {path!r}: {what}. Create the "
                              "folder or choose another path for db=.")
-        if not os.access(parent, os.W_OK) or (os.path.exists(path)
-                                               and not os.access(path, os.W_OK)):
+        if os.path.isfile(path):
+            read_only = _read_only_reason(path)
+        elif not os.access(parent, os.W_OK):
             raise InputError(f"Cannot write the database {path!r}: permission denied. Choose a "
                              "writable location for db=.")
     try:
-        engine = sa.create_engine(url)
+        if read_only is not None:
+            engine = sa.create_engine(url, creator=lambda: sqlite_read_only_connect(path))
+        elif path is not None and "timeout" not in url.partition("?")[2]:
+            engine = sa.create_engine(url, connect_args={"timeout": 30.0})
+        else:
+            engine = sa.create_engine(url)
     except Exception as exc:
         raise InputError(f"Cannot open database {display_url(url)!r}: {exc}") from exc
+    if read_only is not None:
+        logger.info("opened database %s read-only: %s", display_url(url), read_only)
+        return engine, read_only
     if engine.dialect.name == "sqlite":
         @sa.event.listens_for(engine, "connect")
         def _pragmas(conn, _):
@@ -114,14 +267,14 @@ def _engine(url: str) -> sa.Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
     try:
-        _meta.create_all(engine)
+        _create_tables(engine, url)
     except sa.exc.SQLAlchemyError as exc:
         detail = getattr(exc, "orig", None) or exc
         raise InputError(f"Cannot open or create tables in database {display_url(url)!r}: "
                          f"{type(detail).__name__}: {detail}. Check the URL, that the server "
                          "is running and that you may write.") from exc
     logger.info("opened database %s", display_url(url))
-    return engine
+    return engine, None
 
 
 class History:
@@ -163,14 +316,45 @@ class History:
     def __init__(self, db: str | os.PathLike[str] = "sqlite:///dabc.db",
                  run_id: int | None = None):
         self.url = database_url(db)
-        self.engine = _engine(self.url)
-        self.id = run_id if run_id is not None else self._latest_run()
+        self.engine, self.read_only_reason = _engine(self.url)
         self._cache: dict = {}
+        self.id = run_id if run_id is not None else self._latest_run()
+
+    @property
+    def read_only(self) -> bool:
+        """Whether this History can only read (an existing SQLite file it may not write).
+
+        Its writers (:meth:`create_run`, :meth:`append_generation`, :meth:`set_status`)
+        then raise :class:`~dabc.InputError`; :attr:`read_only_reason` says why.
+        """
+        return self.read_only_reason is not None
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only_reason is not None:
+            path = sqlite_path(self.url)
+            raise InputError(f"Cannot write the database {path!r} ({what}): "
+                             f"{self.read_only_reason}. It can be read but not written; "
+                             "choose a writable location for db= or copy the file to one.")
+
+    def _read(self, query):
+        """Run a read query; a damaged file or a missing table becomes an InputError."""
+        try:
+            with self.engine.connect() as c:
+                return c.execute(query).mappings().all()
+        except sa.exc.DBAPIError as exc:
+            detail = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else ""
+            if "no such table" in detail:
+                ro = ", and it is read-only, so none can be created" if self.read_only else ""
+                raise InputError(f"{display_url(self.url)!r} is not a dabc database (it has "
+                                 f"no dabc tables{ro}).") from exc
+            raise InputError(f"Cannot read database {display_url(self.url)!r}: "
+                             f"{type(exc.orig).__name__}: {detail}. If the file is damaged, "
+                             "restore it from a backup.") from exc
 
     # -- runs ---------------------------------------------------------------------------
     def _latest_run(self) -> int | None:
-        with self.engine.connect() as c:
-            return c.execute(sa.select(sa.func.max(runs.c.id))).scalar()
+        rows = self._read(sa.select(sa.func.max(runs.c.id).label("id")))
+        return rows[0]["id"] if rows else None
 
     def create_run(self, *, seed: int, population_size: int, model_names: list[str],
                    param_names: list[list[str]], stat_columns: list[str], observed: bytes,
@@ -201,6 +385,7 @@ class History:
         int
             The new run's id (also stored in :attr:`id`).
         """
+        self._check_writable("creating a run")
         with self.engine.begin() as c:
             self.id = c.execute(runs.insert().values(
                 created=datetime.now(UTC).replace(tzinfo=None), seed=int(seed),
@@ -216,8 +401,8 @@ class History:
         if self.id is None:
             raise InputError(f"No run stored in {display_url(self.url)}.")
         if "run" not in self._cache:
-            with self.engine.connect() as c:
-                row = c.execute(sa.select(runs).where(runs.c.id == self.id)).mappings().first()
+            rows = self._read(sa.select(runs).where(runs.c.id == self.id))
+            row = rows[0] if rows else None
             if row is None:
                 raise InputError(f"No run with id {self.id} in {display_url(self.url)}.")
             self._cache["run"] = dict(row)
@@ -233,6 +418,7 @@ class History:
         stop_reason : str, optional
             Why it ended, in words (shown by ``dabc info``).
         """
+        self._check_writable(f"recording the status {status!r}")
         with self.engine.begin() as c:
             c.execute(runs.update().where(runs.c.id == self.id)
                       .values(status=status, stop_reason=stop_reason))
@@ -257,8 +443,7 @@ class History:
                        sa.func.min(g.c.epsilon).label("last_epsilon"))
              .select_from(runs.outerjoin(g, g.c.run_id == runs.c.id))
              .group_by(runs.c.id).order_by(runs.c.id))
-        with self.engine.connect() as c:
-            return pd.DataFrame(c.execute(q).mappings().all())
+        return pd.DataFrame(self._read(q))
 
     @property
     def config(self) -> bytes:
@@ -322,6 +507,7 @@ class History:
             When the database refuses the write (disk full, locked, server gone); nothing
             of generation ``t`` is stored and the run can be resumed from generation t-1.
         """
+        self._check_writable(f"storing generation {t}")
         row = {k: v.item() if isinstance(v, np.generic) else v for k, v in info.items()}
         row.update(run_id=self.id, t=t, state=state,
                    model_probabilities=json.dumps([float(p) for p in info["model_probabilities"]]))
@@ -349,11 +535,12 @@ class History:
     # -- reading -------------------------------------------------------------------------
     def _generations(self) -> pd.DataFrame:
         if "gens" not in self._cache:
-            q = sa.select(generations).where(generations.c.run_id == self.id) \
+            # without the engine states: only a resume reads one (state()), and a damaged
+            # state blob must not hide the run's table of generations
+            cols = [col for col in generations.columns if col.name != "state"]
+            q = sa.select(*cols).where(generations.c.run_id == self.id) \
                 .order_by(generations.c.t)
-            with self.engine.connect() as c:
-                df = pd.DataFrame(c.execute(q).mappings().all(),
-                                  columns=[col.name for col in generations.columns])
+            df = pd.DataFrame(self._read(q), columns=[col.name for col in cols])
             self._cache["gens"] = df
         return self._cache["gens"]
 
@@ -384,7 +571,7 @@ class History:
             ``ess``, ``walltime_s``, ``started``, ``finished``.
         """
         g = self._generations()
-        return g.drop(columns=["state", "run_id", "model_probabilities"]).reset_index(drop=True)
+        return g.drop(columns=["run_id", "model_probabilities"]).reset_index(drop=True)
 
     def get_model_probabilities(self) -> pd.DataFrame:
         """Model probabilities per generation.
@@ -429,14 +616,72 @@ class History:
         ------
         InputError
             When the run has no stored generation.
+        CorruptGenerationError
+            (an InputError) When generation ``t`` is stored but cannot be read back: a
+            damaged page of the database file, or a damaged particle blob.
         """
         t = self._resolve_t(t)
         q = sa.select(particles.c.m, particles.c.data).where(
             (particles.c.run_id == self.id) & (particles.c.t == t))
         if m is not None:
             q = q.where(particles.c.m == m)
-        with self.engine.connect() as c:
-            return {int(r.m): _unpack(r.data) for r in c.execute(q)}
+        try:
+            with self.engine.connect() as c:
+                rows = c.execute(q).all()
+        except sa.exc.OperationalError:  # locked, server gone, ...: not damage
+            raise
+        except sa.exc.DatabaseError as exc:  # SQLite: "database disk image is malformed"
+            raise self._unreadable(t, str(exc.orig).strip()) from exc
+        out = {}
+        for r in rows:
+            try:
+                arrays = _unpack(r.data)
+                missing = {"theta", "weight", "distance", "stats"} - set(arrays)
+                if missing:
+                    raise ValueError(f"no {', '.join(sorted(missing))} array")
+            except Exception as exc:  # any damage of the bytes: zip, CRC, npy header, ...
+                raise self._unreadable(t, f"bad npz blob of model {int(r.m)}: "
+                                       f"{type(exc).__name__}: {exc}") from exc
+            out[int(r.m)] = arrays
+        return out
+
+    def _unreadable(self, t: int, reason: str) -> CorruptGenerationError:
+        logger.error("generation %d of run %s in %s is unreadable: %s", t, self.id,
+                     display_url(self.url), reason)
+        return CorruptGenerationError(display_url(self.url), self.id, t, reason)
+
+    def check_generation(self, t: int) -> str | None:
+        """Whether generation ``t``'s particles read back: None when they do, else why not.
+
+        Parameters
+        ----------
+        t : int
+            A stored generation.
+
+        Returns
+        -------
+        str or None
+            The reason it is unreadable (as in :class:`CorruptGenerationError`), or None.
+        """
+        try:
+            self.get_arrays(t)
+        except CorruptGenerationError as exc:
+            return exc.reason
+        return None
+
+    def unreadable_generations(self) -> dict[int, str]:
+        """The stored generations of this run whose particles cannot be read back.
+
+        Every generation is read in full (for a large run this takes a while: about as
+        long as exporting them all).
+
+        Returns
+        -------
+        dict of int to str
+            Generation to reason; empty when every generation reads.
+        """
+        reasons = {int(t): self.check_generation(int(t)) for t in self._generations().t}
+        return {t: r for t, r in reasons.items() if r is not None}
 
     def get_distribution(self, m: int = 0, t: int | None = None) -> tuple[pd.DataFrame,
                                                                           np.ndarray]:
@@ -540,9 +785,25 @@ class History:
         -------
         bytes
             The pickled state.
+
+        Raises
+        ------
+        CorruptGenerationError
+            When the state's database pages are damaged.
         """
-        g = self._generations()
-        return g.loc[g.t == t, "state"].iloc[0]
+        q = sa.select(generations.c.state).where(
+            (generations.c.run_id == self.id) & (generations.c.t == int(t)))
+        try:
+            with self.engine.connect() as c:
+                rows = c.execute(q).all()
+        except sa.exc.OperationalError:
+            raise
+        except sa.exc.DatabaseError as exc:
+            raise self._unreadable(int(t), f"its engine state: {str(exc.orig).strip()}") from exc
+        if not rows:
+            raise InputError(f"Run {self.id} in {display_url(self.url)} has no generation "
+                             f"{t}.")
+        return rows[0][0]
 
     def __repr__(self) -> str:
         return f"History({display_url(self.url)!r}, run_id={self.id})"

@@ -17,7 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ..errors import InputError
-from .history import History
+from .history import History, sqlite_read_only_connect
 from .urls import database_url, display_url, sqlite_path
 
 __all__ = ["has_runs_table", "open_history"]
@@ -26,7 +26,8 @@ __all__ = ["has_runs_table", "open_history"]
 def has_runs_table(url: str) -> bool:
     """Whether the database at ``url`` holds dabc tables, without creating anything.
 
-    A SQLite file is opened read-only; a server database is inspected.
+    A SQLite file is opened read-only (also on a read-only file system, see
+    :func:`~dabc.storage.history.sqlite_read_only_connect`); a server database is inspected.
 
     Parameters
     ----------
@@ -47,7 +48,7 @@ def has_runs_table(url: str) -> bool:
     path = sqlite_path(url)
     if path is not None:
         try:
-            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            con = sqlite_read_only_connect(path)
             try:
                 row = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
                                   "name='dabc_runs'").fetchone()
