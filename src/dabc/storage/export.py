@@ -86,7 +86,7 @@ def particles_frame(history: History, ts: list[int],
     skip_unreadable : bool, default False
         Leave out a generation that cannot be read back (a damaged database page or
         blob) and go on with the others, instead of raising. Each one left out is logged
-        as a warning and listed in the result's ``attrs["unreadable"]``.
+        and listed in the result's ``attrs["unreadable"]``.
 
     Returns
     -------
@@ -119,7 +119,7 @@ def particles_frame(history: History, ts: list[int],
         except CorruptGenerationError as exc:
             if not skip_unreadable:
                 raise
-            logger.warning("generation %d of run %s in %s is unreadable (%s): skipped", t,
+            logger.info("generation %d of run %s in %s is unreadable (%s): skipped", t,
                            history.id, display_url(history.url), exc.reason)
             unreadable[t] = exc.reason
             continue

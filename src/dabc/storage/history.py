@@ -9,6 +9,13 @@ through it); to read a database that must already exist, without ever creating o
 :func:`dabc.storage.open_history`. Events are logged on ``logging.getLogger("dabc.storage")``:
 a database opened or its tables created (INFO), each generation stored with its size and
 the time the write took (DEBUG), a failed write (ERROR).
+
+An existing SQLite file that this process may not write (a read-only file system, an
+immutable file or folder) is opened read-only: everything reads, and only the writers raise
+"Cannot write the database". Creating the tables is safe when many processes start on one
+new database at once (a lost race is retried, logged at INFO). A generation whose pages or
+blob are damaged raises :class:`CorruptGenerationError` (an InputError) and leaves the
+other generations readable.
 """
 
 from __future__ import annotations
@@ -646,9 +653,10 @@ class History:
         return out
 
     def _unreadable(self, t: int, reason: str) -> CorruptGenerationError:
-        logger.error("generation %d of run %s in %s is unreadable: %s", t, self.id,
-                     display_url(self.url), reason)
-        return CorruptGenerationError(display_url(self.url), self.id, t, reason)
+        logger.warning("generation %d of run %s in %s is unreadable: %s", t, self.id,
+                       display_url(self.url), reason)
+        return CorruptGenerationError(sqlite_path(self.url) or display_url(self.url), self.id,
+                                      t, reason)
 
     def check_generation(self, t: int) -> str | None:
         """Whether generation ``t``'s particles read back: None when they do, else why not.
