@@ -127,8 +127,8 @@ def run_worker(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        ``host``, ``port``, ``password``, ``url``, ``runtime``, ``processes``,
-        ``idle_wait``.
+        ``host``, ``port``, ``password``, ``password_file``, ``url``, ``insecure``,
+        ``secret_file``, ``reconnect_timeout``, ``runtime``, ``processes``, ``idle_wait``.
 
     Returns
     -------
@@ -174,7 +174,8 @@ def run_manager(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        ``action`` and ``host``, ``port``, ``password``, ``url``.
+        ``action`` and ``host``, ``port``, ``password``, ``password_file``, ``url``,
+        ``insecure``.
 
     Returns
     -------

@@ -95,10 +95,13 @@ PASSWORD_ENVS = ("REDISCLI_AUTH", "DABC_REDIS_PASSWORD")
 MAGIC = b"dabc-hmac1:"    # signed values: MAGIC + 32-byte HMAC-SHA256 + body
 _UNSIGNED = "it carries no dabc signature (not written by a dabc master or worker)"
 
-# Move the first queued task into the claims hash (atomic).
+# Move the first queued task into the claims hash (atomic); no key without a TTL.
 _CLAIM = """
 local task = redis.call('LPOP', KEYS[1])
-if task then redis.call('HSET', KEYS[2], task, ARGV[1]) end
+if task then
+  redis.call('HSET', KEYS[2], task, ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
 return task
 """
 # Deliver a result only while the claim exists (the generation is still running).
@@ -115,6 +118,7 @@ _RELEASE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('LPUSH', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
   return 1
 end
 return 0
@@ -580,7 +584,10 @@ class RedisEvalParallelSampler(Sampler):
             task = self._outstanding.get(task_text.decode(errors="replace"))
             if task is not None and sched.wanted(task) and not r.hexists(keys["claims"],
                                                                          task_text):
-                r.rpush(keys["queue"], task_text)  # re-run it, with the same ids
+                pipe = r.pipeline()  # re-run it, with the same ids
+                pipe.rpush(keys["queue"], task_text)
+                pipe.expire(keys["queue"], KEY_TTL)
+                pipe.execute()
             return
         task, batch = pickle.loads(body)
         if isinstance(batch, str):
@@ -614,7 +621,7 @@ class RedisEvalParallelSampler(Sampler):
         alive = set(live_workers(r))
         for task, wid in r.hgetall(keys["claims"]).items():
             if wid.decode() not in alive and self._release(
-                    keys=[keys["claims"], keys["queue"]], args=[task, wid]):
+                    keys=[keys["claims"], keys["queue"]], args=[task, wid, KEY_TTL]):
                 log.warning("Redis worker %s stopped sending heartbeats; re-queued its task %s",
                             wid.decode(), task.decode())
         # drop queued tasks that can no longer contribute
@@ -802,7 +809,7 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
                     if (aid, gen) in refused:
                         continue
                     queue, claims = f"{P}:queue:{gen}", f"{P}:claims:{gen}"
-                    task = claim(keys=[queue, claims], args=[wid])
+                    task = claim(keys=[queue, claims], args=[wid, KEY_TTL])
                     if task is None:
                         continue
                     current = (queue, claims, task)
@@ -813,7 +820,7 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
                             break  # the generation just ended
                         body, reason = verify(secret, "work", aid, gen, payload)
                         if body is None:
-                            release(keys=[claims, queue], args=[task, wid])
+                            release(keys=[claims, queue], args=[task, wid, KEY_TTL])
                             current = None
                             if len(refused) > 1000:
                                 refused.clear()
@@ -881,7 +888,7 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
             r = connect(host, port, password, url, insecure, password_file)
             if current is not None:
                 queue, claims, task = current
-                r.register_script(_RELEASE)(keys=[claims, queue], args=[task, wid])
+                r.register_script(_RELEASE)(keys=[claims, queue], args=[task, wid, KEY_TTL])
             r.zrem(WORKERS, wid)
             r.delete(f"dabc:worker:{wid}")
             r.close()
