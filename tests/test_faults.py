@@ -547,3 +547,548 @@ def test_case12_redis_killed_for_good_is_a_worker_error(redis16, tmp_path, caplo
     print(f"case 12: master WorkerError after {took:.2f} s, workers exited after "
           f"{took_workers:.2f} s")
     assert took_workers < 20, took_workers
+
+
+# --- cases 9, 10, 11: read-only databases, concurrent starts, a corrupt generation ---
+# 9: a database on a read-only file system (or an immutable file or folder) is opened
+# read-only: every reader works, only a write says "Cannot write"; a WAL database copied
+# there without its -wal/-shm files is read too. 10: many processes starting on one new
+# database all succeed (creating the tables retries a lost race). 11: a damaged page or
+# blob makes one generation unreadable; info and export report it and go on with the rest.
+import multiprocessing as _mp  # noqa: E402
+import os as _os  # noqa: E402, F811  (also imported above, by another case)
+import shutil as _shutil  # noqa: E402
+import sqlite3 as _sqlite3  # noqa: E402
+import subprocess as _subprocess  # noqa: E402, F811
+import sys as _sys  # noqa: E402, F811
+import uuid as _uuid  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+import pandas as _pd  # noqa: E402
+
+_HERE = _Path(__file__).resolve().parent
+
+
+def _write_run_9(db, generations=3, population=60):
+    """A real run written by dabc in a child process (so the file is closed and
+    checkpointed, as a finished run leaves it)."""
+    _subprocess.run([_sys.executable, str(_HERE / "fault_storage.py"), str(db),
+                     str(generations), str(population)], check=True, timeout=120)
+
+
+def _dabc_cli_9(*args):
+    return _subprocess.run([_sys.executable, "-m", "dabc", *map(str, args)],
+                           capture_output=True, text=True, timeout=120,
+                           stdin=_subprocess.DEVNULL)
+
+
+def _check_reads_but_not_writes_9(db, n_generations, cli=True):
+    tic = _time.perf_counter()
+    h = _dabc.History(db)
+    assert h.max_t == n_generations - 1
+    params, w = h.get_distribution(0)
+    assert len(params) == 60 and abs(w.sum() - 1) < 1e-12
+    assert len(h.all_runs()) == 1 and h.get_all_populations()["t"].tolist() == list(
+        range(n_generations))
+    assert h.state(h.max_t)
+    cfg_history, _runs = _dabc.storage.open_history(db)
+    assert cfg_history.max_t == n_generations - 1
+    took = _time.perf_counter() - tic
+    assert took < 10, took
+    for write in (lambda: h.set_status("done", "x"),
+                  lambda: h.create_run(seed=1, population_size=1, model_names=["m"],
+                                       param_names=[["a"]], stat_columns=["y"],
+                                       observed=b"", config=b"", version="x"),
+                  lambda: h.append_generation(99, {}, {}, b"")):
+        with _pytest.raises(_dabc.InputError, match="Cannot write the database"):
+            write()
+    h.engine.dispose()
+    cfg_history.engine.dispose()
+    if not cli:
+        return
+    info = _dabc_cli_9("info", db)
+    assert info.returncode == 0, info.stderr
+    assert "Traceback" not in info.stderr
+    assert f"\n  {n_generations - 1} " in info.stdout
+    out = _Path(f"/tmp/dabc-ro-export-{_uuid.uuid4().hex}.csv")
+    try:
+        exp = _dabc_cli_9("export", db, "--generation", "all", "--out", out)
+        assert exp.returncode == 0, exp.stderr
+        assert _pd.read_csv(out)["t"].nunique() == n_generations
+    finally:
+        out.unlink(missing_ok=True)
+
+
+@_pytest.fixture
+def read_only_mount(tmp_path):
+    """A tmpfs mounted at a folder of tmp_path: yields (folder, make_read_only)."""
+    where = tmp_path / "mnt"
+    where.mkdir()
+    proc = _subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
+                           capture_output=True, text=True)
+    if proc.returncode != 0:
+        _pytest.skip(f"cannot mount a tmpfs here (needs root and mount rights): "
+                     f"{proc.stderr.strip()}; the chattr +i test covers read-only files")
+
+    def make_read_only():
+        _subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+
+    try:
+        yield where, make_read_only
+    finally:
+        _subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@_pytest.mark.timeout(180)
+def test_case9_database_on_a_read_only_file_system_is_read(tmp_path, read_only_mount):
+    where, make_read_only = read_only_mount
+    db = tmp_path / "run.db"
+    _write_run_9(db)
+    with open(db, "rb") as f:
+        assert f.read(20)[18:20] == b"\x02\x02"  # written in WAL mode
+    assert not _os.path.exists(f"{db}-wal")
+    _shutil.copy(db, where / "run.db")  # the WAL database without its -wal/-shm files
+    make_read_only()
+    with _pytest.raises(OSError):
+        (where / "probe").write_text("x")
+    ro_db = where / "run.db"
+    _check_reads_but_not_writes_9(ro_db, 3)
+    _check_reads_but_not_writes_9(f"sqlite:///{ro_db}", 3, cli=False)
+    with _pytest.raises(_dabc.InputError, match="read-only file system"):
+        _dabc.History(ro_db).set_status("done")
+    assert sorted(_os.listdir(where)) == ["run.db"]
+    # a run started on it says so at once, naming the cause
+    abc = _dabc.ABCSMC(_gauss_1, _PRIOR_1, population_size=20,
+                       sampler=_dabc.SingleCoreSampler(), progress=False)
+    with _pytest.raises(_dabc.InputError, match="Cannot write the database.*read-only file "
+                        "system"):
+        abc.run({"y": 0.0}, db=ro_db, max_generations=1)
+    # a new database there cannot be created, and says so
+    with _pytest.raises(_dabc.InputError, match="Cannot write the database"):
+        _dabc.History(where / "new.db")
+
+
+@_pytest.mark.timeout(180)
+def test_case9_immutable_file_and_folder_are_read(tmp_path):
+    if _subprocess.run(["which", "chattr"], capture_output=True).returncode != 0:
+        _pytest.skip("chattr is not installed")
+    folder = tmp_path / "frozen"
+    folder.mkdir()
+    db = folder / "run.db"
+    _write_run_9(db)
+    made = []
+    try:
+        if _subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode != 0:
+            _pytest.skip("chattr +i is not supported on this file system or user")
+        made.append(db)
+        assert not _os.access(db, _os.W_OK)
+        _check_reads_but_not_writes_9(db, 3, cli=False)  # immutable file, writable folder
+        _subprocess.run(["chattr", "+i", str(folder)], check=True)
+        made.append(folder)
+        _check_reads_but_not_writes_9(db, 3)  # and in an immutable folder
+    finally:
+        for p in reversed(made):
+            _subprocess.run(["chattr", "-i", str(p)], check=False)
+
+
+def _concurrent_starts_10(db, n):
+    ctx = _mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["dabc", "fault_storage"])
+    import fault_storage
+
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=fault_storage.start_run, args=(db, barrier, results))
+             for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        got = [results.get(timeout=150) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    return got
+
+
+@_pytest.fixture
+def _tests_on_path_10(monkeypatch):
+    monkeypatch.syspath_prepend(str(_HERE))
+
+
+@_pytest.mark.timeout(240)
+def test_case10_concurrent_starts_on_one_new_sqlite_file(tmp_path, _tests_on_path_10, caplog):
+    db = str(tmp_path / "shared.db")
+    tic = _time.perf_counter()
+    got = _concurrent_starts_10(db, 40)
+    took = _time.perf_counter() - tic
+    errors = [m for kind, m in got if kind != "ok"]
+    assert not errors, f"{len(errors)} of 40 starts failed: {sorted(set(errors))[:3]}"
+    ids = sorted(m for _, m in got)
+    assert ids == list(range(1, 41)), ids
+    h = _dabc.History(db)
+    assert sorted(h.all_runs()["id"]) == ids
+    h.engine.dispose()
+    assert took < 200, took
+
+
+@_pytest.mark.timeout(240)
+def test_case10_concurrent_starts_on_one_new_postgres_schema(pg_url, _tests_on_path_10):
+    got = _concurrent_starts_10(pg_url, 30)
+    errors = [m for kind, m in got if kind != "ok"]
+    assert not errors, f"{len(errors)} of 30 starts failed: {sorted(set(errors))[:3]}"
+    ids = sorted(m for _, m in got)
+    assert len(set(ids)) == 30
+    h = _dabc.History(pg_url)
+    assert sorted(h.all_runs()["id"]) == ids
+    h.engine.dispose()
+
+
+def _page_of_blob_11(db, t):
+    """The offset of two consecutive pages of the file filled by generation t's blob."""
+    con = _sqlite3.connect(db)
+    page = con.execute("PRAGMA page_size").fetchone()[0]
+    blob = con.execute("SELECT data FROM dabc_particles WHERE t = ?", (t,)).fetchone()[0]
+    con.close()
+    raw = _Path(db).read_bytes()
+    full = [i for i in range(len(raw) // page)
+            if raw[i * page + 4:(i + 1) * page] in blob]  # an overflow page: 4-byte link
+    pairs = [i for i in full if i + 1 in full]
+    assert pairs, "generation's blob does not span two full pages; raise the population"
+    return pairs[0] * page, 2 * page
+
+
+@_pytest.mark.timeout(240)
+def test_case11_a_corrupt_generation_is_reported_and_the_rest_exported(tmp_path):
+    db = tmp_path / "run.db"
+    _write_run_9(db, generations=12, population=400)
+    offset, size = _page_of_blob_11(db, 7)
+    assert size == 8192
+    with open(db, "r+b") as f:  # one damaged 8 KiB block inside generation 7's particles
+        f.seek(offset)
+        f.write(_np.random.default_rng(0).bytes(size))
+    con = _sqlite3.connect(db)  # and a blob overwritten with garbage in generation 4
+    con.execute("UPDATE dabc_particles SET data = ? WHERE t = 4", (b"garbage" * 100,))
+    con.commit()
+    con.close()
+
+    h = _dabc.History(db)
+    for t, why in ((7, "malformed|bad npz blob"), (4, "bad npz blob.*not an npz archive")):
+        with _pytest.raises(_dabc.InputError, match=f"Generation {t} of run 1 .*({why}).*"
+                            "backup"):
+            h.get_arrays(t)
+    assert len(h.get_distribution(0, t=6)[0]) == 400
+    assert h.unreadable_generations().keys() == {4, 7}
+    h.engine.dispose()
+
+    tic = _time.perf_counter()
+    info = _dabc_cli_9("info", db)
+    took_info = _time.perf_counter() - tic
+    assert info.returncode == 1, (info.stdout, info.stderr)
+    assert "Traceback" not in info.stderr
+    lines = {ln.split()[0]: ln for ln in info.stdout.splitlines()[-12:]}
+    assert sorted(map(int, lines)) == list(range(12))
+    assert lines["4"].endswith("UNREADABLE") and lines["7"].endswith("UNREADABLE")
+    assert lines["6"].endswith("ok")
+    err = info.stderr.strip().splitlines()
+    assert len(err) == 2 and all("is unreadable" in e for e in err)
+
+    out = tmp_path / "all.csv"
+    tic = _time.perf_counter()
+    exp = _dabc_cli_9("export", db, "--generation", "all", "--out", out)
+    took_export = _time.perf_counter() - tic
+    assert exp.returncode == 1, exp.stderr
+    assert "Traceback" not in exp.stderr
+    err = exp.stderr.strip().splitlines()
+    assert err[:2] == [
+        f"dabc export: generation {t} of run 1 is unreadable ({r}): skipped"
+        for t, r in zip((4, 7), (h.check_generation(4), h.check_generation(7)), strict=True)]
+    assert len(err) == 3 and err[2].startswith("wrote 4,000 particles of run 1 (10 generations)")
+    df = _pd.read_csv(out)
+    assert sorted(df["t"].unique()) == [t for t in range(12) if t not in (4, 7)]
+    assert (df.groupby("t").size() == 400).all()
+    last = _dabc_cli_9("export", db, "--generation", "7", "--out", tmp_path / "seven.csv")
+    assert last.returncode == 1 and "Traceback" not in last.stderr
+    assert _re.fullmatch(r"dabc export: error: Nothing exported: .*generation 7: .*restore it "
+                         r"from a backup\.", last.stderr.strip())
+    assert not (tmp_path / "seven.csv").exists()
+    assert took_info < 30 and took_export < 30, (took_info, took_export)
+
+
+# --- cases 3, 5, 13: hanging simulations, orphaned workers, Dask dashboards, worker recycling ---
+# Case 3: a simulation that never returns (1 call in 1,000) once stalled multicore for good
+# and left every Dask worker stuck; with simulation_timeout= it counts as a failed evaluation
+# ("simulation exceeded simulation_timeout=1 s with parameters {...}"), the run finishes and
+# gives the same populations on every sampler. Without a limit, one warning per generation
+# names the slow simulation. A SIGKILLed master's workers die with it.
+# Case 5: a default DaskDistributedSampler() opens no HTTP port (it served Dask's pages on
+# 127.0.0.1:8787 and one port per worker). Case 13: multicore workers are recycled after
+# max_tasks_per_worker tasks or above max_worker_memory, with identical results.
+import os as _os  # noqa: E402
+import signal as _signal  # noqa: E402
+import socket as _socket  # noqa: E402
+import subprocess as _subprocess  # noqa: E402
+import sys as _sys  # noqa: E402
+import warnings as _warnings  # noqa: E402
+
+import fault_models as _fm  # noqa: E402
+from determinism import assert_same as _assert_same  # noqa: E402
+from determinism import snapshot as _snapshot  # noqa: E402
+
+_C3_TIMEOUT = 1.0
+_C3_REFERENCE: dict = {}
+
+
+def _run_3(model, sampler, db, n=300, gens=2, **kwargs):
+    abc = _dabc.ABCSMC(model, _fm.PRIOR_X, population_size=n, sampler=sampler, seed=11,
+                       progress=False, **kwargs)
+    return abc.run(_fm.OBS, db=f"sqlite:///{db}", max_generations=gens)
+
+
+def _c3_reference(tmp_path_factory):
+    """The hanging model's run on one core with the limit: every sampler must match it."""
+    if "snap" not in _C3_REFERENCE:
+        db = tmp_path_factory.mktemp("c3") / "single.db"
+        h = _run_3(_fm.hangs_1_in_1000, _dabc.SingleCoreSampler(simulation_timeout=_C3_TIMEOUT),
+                   db)
+        _C3_REFERENCE["snap"] = _snapshot(h)
+    return _C3_REFERENCE["snap"]
+
+
+def _timeouts_logged(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if "simulation exceeded simulation_timeout=1 s with parameters {'x': " in
+            r.getMessage() and "raise simulation_timeout or fix the model" in r.getMessage()]
+
+
+@_pytest.mark.timeout(60)
+@_pytest.mark.parametrize("kind", ["eval", "particle"])
+def test_case3_multicore_simulation_timeout_fails_the_hung_evaluations(kind, tmp_path, caplog,
+                                                                       tmp_path_factory):
+    """Once: no generation after 90 s. Now: each hung call fails after 1 s; measured ~3 s."""
+    caplog.set_level("WARNING", logger="dabc.samplers")
+    cls = (_dabc.MulticoreEvalParallelSampler if kind == "eval"
+           else _dabc.MulticoreParticleParallelSampler)
+    t0 = _time.monotonic()
+    gens = 2 if kind == "eval" else 3  # STAT's streams reach a hanging call in generation 2
+    with cls(2, simulation_timeout=_C3_TIMEOUT) as sampler:
+        h = _run_3(_fm.hangs_1_in_1000, sampler, tmp_path / "run.db", gens=gens)
+    assert h.n_populations == gens
+    assert _time.monotonic() - t0 < 40
+    assert _timeouts_logged(caplog), [r.getMessage() for r in caplog.records]
+    if kind == "eval":  # DYN: the same populations as on one core
+        _assert_same(_snapshot(h), _c3_reference(tmp_path_factory))
+    else:  # STAT: the same populations run after run
+        with cls(2, simulation_timeout=_C3_TIMEOUT) as sampler:
+            again = _run_3(_fm.hangs_1_in_1000, sampler, tmp_path / "again.db", gens=gens)
+        _assert_same(_snapshot(again), _snapshot(h))
+
+
+@_pytest.mark.timeout(60)
+def test_case3_uninterruptible_simulation_kills_its_worker_and_fails(tmp_path, caplog,
+                                                                     tmp_path_factory):
+    """A simulation that blocks SIGALRM (as C code may) is ended by the master: it kills the
+    worker after the limit plus 1 s, and the call fails when its task runs again. The
+    populations equal those where the same evaluations were interrupted normally."""
+    caplog.set_level("WARNING", logger="dabc.samplers")
+    with _dabc.MulticoreEvalParallelSampler(2, simulation_timeout=_C3_TIMEOUT) as sampler:
+        h = _run_3(_fm.stuck_uninterruptibly, sampler, tmp_path / "run.db")
+    assert any("could not be interrupted" in r.getMessage() for r in caplog.records)
+    assert _timeouts_logged(caplog)
+    ref = _c3_reference(tmp_path_factory)
+    got = _snapshot(h)
+    _assert_same(got, ref)
+
+
+@_pytest.mark.timeout(60)
+def test_case3_without_a_limit_a_very_slow_simulation_draws_a_warning(tmp_path, caplog):
+    """A 3 s call among 1 ms calls: warned about after ~1.5 s, in the log and as a Python
+    warning in the master, suggesting simulation_timeout=."""
+    from dabc.samplers.multicore import SlowSimulationWarning
+
+    caplog.set_level("WARNING", logger="dabc.samplers")
+    with _warnings.catch_warnings(record=True) as seen, \
+            _dabc.MulticoreEvalParallelSampler(2) as sampler:
+        _warnings.simplefilter("always")
+        h = _run_3(_fm.slow_1_in_1000, sampler, tmp_path / "run.db", gens=1)
+    assert h.n_populations == 1
+    slow = [w for w in seen if issubclass(w.category, SlowSimulationWarning)]
+    assert len(slow) == 1, [str(w.message) for w in seen]
+    text = str(slow[0].message)
+    assert "over 100 times the median time per simulation" in text
+    assert "pass simulation_timeout=<seconds>" in text
+    assert any(r.getMessage() == text for r in caplog.records)
+
+
+_C3_ORPHAN_SCRIPT = """
+import dabc, fault_models
+sampler = dabc.MulticoreEvalParallelSampler(2)
+abc = dabc.ABCSMC(fault_models.pid_then_hang, fault_models.PRIOR_X, population_size=10,
+                  sampler=sampler, seed=1, progress=False)
+abc.run(fault_models.OBS, db="sqlite:///{db}", max_generations=1)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")  # zombie: dead
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@_pytest.mark.timeout(60)
+def test_case3_workers_die_with_a_sigkilled_master(tmp_path):
+    """Once: the hung worker lived on as an orphan. Now: gone within ~0.1 s (limit 5 s)."""
+    pidfile = tmp_path / "pids"
+    script = tmp_path / "master.py"
+    script.write_text(_C3_ORPHAN_SCRIPT.format(db=tmp_path / "orphan.db"))
+    env = {**_os.environ, "DABC_TEST_PIDFILE": str(pidfile),
+           "PYTHONPATH": _os.pathsep.join([_os.path.dirname(__file__),
+                                           _os.environ.get("PYTHONPATH", "")])}
+    master = _subprocess.Popen([_sys.executable, str(script)], env=env)
+    pids: set[int] = set()
+    try:
+        deadline = _time.monotonic() + 40
+        while len(pids) < 2 and _time.monotonic() < deadline:
+            _time.sleep(0.1)
+            if pidfile.exists():
+                pids = {int(x) for x in pidfile.read_text().split()}
+            assert master.poll() is None, "the master exited by itself"
+        assert len(pids) == 2, f"worker PIDs seen: {pids}"
+        master.send_signal(_signal.SIGKILL)
+        master.wait(10)
+        deadline = _time.monotonic() + 5
+        while not all(_gone(p) for p in pids) and _time.monotonic() < deadline:
+            _time.sleep(0.05)
+        alive = [p for p in pids if not _gone(p)]
+        assert not alive, f"worker processes {alive} outlived their SIGKILLed master"
+    finally:
+        if master.poll() is None:
+            master.kill()
+        for p in pids:  # the workers this test started, if any survived
+            if not _gone(p):
+                _os.kill(p, _signal.SIGKILL)
+
+
+@_pytest.mark.timeout(180)
+def test_case3_dask_simulation_timeout_fails_the_hung_evaluations(tmp_path, caplog,
+                                                                  tmp_path_factory):
+    """Once: every Dask worker stuck within a second. Now: each hung call fails after 1 s
+    (an asynchronous exception in the worker thread), populations as on one core."""
+    from distributed import Client
+
+    from dabc.samplers.dask import local_cluster
+
+    caplog.set_level("WARNING", logger="dabc.samplers")
+    with local_cluster(n_workers=2) as cluster, Client(cluster) as client:
+        t0 = _time.monotonic()
+        sampler = _dabc.DaskDistributedSampler(client, simulation_timeout=_C3_TIMEOUT)
+        h = _run_3(_fm.hangs_1_in_1000, sampler, tmp_path / "dask.db")
+        elapsed = _time.monotonic() - t0
+    assert h.n_populations == 2
+    assert elapsed < 60, elapsed
+    assert _timeouts_logged(caplog)
+    _assert_same(_snapshot(h), _c3_reference(tmp_path_factory))
+
+
+def _listening(pid: int) -> list[tuple[str, int]]:
+    import psutil
+
+    return sorted({(c.laddr.ip, c.laddr.port)
+                   for c in psutil.Process(pid).net_connections(kind="tcp")
+                   if c.status == psutil.CONN_LISTEN})
+
+
+def _answers_http(host: str, port: int) -> bytes:
+    """The first bytes answered to an HTTP GET (a dashboard answers 'HTTP/1.1 ...'; Dask's
+    comm ports answer nothing or close)."""
+    try:
+        with _socket.create_connection((host, port), timeout=2) as s:
+            s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            return s.recv(64)
+    except OSError:
+        return b""
+
+
+class _ProbingDaskSampler(_dabc.DaskDistributedSampler):
+    """A default DaskDistributedSampler() that lists its processes' listening sockets during
+    the run (after its first generation, while its own cluster is up)."""
+
+    probed: dict | None = None
+
+    def sample(self, request):
+        result = super().sample(request)
+        if self.probed is None:
+            import psutil
+
+            workers = set(self.client.run(_os.getpid).values())
+            nannies = {psutil.Process(p).ppid() for p in workers}
+            self.probed = {pid: _listening(pid) for pid in {_os.getpid(), *workers, *nannies}}
+            self.workers = workers
+            self.http = {(ip, port): _answers_http(ip, port)
+                         for socks in self.probed.values() for ip, port in socks}
+            ss = _subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
+            ours = [line for line in ss.splitlines()
+                    if any(f"pid={pid}," in line for pid in self.probed)]
+            print("ss -ltnp during the run, this run's processes:\n" + "\n".join(ours))
+        return result
+
+
+@_pytest.mark.timeout(180)
+def test_case5_default_dask_sampler_opens_no_http_port(tmp_path):
+    """Every listening socket of the scheduler (this process), the nannies and the workers is
+    on 127.0.0.1, and none answers HTTP (once 127.0.0.1:8787 and a port per worker did)."""
+    sampler = _ProbingDaskSampler()
+    h = _run_3(_fm.sleepy, sampler, tmp_path / "dash.db", n=50, gens=1)
+    assert h.n_populations == 1
+    probed = sampler.probed
+    assert len(sampler.workers) >= 1 and len(probed) >= 3, probed
+    sockets = [(pid, ip, port) for pid, socks in probed.items() for ip, port in socks]
+    assert len(sockets) >= 1 + 2 * len(sampler.workers), probed  # scheduler, nannies, workers
+    assert all(ip == "127.0.0.1" for _, ip, _ in sockets), sockets
+    dashboards = [k for k, v in sampler.http.items() if v.startswith(b"HTTP/")]
+    assert not dashboards, sampler.http
+
+
+@_pytest.mark.timeout(30)
+def test_case5_dashboard_only_on_loopback_when_asked():
+    from dabc.samplers.dask import _loopback
+
+    assert _loopback(":8787", "dashboard_address") == "127.0.0.1:8787"
+    assert _loopback("127.0.0.1:0", "dashboard_address") == "127.0.0.1:0"
+    for bad in ("0.0.0.0:8787", "10.1.2.3:8787", "example.org:8787"):
+        with _pytest.raises(ValueError, match="loopback|every interface"):
+            _loopback(bad, "dashboard_address")
+
+
+@_pytest.mark.timeout(90)
+def test_case13_workers_are_recycled_with_identical_results(tmp_path, caplog):
+    """A model keeping 1 MB per call: workers recycled by task count and by memory give
+    the same populations, bit for bit, as a run without recycling."""
+    caplog.set_level("INFO", logger="dabc.samplers")
+    with _dabc.MulticoreEvalParallelSampler(2) as plain:
+        ref = _snapshot(_run_3(_fm.leaky, plain, tmp_path / "plain.db", n=200, gens=2))
+    rss = int(open("/proc/self/statm").read().split()[1]) * _os.sysconf("SC_PAGE_SIZE")
+    limits = [{"max_tasks_per_worker": 3},
+              {"max_worker_memory": f"{(rss + 100 * 2**20) / 1e6:.0f}MB"}]
+    for i, limit in enumerate(limits):
+        caplog.clear()
+        with _dabc.MulticoreEvalParallelSampler(2, **limit) as sampler:
+            got = _snapshot(_run_3(_fm.leaky, sampler, tmp_path / f"r{i}.db", n=200, gens=2))
+        _assert_same(got, ref)
+        msgs = [r.getMessage() for r in caplog.records if r.levelname == "INFO"
+                and r.getMessage().startswith("recycling worker process")]
+        assert len(msgs) >= 2, (limit, msgs)
+        assert ("max_tasks_per_worker=3" if i == 0 else "above max_worker_memory") in msgs[0]
+        assert not any("died" in r.getMessage() for r in caplog.records)
+
+
+@_pytest.mark.timeout(30)
+def test_case13_bad_recycling_arguments_are_refused():
+    with _pytest.raises(ValueError, match="max_worker_memory"):
+        _dabc.MulticoreEvalParallelSampler(1, max_worker_memory="lots")
+    with _pytest.raises(ValueError, match="max_tasks_per_worker"):
+        _dabc.MulticoreEvalParallelSampler(1, max_tasks_per_worker=0)
+    with _pytest.raises(ValueError, match="simulation_timeout"):
+        _dabc.MulticoreEvalParallelSampler(1, simulation_timeout=-1)
