@@ -467,7 +467,6 @@ def _keys_without_ttl(server) -> list[str]:
         return [k.decode() for k in c.keys("*") if c.ttl(k) == -1]
 
 
-@_pytest.mark.slow
 @_pytest.mark.timeout(240)
 @_pytest.mark.parametrize("appendonly", [False, True], ids=["no-persistence", "aof"])
 def test_case2_redis_server_killed_and_restarted_mid_run(appendonly, redis16, tmp_path,
