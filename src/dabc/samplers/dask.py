@@ -299,7 +299,8 @@ class DaskDistributedSampler(Sampler):
         watch_done = threading.Event()
         if self.simulation_timeout is None:
             threading.Thread(target=self._watch_slow, daemon=True, name="dabc-slow-watch",
-                             args=(request, sched, in_flight, per_eval, watch_done)).start()
+                             args=(client, request, sched, in_flight, per_eval,
+                                   watch_done)).start()
         try:
             submit_more()
             for fut, res in pending:
@@ -341,10 +342,12 @@ class DaskDistributedSampler(Sampler):
         return sched.result()
 
     @staticmethod
-    def _watch_slow(request: WorkRequest, sched, in_flight: dict, per_eval: list,
+    def _watch_slow(client, request: WorkRequest, sched, in_flight: dict, per_eval: list,
                     done: threading.Event) -> None:
-        """Warn once when a task has run 100 times longer than its median expected time
-        (per-evaluation median times its size, at least 1 s) while no limit is set."""
+        """Warn once when a task has been *executing* (not queued: ``Client.call_stack``
+        lists only running tasks) for 100 times its median expected time (per-evaluation
+        median times its size, at least 1 s) while no limit is set."""
+        running_since: dict[str, float] = {}
         while not done.wait(0.5):
             if per_eval:
                 median = statistics.median(per_eval)
@@ -353,14 +356,29 @@ class DaskDistributedSampler(Sampler):
             else:
                 continue
             now = time.monotonic()
+            limits = {}
             for copy in list(in_flight.values()):
-                task = copy.task
-                expected = median * (task.stop - task.start)
-                if now - copy.submitted > max(1.0, 100 * expected):
+                expected = median * (copy.task.stop - copy.task.start)
+                limit = max(1.0, 100 * expected)
+                if now - copy.submitted > limit:
+                    limits[copy.future.key] = (copy, limit, expected)
+            if not limits:
+                continue
+            try:
+                stacks = client.call_stack(keys=list(limits))
+            except Exception:  # noqa: BLE001 - a diagnostic only: never fail the run
+                continue
+            executing = {k for per_worker in stacks.values() for k in per_worker}
+            for key, (copy, limit, expected) in limits.items():
+                if key not in executing:
+                    continue
+                since = running_since.setdefault(key, now)
+                if now - since > limit:
+                    task = copy.task
                     msg = (f"a task of generation {request.generation} (evaluations "
-                           f"{task.start}..{task.stop - 1}) has been running for "
-                           f"{now - copy.submitted:.1f} s, over 100 times its median expected "
-                           f"time ({expected:.3g} s): one of its simulations may never return. "
+                           f"{task.start}..{task.stop - 1}) has been running for over "
+                           f"{now - since:.1f} s, over 100 times its median expected time "
+                           f"({expected:.3g} s): one of its simulations may never return. "
                            "No simulation_timeout is set, so the generation waits for it; "
                            "pass simulation_timeout=<seconds> to DaskDistributedSampler to "
                            "count such simulations as failed.")
