@@ -555,7 +555,8 @@ class RedisEvalParallelSampler(Sampler):
                         f"lost the connection to Redis at {self.where} for "
                         f"{now - lost_since:.0f} s (reconnect_timeout="
                         f"{self.reconnect_timeout:g}) in generation "
-                        f"{self._request.generation}: {exc}. The generations stored so far are "
+                        f"{self._request.generation}: {str(exc).rstrip('.')}. The generations "
+                        "stored so far are "
                         "intact: restart the server and resume the run with "
                         "ABCSMC.load(...).") from exc
                 last_tick = 0.0  # check the generation at once when connected again
@@ -874,7 +875,8 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
                 elif now - lost_since > reconnect_timeout:
                     raise WorkerError(
                         f"lost the connection to Redis at {where} for {now - lost_since:.0f} s "
-                        f"(reconnect_timeout={reconnect_timeout:g}): {exc}. Restart the server,"
+                        f"(reconnect_timeout={reconnect_timeout:g}): {str(exc).rstrip('.')}. "
+                        "Restart the server,"
                         " then start the worker again.") from exc
                 stopping.wait(0.5)
     except _Stop:
