@@ -823,11 +823,8 @@ def test_case11_a_corrupt_generation_is_reported_and_the_rest_exported(tmp_path)
 # Case 5: a default DaskDistributedSampler() opens no HTTP port (it served Dask's pages on
 # 127.0.0.1:8787 and one port per worker). Case 13: multicore workers are recycled after
 # max_tasks_per_worker tasks or above max_worker_memory, with identical results.
-import os as _os  # noqa: E402
 import signal as _signal  # noqa: E402
 import socket as _socket  # noqa: E402
-import subprocess as _subprocess  # noqa: E402
-import sys as _sys  # noqa: E402
 import warnings as _warnings  # noqa: E402
 
 import fault_models as _fm  # noqa: E402
@@ -1091,3 +1088,21 @@ def test_case13_bad_recycling_arguments_are_refused():
         _dabc.MulticoreEvalParallelSampler(1, max_tasks_per_worker=0)
     with _pytest.raises(ValueError, match="simulation_timeout"):
         _dabc.MulticoreEvalParallelSampler(1, simulation_timeout=-1)
+
+
+# --- case 3 on Redis: the limit travels, signed, with the work to `dabc redis-worker` ---
+@_pytest.mark.timeout(120)
+def test_case3_redis_simulation_timeout_fails_the_hung_evaluations(redis16, tmp_path,
+                                                                   tmp_path_factory):
+    """A Redis worker interrupts a hung simulation after simulation_timeout (SIGALRM in the
+    worker process): the run finishes with the same populations as on one core with the same
+    limit. Before, the worker held its claim forever and the generation never ended."""
+    server = redis16.server()
+    redis16.workers(server, 2)
+    _tr.wait_registered(server, 2)
+    t0 = _time.monotonic()
+    h = _run_3(_fm.hangs_1_in_1000, _tr.sampler_for(server, simulation_timeout=_C3_TIMEOUT),
+               tmp_path / "redis.db")
+    assert h.n_populations == 2
+    assert _time.monotonic() - t0 < 60
+    _assert_same(_snapshot(h), _c3_reference(tmp_path_factory))

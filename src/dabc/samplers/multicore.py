@@ -428,6 +428,7 @@ class MulticoreEvalParallelSampler(_MulticoreSampler):
         never. A recycled worker first returns its result; tasks already sent to it run
         again elsewhere with the same ids, so results are identical. Each recycling is
         logged at INFO on ``dabc.samplers``.
+
     Raises
     ------
     ValueError
@@ -449,27 +450,9 @@ class MulticoreParticleParallelSampler(_MulticoreSampler):
 
     Parameters
     ----------
-    n_procs : int, optional
-        Worker processes; default ``$DABC_NUM_PROCS``, else the number of usable CPUs.
-    simulation_timeout : float, optional
-        Seconds one simulation (one model call; one block call for a vectorized model) may
-        run. A simulation over the limit is interrupted (``SIGALRM`` in the worker) and
-        counts as a failed evaluation, with the reason "simulation exceeded
-        simulation_timeout=... s with parameters {...}", under ``max_failure_rate``. A
-        worker stuck where it cannot be interrupted (a C call holding the GIL) is killed
-        once its simulation has run ``simulation_timeout`` plus max(1 s, a quarter of it),
-        and that simulation counts as failed when its task runs again. Default None: no
-        limit, but a simulation running over 100 times the median time (and over 1 s)
-        draws one warning per generation (``SlowSimulationWarning`` of
-        ``dabc.samplers.multicore``, and a log record on ``dabc.samplers``).
-    max_tasks_per_worker : int, optional
-        Replace a worker process after it has run this many tasks. Default None: never.
-    max_worker_memory : int or str, optional
-        Replace a worker process whose resident memory (read after each task) is above
-        this size: bytes, or a string such as ``"500MB"`` or ``"2GiB"``. Default None:
-        never. A recycled worker first returns its result; tasks already sent to it run
-        again elsewhere with the same ids, so results are identical. Each recycling is
-        logged at INFO on ``dabc.samplers``.
+    n_procs, simulation_timeout, max_tasks_per_worker, max_worker_memory
+        As for :class:`MulticoreEvalParallelSampler`.
+
     Raises
     ------
     ValueError

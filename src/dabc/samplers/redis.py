@@ -59,6 +59,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import pickle
@@ -206,6 +207,16 @@ def _mac(secret: bytes, kind: str, analysis: str, gen: str, task: bytes, body: b
         msg.update(b"%d:" % len(part))
         msg.update(part)
     return hmac.new(secret, msg.digest(), hashlib.sha256).digest()
+
+
+def _work_body(payload: bytes, simulation_timeout: float | None) -> bytes:
+    """The signed body of a generation's work: a JSON header line, then the pickled work."""
+    return json.dumps({"simulation_timeout": simulation_timeout}).encode() + b"\n" + payload
+
+
+def _split_work_body(body: bytes) -> tuple[float | None, bytes]:
+    header, payload = body.split(b"\n", 1)
+    return json.loads(header)["simulation_timeout"], payload
 
 
 def sign(secret: bytes, kind: str, analysis: str, gen: str, body: bytes,
@@ -378,6 +389,10 @@ class RedisEvalParallelSampler(Sampler):
         Accept a server without a password that is not on loopback (with a warning).
     reconnect_timeout : float, default 30
         Seconds to retry a lost connection before raising ``dabc.WorkerError``.
+    simulation_timeout : float, optional
+        Seconds one simulation may run on a worker (sent, signed, with the work). A
+        simulation over the limit is interrupted (``SIGALRM`` in the worker) and counts as a
+        failed evaluation; see :class:`~dabc.MulticoreEvalParallelSampler`. Default None.
 
     Raises
     ------
@@ -396,8 +411,12 @@ class RedisEvalParallelSampler(Sampler):
                  no_worker_timeout: float = 60.0, wait_for_workers: bool = False,
                  target_seconds: float = 0.05, secret_file: str | os.PathLike | None = None,
                  password_file: str | os.PathLike | None = None, insecure: bool = False,
-                 reconnect_timeout: float = 30.0):
+                 reconnect_timeout: float = 30.0, simulation_timeout: float | None = None):
         self._fixed_size = check_batch_size(batch_size)
+        if simulation_timeout is not None and not simulation_timeout > 0:
+            raise ValueError("simulation_timeout must be a positive number of seconds or None, "
+                             f"not {simulation_timeout!r}")
+        self.simulation_timeout = simulation_timeout
         self.host, self.port, self.password, self.url = host, port, password, url
         self.batch_size = batch_size
         self.no_worker_timeout, self.wait_for_workers = no_worker_timeout, wait_for_workers
@@ -443,7 +462,8 @@ class RedisEvalParallelSampler(Sampler):
         P = self.prefix
         keys = {k: f"{P}:{k}:{gen}" for k in ("work", "queue", "claims", "results", "refused")}
         self._gen, self._request = gen, request
-        self._signed_work = sign(self._secret, "work", self.analysis_id, gen, request.payload)
+        self._signed_work = sign(self._secret, "work", self.analysis_id, gen,
+                                 _work_body(request.payload, self.simulation_timeout))
         self._outstanding: dict[str, Task] = {}   # queued or claimed, no result yet
         self._run_id = None
         self._republished = 0
@@ -671,7 +691,7 @@ class RedisStaticSampler(RedisEvalParallelSampler):
     host, port, password, url, batch_size, no_worker_timeout, wait_for_workers, target_seconds
         As for :class:`RedisEvalParallelSampler` (``batch_size`` and ``target_seconds`` do
         not apply to STAT).
-    secret_file, password_file, insecure, reconnect_timeout
+    secret_file, password_file, insecure, reconnect_timeout, simulation_timeout
         As for :class:`RedisEvalParallelSampler`.
     """
 
@@ -814,8 +834,8 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
                     if task is None:
                         continue
                     current = (queue, claims, task)
-                    work = cache.get((aid, gen))
-                    if work is None:
+                    loaded = cache.get((aid, gen))  # (work, simulation_timeout)
+                    if loaded is None:
                         payload = r.get(f"{P}:work:{gen}")
                         if payload is None:
                             break  # the generation just ended
@@ -836,10 +856,12 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
                                         where, reason)
                             continue
                         cache.clear()
-                        work = cache[(aid, gen)] = cloudpickle.loads(body)
+                        timeout, body = _split_work_body(body)
+                        loaded = cache[(aid, gen)] = (cloudpickle.loads(body), timeout)
+                    work, timeout = loaded
                     decoded = _decode(task)
                     try:
-                        batch = execute(work, decoded)
+                        batch = execute(work, decoded, timeout=timeout)
                     except _Stop:
                         raise
                     except Exception:
