@@ -1058,6 +1058,23 @@ def test_case5_dashboard_only_on_loopback_when_asked():
             _loopback(bad, "dashboard_address")
 
 
+def _rss_to(conn) -> None:
+    conn.send(int(open("/proc/self/statm").read().split()[1]) * _os.sysconf("SC_PAGE_SIZE"))
+    conn.close()
+
+
+def _forked_child_rss() -> int:
+    """Resident bytes of a child forked from this process, read at once (as a new worker)."""
+    ctx = _mp.get_context("fork")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_rss_to, args=(child,))
+    proc.start()
+    try:
+        return parent.recv()
+    finally:
+        proc.join(10)
+
+
 @_pytest.mark.timeout(90)
 def test_case13_workers_are_recycled_with_identical_results(tmp_path, caplog):
     """A model keeping 1 MB per call: workers recycled by task count and by memory give
@@ -1065,7 +1082,8 @@ def test_case13_workers_are_recycled_with_identical_results(tmp_path, caplog):
     caplog.set_level("INFO", logger="dabc.samplers")
     with _dabc.MulticoreEvalParallelSampler(2) as plain:
         ref = _snapshot(_run_3(_fm.leaky, plain, tmp_path / "plain.db", n=200, gens=2))
-    rss = int(open("/proc/self/statm").read().split()[1]) * _os.sysconf("SC_PAGE_SIZE")
+    rss = _forked_child_rss()  # a fresh worker's resident memory (below this process's:
+    # file-backed pages such as loaded libraries are not resident in a child until touched)
     limits = [{"max_tasks_per_worker": 3},
               {"max_worker_memory": f"{(rss + 100 * 2**20) / 1e6:.0f}MB"}]
     for i, limit in enumerate(limits):
