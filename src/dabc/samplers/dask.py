@@ -24,9 +24,9 @@ from typing import Any, NamedTuple
 from .._compat.distributed import cancellation_check, scatter_broadcast
 from ..errors import WorkerError
 from .base import Sampler, SampleResult, Task, WorkRequest
-from .multicore import SlowSimulationWarning, check_timeout
+from .multicore import SlowSimulationWarning
 from .scheduling import check_batch_size, make_scheduler
-from .worker import run_task
+from .worker import check_timeout, run_task
 
 log = logging.getLogger("dabc.samplers.dask")
 

@@ -33,7 +33,7 @@ from .._compat.process import set_parent_death_signal
 from ..errors import WorkerError
 from .base import Batch, Sampler, SampleResult, WorkRequest
 from .scheduling import Scheduler, make_scheduler
-from .worker import Monitor, execute, set_monitor
+from .worker import Monitor, check_timeout, execute, set_monitor
 
 log = logging.getLogger("dabc.samplers")
 
@@ -73,16 +73,6 @@ def parse_bytes(size: int | str | None, name: str = "max_worker_memory") -> int 
             return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     raise ValueError(f"{name} must be a positive number of bytes or a size such as '500MB' "
                      f"or '2GiB', not {size!r}")
-
-
-def check_timeout(timeout: float | None) -> float | None:
-    """A ``simulation_timeout`` argument: None or a positive number of seconds."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"simulation_timeout must be a positive number of seconds or None, "
-                         f"not {timeout!r}")
-    return float(timeout)
 
 
 def _rss() -> int:

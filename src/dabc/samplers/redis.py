@@ -80,7 +80,7 @@ import cloudpickle
 from ..errors import InputError, WorkerError
 from .base import Sampler, SampleResult, Task, WorkRequest
 from .scheduling import Scheduler, check_batch_size, make_scheduler
-from .worker import execute
+from .worker import check_timeout, execute
 
 log = logging.getLogger("dabc.samplers.redis")
 
@@ -413,10 +413,7 @@ class RedisEvalParallelSampler(Sampler):
                  password_file: str | os.PathLike | None = None, insecure: bool = False,
                  reconnect_timeout: float = 30.0, simulation_timeout: float | None = None):
         self._fixed_size = check_batch_size(batch_size)
-        if simulation_timeout is not None and not simulation_timeout > 0:
-            raise ValueError("simulation_timeout must be a positive number of seconds or None, "
-                             f"not {simulation_timeout!r}")
-        self.simulation_timeout = simulation_timeout
+        self.simulation_timeout = check_timeout(simulation_timeout)
         self.host, self.port, self.password, self.url = host, port, password, url
         self.batch_size = batch_size
         self.no_worker_timeout, self.wait_for_workers = no_worker_timeout, wait_for_workers

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from .base import Sampler, SampleResult, WorkRequest
-from .multicore import check_timeout
 from .scheduling import make_scheduler
-from .worker import execute
+from .worker import check_timeout, execute
 
 
 class SingleCoreSampler(Sampler):

@@ -56,6 +56,15 @@ class Monitor:
         """Model calls begun in the current task."""
         return int(self._array[1])
 
+    def begin(self, call: int) -> None:
+        """Model call ``call`` of the current task starts now."""
+        self._array[1] = call
+        self._array[0] = time.monotonic()
+
+    def end(self) -> None:
+        """No simulation runs any more."""
+        self._array[0] = 0.0
+
 
 class _State(threading.local):
     timeout: float | None = None    # seconds per simulation, or None
@@ -74,9 +83,14 @@ def set_monitor(monitor: Monitor | None) -> None:
     _state.monitor = monitor
 
 
-def current_timeout() -> float | None:
-    """The time limit of the task running in this thread (None: no limit)."""
-    return _state.timeout
+def check_timeout(timeout: float | None) -> float | None:
+    """A sampler's ``simulation_timeout`` argument: None or a positive number of seconds."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"simulation_timeout must be a positive number of seconds or None, "
+                         f"not {timeout!r}")
+    return float(timeout)
 
 
 def timeout_message(params) -> str:
@@ -96,10 +110,9 @@ def call_model(model: Callable, params, rng):
     st.calls = call + 1
     if call in st.doomed:  # it hung beyond interruption before: it would hang again
         raise SimulationTimeout
-    mon = st.monitor._array if st.monitor is not None else None
+    mon = st.monitor
     if mon is not None:
-        mon[1] = call
-        mon[0] = time.monotonic()
+        mon.begin(call)
     try:
         if st.timeout is None:
             return model(params, rng)
@@ -115,7 +128,7 @@ def call_model(model: Callable, params, rng):
             return model(params, rng)
     finally:
         if mon is not None:
-            mon[0] = 0.0
+            mon.end()
 
 
 def _on_alarm(signum, frame):
