@@ -6,23 +6,26 @@
 #
 # - apt packages (only when missing): redis-server, postgresql (and a C tool chain only if
 #   pip has to build something from source);
+# - SLURM: scripts/start-slurm.sh installs (slurmctld, slurmd, slurm-client, munge) and
+#   starts a single-node cluster on loopback, for the dabc.cluster tests;
 # - PostgreSQL: starts a cluster (creating one if there is none), then creates the role and
 #   database dabc_test (password dabc_test) through the local socket as the postgres user,
 #   so it works with Debian's default peer authentication; the URL reaches the tests as
 #   DABC_TEST_POSTGRES_URL (set it yourself to use another server and skip all of this);
-# - python3 -m pip install -e ".[test,redis,dask,stan,learn]" (test includes docs);
+# - python3 -m pip install -e ".[test,redis,dask,stan,learn,cluster]" (test includes docs);
 # - the documentation: sphinx-build -W (warnings are errors) into docs/_build/html; a failure
 #   stops the script here, before the tests;
 # - python3 -m pytest; exits with pytest's status.
 #
 # Environment: PYTHON (default python3), DABC_TEST_POSTGRES_URL, DABC_TEST_PG_CLUSTER (which
 # local cluster to use, e.g. 15/main; default: the first online one), DABC_TEST_EXTRAS
-# (default test,redis,dask,stan,learn: the tests import redis, distributed, pystan and numba).
+# (default test,redis,dask,stan,learn,cluster: the tests import redis, distributed, pystan,
+# numba and dask_jobqueue).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PYTHON=${PYTHON:-python3}
-EXTRAS=${DABC_TEST_EXTRAS:-test,redis,dask,stan,learn}
+EXTRAS=${DABC_TEST_EXTRAS:-test,redis,dask,stan,learn,cluster}
 PG_ROLE=dabc_test
 PG_PASSWORD=dabc_test
 PG_DB=dabc_test
@@ -77,6 +80,10 @@ if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
     [ "$PYTHON" = python3 ] || die "$PYTHON has no pip"
     apt_install python3-pip
 fi
+
+# --- SLURM: a single-node cluster on loopback, for the dabc.cluster tests ----------------------
+log "starting a single-node SLURM (scripts/start-slurm.sh)"
+bash scripts/start-slurm.sh >/dev/null || die "SLURM did not start: see the messages above"
 
 # --- PostgreSQL: a running cluster, a role and a database for the tests ----------------------
 pg_cluster() {  # prints "version name port status" of the first online (else first) cluster

@@ -30,7 +30,7 @@ from ..storage import (
     open_history,
     posterior_summary,
 )
-from . import demo, redis_cli
+from . import cluster_cli, demo, redis_cli, scaling_cli
 from .dispatch import dispatch
 
 
@@ -329,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     redis_cli.add_parsers(sub)
+    cluster_cli.add_parsers(sub)
+    scaling_cli.add_parsers(sub)
     return parser
 
 
