@@ -20,8 +20,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_NAMES = {
+_NAMES = {  # public name -> module (each helper module adds its own names here)
     "TLSMaterial": "tls",
+    "SLURMCluster": "slurm",
+    "connect": "grab",
+    "scaling_study": "scaling",
+    "ScalingResult": "scaling",
 }
 
 __all__ = sorted(_NAMES)
