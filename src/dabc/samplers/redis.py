@@ -93,6 +93,7 @@ ALIVE_TTL = 30
 MAX_REPUBLISH = 20        # lost generations tolerated per generation before a WorkerError
 SECRET_ENV, SECRET_FILE_ENV = "DABC_REDIS_SECRET", "DABC_REDIS_SECRET_FILE"
 PASSWORD_ENVS = ("REDISCLI_AUTH", "DABC_REDIS_PASSWORD")
+URL_ENV = "DABC_REDIS_URL"  # the sampler's default url= (set by batch mode)
 MAGIC = b"dabc-hmac1:"    # signed values: MAGIC + 32-byte HMAC-SHA256 + body
 _UNSIGNED = "it carries no dabc signature (not written by a dabc master or worker)"
 
@@ -370,7 +371,9 @@ class RedisEvalParallelSampler(Sampler):
         The server's ``requirepass``; default from ``password_file`` or the environment
         (``REDISCLI_AUTH``, ``DABC_REDIS_PASSWORD``).
     url : str, optional
-        A ``redis://`` or ``rediss://`` (TLS) URL instead of host and port.
+        A ``redis://`` or ``rediss://`` (TLS) URL instead of host and port. Default, when
+        neither host nor port is given either: the environment variable ``DABC_REDIS_URL``
+        (set by ``dabc cluster batch --backend redis`` for its script) if set.
     batch_size : int or "auto", default "auto"
         Evaluation ids per task (DYN); ``"auto"`` sizes tasks from measured times.
     no_worker_timeout : float, default 60
@@ -414,6 +417,8 @@ class RedisEvalParallelSampler(Sampler):
                  reconnect_timeout: float = 30.0, simulation_timeout: float | None = None):
         self._fixed_size = check_batch_size(batch_size)
         self.simulation_timeout = check_timeout(simulation_timeout)
+        if url is None and host == "localhost" and port == 6379:
+            url = os.environ.get(URL_ENV) or None
         self.host, self.port, self.password, self.url = host, port, password, url
         self.batch_size = batch_size
         self.no_worker_timeout, self.wait_for_workers = no_worker_timeout, wait_for_workers
