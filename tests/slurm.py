@@ -12,13 +12,20 @@ helpers running on the same SLURM at the same time are left alone.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
+import sqlite3
 import subprocess
+import sys
+import threading
 import time
+import traceback
 import uuid
 from pathlib import Path
 
+import cloudpickle
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +34,14 @@ HOW_TO_FIX = ("Run 'bash scripts/start-slurm.sh' (as root, or with sudo) to inst
               "a single-node SLURM on loopback, and see /var/log/slurm/*.log if it fails.")
 
 _started: dict[str, str] = {}
+_TOOLS: dict[str, str] = {}
+
+
+def tool(name: str) -> str:
+    """The absolute path of a SLURM command (found once, so a test may change PATH)."""
+    if name not in _TOOLS:
+        _TOOLS[name] = shutil.which(name) or name
+    return _TOOLS[name]
 
 
 def ensure_slurm() -> str:
@@ -48,11 +63,12 @@ def ensure_slurm() -> str:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         pytest.fail(f"SLURM could not be started ({START_SCRIPT} exited with "
                     f"{proc.returncode}):\n{tail}\n{HOW_TO_FIX}", pytrace=False)
-    for tool in ("sbatch", "squeue", "scancel", "scontrol", "sinfo"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not on PATH after {START_SCRIPT} ran. {HOW_TO_FIX}",
+    for command in ("sbatch", "squeue", "scancel", "scontrol", "sinfo"):
+        if shutil.which(command) is None:
+            pytest.fail(f"{command} is not on PATH after {START_SCRIPT} ran. {HOW_TO_FIX}",
                         pytrace=False)
-    out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout
+    out = subprocess.run([tool("sinfo"), "-h", "-o", "%P"], capture_output=True,
+                         text=True).stdout
     default = [p.rstrip("*") for p in out.split() if p.endswith("*")]
     _started["partition"] = default[0] if default else (out.split() or ["debug"])[0]
     return _started["partition"]
@@ -71,7 +87,7 @@ def unique_job_name(prefix: str = "dabc-test") -> str:
 
 def jobs(name: str) -> dict[str, tuple[str, str]]:
     """Our jobs named ``name`` still known to ``squeue``: ``{job_id: (state, reason)}``."""
-    proc = subprocess.run(["squeue", "-h", "--name", name, "-o", "%i|%T|%r"],
+    proc = subprocess.run([tool("squeue"), "-h", "--name", name, "-o", "%i|%T|%r"],
                           capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
         raise AssertionError(f"squeue failed: {proc.stderr.strip()}")
@@ -86,7 +102,7 @@ def jobs(name: str) -> dict[str, tuple[str, str]]:
 def job_state(job_id: str) -> str | None:
     """A job's state (``PENDING``, ``RUNNING``, ``COMPLETED``, ``TIMEOUT``, ...), or None once
     SLURM has forgotten it (MinJobAge after it ended)."""
-    proc = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)],
+    proc = subprocess.run([tool("scontrol"), "show", "job", "-o", str(job_id)],
                           capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
         return None
@@ -133,7 +149,7 @@ def cancel(name: str | None = None, job_id: str | None = None, signal: str | Non
     """``scancel`` our jobs by name, or one job by id (never anything else)."""
     if (name is None) == (job_id is None):
         raise ValueError("give exactly one of name= and job_id=")
-    cmd = ["scancel"]
+    cmd = [tool("scancel")]
     if signal:
         cmd += ["--signal", signal]
     cmd += ["--name", name] if name is not None else [str(job_id)]
@@ -144,7 +160,7 @@ def job_output(job_id: str, directory: str | os.PathLike | None = None) -> str:
     """The text of a job's output file: ``StdOut`` from ``scontrol show job`` while SLURM knows
     the job, else ``<directory>/*-<job_id>.out`` / ``slurm-<job_id>.out``; "" when none."""
     paths: list[Path] = []
-    proc = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)],
+    proc = subprocess.run([tool("scontrol"), "show", "job", "-o", str(job_id)],
                           capture_output=True, text=True, timeout=30)
     if proc.returncode == 0:
         for field in proc.stdout.split():
@@ -160,3 +176,143 @@ def job_output(job_id: str, directory: str | os.PathLike | None = None) -> str:
         seen.add(path)
         texts.append(path.read_text(errors="replace"))
     return "\n".join(texts)
+
+
+# --- ABC runs on a SLURMCluster ---------------------------------------------------------------
+# Shared by test_cluster_slurm.py and test_cluster_faults.py. This module is pickled by value
+# (cloudpickle), so its models reach the workers in SLURM jobs whatever their sys.path.
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+SEED = 4_113_907
+OBS = {"y": 1.0}
+
+
+class GaussModel:
+    """``y = x + 0.3 * noise``; sleeps ``sleep`` s per simulation only inside a SLURM job.
+
+    The sleep makes generations last long enough for a fault to land mid-generation on the
+    cluster, without slowing down the reference run in the test process; it changes nothing
+    in the result (the randomness comes from ``rng`` alone).
+    """
+
+    def __init__(self, sleep: float = 0.0):
+        self.sleep = sleep
+
+    def __call__(self, p, rng):
+        if self.sleep and "SLURM_JOB_ID" in os.environ:
+            time.sleep(self.sleep)
+        return {"y": p["x"] + 0.3 * rng.standard_normal()}
+
+
+def worker_tls_paths(dask_worker) -> list[str]:
+    """The certificate files a worker uses (for ``client.run``)."""
+    s = dask_worker.security
+    return [s.tls_ca_file, s.tls_worker_cert, s.tls_worker_key]
+
+
+def prior():
+    import dabc
+
+    return dabc.Prior(x=dabc.RV("norm", 0, 1))
+
+
+def abc_run(sampler, db: Path, *, n: int, gens: int, sleep: float = 0.0, seed: int = SEED):
+    """One ABC-SMC run of :class:`GaussModel`; returns its History."""
+    import dabc
+
+    abc = dabc.ABCSMC(GaussModel(sleep), prior(), population_size=n, sampler=sampler,
+                      seed=seed, progress=False)
+    return abc.run(OBS, db=f"sqlite:///{db}", max_generations=gens)
+
+
+_REFERENCES: dict[tuple, dict] = {}
+
+
+def reference(tmp_path_factory, *, n: int, gens: int, seed: int = SEED) -> dict:
+    """The run on ``MulticoreEvalParallelSampler(2)`` (cached per process): the expected
+    result (a :func:`determinism.snapshot`)."""
+    import dabc
+    from determinism import snapshot
+
+    key = (n, gens, seed)
+    if key not in _REFERENCES:
+        db = tmp_path_factory.mktemp("ref") / "ref.db"
+        snap = snapshot(abc_run(dabc.MulticoreEvalParallelSampler(2), db, n=n, gens=gens,
+                                seed=seed))
+        assert len(snap["t"]) == gens
+        _REFERENCES[key] = snap
+    return _REFERENCES[key]
+
+
+def stored_generations(db: Path) -> int:
+    """Generations stored so far, read with plain sqlite3 while the run is writing."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("SELECT count(*) FROM dabc_generations").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def when(ready, action, state: dict, delay: float = 0.0, limit: float = 300) -> threading.Thread:
+    """A thread that runs ``action(ready())`` ``delay`` s after ``ready()`` is truthy; it
+    records the wall time in ``state["at"]`` and gives up once ``state["stop"]``."""
+
+    def watch():
+        deadline = time.monotonic() + limit
+        while not state.get("stop") and time.monotonic() < deadline:
+            value = ready()
+            if value:
+                time.sleep(delay)
+                state["at"] = time.time()
+                action(value)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+@contextlib.contextmanager
+def slurm_cluster(log_directory: Path, **kwargs):
+    """A :class:`dabc.cluster.SLURMCluster` on loopback with a unique job name (1 core,
+    1 GB per job unless told otherwise); closed, and its jobs cancelled by name, at exit."""
+    from dabc.cluster import SLURMCluster
+
+    ensure_slurm()
+    name = kwargs.pop("job_name", None) or unique_job_name()
+    options = dict(cores=1, processes=1, memory="1GB", walltime="00:10:00", interface="lo",
+                   log_directory=str(log_directory))
+    options.update(kwargs)
+    cluster = None
+    try:
+        cluster = SLURMCluster(job_name=name, **options)
+        yield cluster
+    finally:
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=30)
+        cancel(name=name)
+        wait_no_jobs(name, timeout=60)
+
+
+def plain_failures(test):
+    """Report a failing test as plain text (see tests/test_dask.py: CPython 3.11.7's
+    ``ast.parse`` in two threads at once can turn a failure into an INTERNALERROR while
+    distributed's threads format tracebacks)."""
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        try:
+            return test(*args, **kwargs)
+        except (pytest.fail.Exception, pytest.skip.Exception):
+            raise
+        except Exception as exc:
+            try:
+                text = "".join(traceback.format_exception(exc))
+            except Exception:
+                text = f"{type(exc).__name__}: {exc}"
+            pytest.fail(text, pytrace=False)
+
+    return wrapper

@@ -193,15 +193,24 @@ class DaskDistributedSampler(Sampler):
 
     def _threads(self, client) -> int:
         waited = time.monotonic()
-        while True:
-            n = sum(client.nthreads().values())
-            if n:
-                return n
-            if time.monotonic() - waited > self.no_worker_timeout:
-                raise WorkerError(f"no live workers on the Dask cluster {client.scheduler.address}"
-                                  f" for {self.no_worker_timeout:.0f} s; start workers or scale "
-                                  "the cluster.")
-            time.sleep(0.2)
+        beacon = None  # a waiting task: adapt() scales up only for tasks it can see
+        try:
+            while True:
+                n = sum(client.nthreads().values())
+                if n:
+                    return n
+                if beacon is None:
+                    beacon = client.submit(int, pure=False,
+                                           key=f"dabc-waiting-for-workers-{time.time_ns()}")
+                if time.monotonic() - waited > self.no_worker_timeout:
+                    raise WorkerError(f"no live workers on the Dask cluster "
+                                      f"{client.scheduler.address} for "
+                                      f"{self.no_worker_timeout:.0f} s; start workers or scale "
+                                      "the cluster.")
+                time.sleep(0.2)
+        finally:
+            if beacon is not None:
+                beacon.release()
 
     def _scatter(self, client, payload: bytes, tries: int = 3):
         """Put the work on every worker; retried when a worker dies while receiving it.
