@@ -1,17 +1,22 @@
-"""The ``dabc`` command line: ``demo``, ``info``, ``export`` (and the Redis worker tools).
+"""The ``dabc`` command line: ``demo``, ``info``, ``export``, ``resume`` (and the Redis worker
+tools).
 
 This module only parses arguments, calls library functions and prints. Reading and
 exporting stored runs lives in :mod:`dabc.storage` (``open_history``, ``export_particles``,
 ``posterior_summary``), the Redis commands in :mod:`dabc.cli.redis_cli`, and the exit-code
 rule every command follows in :mod:`dabc.cli.dispatch`: 0 success, 1 a ``DabcError``
 reported as one line ``dabc <command>: error: <message>`` on stderr (never a traceback),
-2 a usage error, 130 Ctrl-C.
+2 a usage error, 130 Ctrl-C. ``dabc resume`` adds 75 (stopped by ``--max-walltime``: run it
+again to continue) and 143 (stopped by SIGTERM, its results saved), so that a batch job
+can resubmit itself on 75 or 143 and stop on anything else.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -20,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..engine import ABCSMC
+from ..engine import ABCSMC, RunInterrupted
+from ..errors import InputError
 from ..samplers.multicore import MulticoreEvalParallelSampler, default_n_procs
 from ..storage import (
     EXPORT_FORMATS,
@@ -32,6 +38,10 @@ from ..storage import (
 )
 from . import cluster_cli, demo, redis_cli, scaling_cli
 from .dispatch import dispatch
+
+#: ``dabc resume``'s exit code when ``--max-walltime`` stopped the run before it was done
+#: (EX_TEMPFAIL: "try again"); after SIGTERM it is 143, after Ctrl-C 130.
+EXIT_WALLTIME = 75
 
 
 # --- printing --------------------------------------------------------------------------
@@ -174,11 +184,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     """
     history, runs = open_history(args.db, args.run)
     print(f"Database {display_url(history.url)}: {len(runs)} run{'s' if len(runs) != 1 else ''}")
+    saved = history.checkpoints()
+    headers = ["id", "created", "status", "stop reason", "generations", "simulations"]
     rows = [[_Cell(str(int(r.id))), _when(r.created), r.status or "-", r.stop_reason or "-",
              _Cell(_int(r.generations)), _Cell(_int(r.simulations))]
             for r in runs.itertuples()]
-    print(format_table(["id", "created", "status", "stop reason", "generations",
-                        "simulations"], rows))
+    if saved:
+        headers.append("saved results")
+        for row, r in zip(rows, runs.itertuples(), strict=True):
+            cp = saved.get(int(r.id))
+            row.append("-" if cp is None else f"{cp['results']:,} of generation {cp['t']}")
+    print(format_table(headers, rows))
     run = runs.loc[runs["id"] == history.id].iloc[0]
     names, params = history.model_names, history.param_names
     print()
@@ -186,6 +202,11 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"statistics {', '.join(history.stat_columns)}")
     for m, (name, ps) in enumerate(zip(names, params, strict=True)):
         print(f"  model {m} {name!r}: parameters {', '.join(ps)}")
+    cp = saved.get(int(history.id))
+    if cp is not None:
+        live = " (or still running)" if run.status == "running" else ""
+        print(f"  {history.interruption()}{live}, last saved {_when(cp['written'])}; "
+              f"'dabc resume {args.db} --run {history.id}' continues it")
     gens = history.get_all_populations()
     if not len(gens):
         print("  no generation stored yet")
@@ -251,6 +272,154 @@ def cmd_export(args: argparse.Namespace) -> int:
               f"({n_gens} generation{'s' if n_gens != 1 else ''}) to {args.out}",
               file=sys.stderr)
     return 1 if skipped else 0
+
+
+# --- resume ----------------------------------------------------------------------------
+def _sampler(args: argparse.Namespace, stat: bool):
+    """The sampler ``dabc resume`` was asked for (STAT when ``stat``)."""
+    from .. import samplers
+
+    name = args.sampler
+    if name == "single":
+        if stat:
+            raise InputError("--sampler single is DYN only; use --sampler multicore --stat.")
+        return samplers.SingleCoreSampler()
+    if name == "multicore":
+        cls = (samplers.MulticoreParticleParallelSampler if stat
+               else samplers.MulticoreEvalParallelSampler)
+        return cls(args.procs)
+    if name == "redis":
+        cls = samplers.RedisStaticSampler if stat else samplers.RedisEvalParallelSampler
+        kwargs = {"url": args.redis_url} if args.redis_url else {
+            "host": args.redis_host, "port": args.redis_port}
+        return cls(**kwargs, wait_for_workers=args.wait_for_workers)
+    if stat:
+        raise InputError("--sampler dask is DYN only; use multicore or redis with --stat.")
+    client = None
+    if args.dask_scheduler:
+        from distributed import Client
+
+        client = Client(args.dask_scheduler)
+    return samplers.DaskDistributedSampler(client)
+
+
+def _import_hint(exc: InputError) -> InputError:
+    """A load error caused by a missing module, with what ``dabc resume`` needs."""
+    cause = exc.__cause__
+    if isinstance(cause, ModuleNotFoundError):
+        return InputError(f"{exc} dabc resume needs the run's model module {cause.name!r}: "
+                          "run it from the folder that holds it, or pass --path FOLDER (or "
+                          "set PYTHONPATH).")
+    return exc
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """``dabc resume``: continue a stored run, inside its interrupted generation if any.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        ``db``, ``run``, ``path``, the sampler options (``sampler``, ``stat``, ``procs``,
+        ``redis_url``, ``redis_host``, ``redis_port``, ``wait_for_workers``,
+        ``dask_scheduler``), the stopping rules (``max_generations``, ``minimum_epsilon``,
+        ``max_total_simulations``, ``max_walltime``, ``min_acceptance_rate``),
+        ``no_checkpoint`` and ``discard_checkpoint``.
+
+    Returns
+    -------
+    int
+        0 when a stopping rule ended the run, 75 when ``--max-walltime`` did (run again to
+        continue), 143 after SIGTERM and 130 after Ctrl-C (results saved).
+
+    Raises
+    ------
+    InputError
+        When the database or run cannot be opened, or the model module is not importable.
+    """
+    for folder in reversed([os.getcwd(), *args.path]):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    history, _ = open_history(args.db, args.run)
+    if args.discard_checkpoint:
+        n = history.delete_checkpoint()
+        print(f"discarded {n} saved batch{'es' if n != 1 else ''} of run {history.id}'s "
+              "unfinished generation", file=sys.stderr)
+    cp = history.checkpoint_summary()
+    stat = args.stat
+    if stat is None:  # follow the saved results' contract, else DYN
+        kinds = {row["kind"] for row in history.load_checkpoint(cp["t"])} if cp else set()
+        stat = kinds == {"slots"}
+    try:
+        abc = ABCSMC.load(args.db, args.run if args.run is not None else history.id,
+                          sampler=_sampler(args, stat))
+    except InputError as exc:
+        raise _import_hint(exc) from exc.__cause__
+    where = f"{cp['results']:,} saved results of generation {cp['t']}" if cp else (
+        f"generation {abc.history.max_t + 1}")
+    print(f"dabc resume: run {abc.history.id} of {display_url(abc.history.url)} from {where}, "
+          f"sampler {type(abc.sampler).__name__}", file=sys.stderr, flush=True)
+    try:
+        h = abc.run(max_generations=args.max_generations, minimum_epsilon=args.minimum_epsilon,
+                    max_total_simulations=args.max_total_simulations,
+                    max_walltime=args.max_walltime,
+                    min_acceptance_rate=args.min_acceptance_rate,
+                    checkpoint=not args.no_checkpoint)
+    except RunInterrupted as exc:
+        return int(exc.code)  # the run wrote how to resume on stderr
+    row = h.all_runs().set_index("id").loc[h.id]
+    print(f"run {h.id}: {row.status} after generation {h.max_t} ({row.stop_reason})")
+    return EXIT_WALLTIME if abc.stopped_by_walltime else 0
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?"
+                       r"(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def parse_walltime(text: str) -> float:
+    """Seconds from ``"3600"``, ``"90s"``, ``"50m"``, ``"3h50m"``, ``"1d2h"`` or SLURM's
+    ``"[D-]HH:MM:SS"`` / ``"MM:SS"``.
+
+    Parameters
+    ----------
+    text : str
+        The duration.
+
+    Returns
+    -------
+    float
+        Seconds (positive).
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        When ``text`` is not a positive duration.
+
+    Examples
+    --------
+    >>> parse_walltime("3h50m"), parse_walltime("1-00:30:00")
+    (13800.0, 88200.0)
+    """
+    t = text.strip().lower()
+    seconds = None
+    if ":" in t:
+        days, _, clock = t.rpartition("-")
+        parts = clock.split(":")
+        try:
+            nums = [float(x) for x in parts]
+            if len(nums) in (2, 3):
+                h, m, sec = ([0.0] + nums)[-3:]
+                seconds = (float(days) if days else 0.0) * 86400 + h * 3600 + m * 60 + sec
+        except ValueError:
+            seconds = None
+    else:
+        match = _DURATION.fullmatch(t)
+        if match and any(match.groups()):
+            d, h, m, sec = (float(x) if x else 0.0 for x in match.groups())
+            seconds = d * 86400 + h * 3600 + m * 60 + sec
+    if seconds is None or not seconds > 0:
+        raise argparse.ArgumentTypeError(f"not a positive duration: {text!r} (use e.g. 3600, "
+                                         "50m, 3h50m or 03:50:00)")
+    return seconds
 
 
 # --- parser ----------------------------------------------------------------------------
@@ -327,6 +496,53 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="output file ('-' for stdout, csv/json only)")
     e.add_argument("--run", type=_run_id, default=None, help="run id (default: the last run)")
     e.set_defaults(func=cmd_export)
+
+    r = sub.add_parser(
+        "resume", help="continue a stored run, inside its interrupted generation",
+        description="Continue a stored run from the command line: results of a generation "
+        "that was interrupted (SIGTERM, Ctrl-C, --max-walltime, even SIGKILL) are not "
+        "simulated again, and the populations are those of a run that was never stopped. "
+        "The run's model functions are unpickled: the module that defined them must be "
+        "importable (the current folder and --path are searched). Exit codes: 0 a stopping "
+        "rule ended the run; 75 --max-walltime stopped it (run again to continue); 143 "
+        "SIGTERM and 130 Ctrl-C stopped it, its results saved; 1 an error; 2 a usage error.")
+    r.add_argument("db", metavar="DB", help="SQLite file or database URL")
+    r.add_argument("--run", type=_run_id, default=None, help="run id (default: the last run)")
+    r.add_argument("--path", action="append", default=[], metavar="FOLDER",
+                   help="a folder to import the model module from (repeatable)")
+    r.add_argument("--sampler", choices=["multicore", "redis", "dask", "single"],
+                   default="multicore", help="where the simulations run (default: multicore)")
+    r.add_argument("--stat", action="store_true", default=None,
+                   help="use the STAT variant (multicore, redis); default: the contract of "
+                   "the saved results, else DYN")
+    r.add_argument("--dyn", action="store_false", dest="stat",
+                   help="use the DYN variant even if the saved results are STAT")
+    r.add_argument("--procs", type=_positive_int, default=None,
+                   help="multicore: worker processes (default: $DABC_NUM_PROCS or all CPUs)")
+    r.add_argument("--redis-url", default=None, help="redis: a redis:// or rediss:// URL")
+    r.add_argument("--redis-host", default="localhost", help="redis: host (default localhost)")
+    r.add_argument("--redis-port", type=int, default=6379, help="redis: port (default 6379)")
+    r.add_argument("--wait-for-workers", action="store_true",
+                   help="redis: wait for workers instead of failing after a minute")
+    r.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="dask: the scheduler's address (default: a local cluster)")
+    r.add_argument("--max-generations", type=_positive_int, default=10,
+                   help="stop once this many generations are stored (default: 10)")
+    r.add_argument("--minimum-epsilon", type=float, default=0.0,
+                   help="stop after a generation with epsilon at or below this (default: 0)")
+    r.add_argument("--max-total-simulations", type=_positive_int, default=None,
+                   help="stop once the run's simulations reach this number")
+    r.add_argument("--max-walltime", type=parse_walltime, default=None, metavar="DURATION",
+                   help="stop after this long, even mid-generation, saving its results "
+                   "(e.g. 3h50m or 03:50:00); exit code 75")
+    r.add_argument("--min-acceptance-rate", type=float, default=0.0,
+                   help="stop after a generation with a lower acceptance rate (default: 0)")
+    r.add_argument("--no-checkpoint", action="store_true",
+                   help="save no results within generations (and use none saved before)")
+    r.add_argument("--discard-checkpoint", action="store_true",
+                   help="delete the saved results of the unfinished generation first (e.g. "
+                   "after fixing the model)")
+    r.set_defaults(func=cmd_resume)
 
     redis_cli.add_parsers(sub)
     cluster_cli.add_parsers(sub)

@@ -1,5 +1,6 @@
 """The ABC-SMC engine: priors, models, distances, epsilon schedules, transitions."""
 
+from .checkpoint import RunInterrupted
 from .distance import AdaptivePNormDistance, Distance, FunctionDistance, PNormDistance
 from .epsilon import ConstantEpsilon, Epsilon, ListEpsilon, MedianEpsilon, QuantileEpsilon
 from .learned import LearnedStatisticsDistance
@@ -13,5 +14,5 @@ __all__ = [
     "EpsilonStallWarning", "FunctionDistance", "LearnedStatisticsDistance", "ListEpsilon",
     "LocalTransition",
     "MedianEpsilon", "MultivariateNormalTransition", "PNormDistance", "Prior",
-    "QuantileEpsilon", "Transition", "vectorized",
+    "QuantileEpsilon", "RunInterrupted", "Transition", "vectorized",
 ]

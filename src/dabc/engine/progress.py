@@ -1,9 +1,29 @@
-"""A one-line progress display for long runs, silent when stdout is not a terminal."""
+"""A one-line progress display for long runs, silent when stdout is not a terminal, and the
+one notice a run stopped by a signal writes to stderr (the process is about to exit, often
+in a batch job's log, and the notice says how to resume)."""
 
 from __future__ import annotations
 
 import sys
 import time
+
+
+def notice(text: str, stream=None) -> None:
+    """Write one line to stderr (a stopped run's how-to-resume message).
+
+    Parameters
+    ----------
+    text : str
+        The line, without a newline.
+    stream : file-like, optional
+        Where to write; default :data:`sys.stderr`.
+    """
+    stream = stream or sys.stderr
+    try:
+        stream.write(text + "\n")
+        stream.flush()
+    except (OSError, ValueError):  # a closed or broken stream: the log has it anyway
+        pass
 
 
 class ProgressLine:

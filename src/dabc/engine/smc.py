@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import signal
 import time
 import uuid
 import warnings
@@ -14,14 +15,15 @@ import cloudpickle
 import numpy as np
 
 from ..errors import InputError, ModelError
-from ..samplers.base import Sampler, WorkRequest
-from ..storage import History, display_url
+from ..samplers.base import IDS, SLOTS, Sampler, WorkRequest
+from ..storage import History, display_url, sqlite_path
 from . import config as _stored
+from .checkpoint import GenerationCheckpoint, RunInterrupted, StopGuard
 from .distance import as_distance, check_distances
 from .epsilon import MedianEpsilon, QuantileEpsilon, next_epsilon
 from .model import Model, StatLayout
 from .prior import Prior
-from .progress import ProgressLine
+from .progress import ProgressLine, notice
 from .transition import as_transition
 from .work import GenerationWork
 
@@ -219,6 +221,7 @@ class ABCSMC:
         self.progress = progress
         self.sampler = sampler
         self.history: History | None = None
+        self.stopped_by_walltime = False  # set by run(): it stopped at max_walltime
         self._layout: StatLayout | None = None
         self._observed = None
 
@@ -330,7 +333,7 @@ class ABCSMC:
     def run(self, observed: Mapping | None = None, db: str = "sqlite:///dabc.db",
             minimum_epsilon: float = 0.0, max_generations: int = 10,
             max_total_simulations: int | None = None, max_walltime: float | None = None,
-            min_acceptance_rate: float = 0.0) -> History:
+            min_acceptance_rate: float = 0.0, checkpoint: bool = True) -> History:
         """Run generations until a stopping rule holds, storing each one as it finishes.
 
         A new run is created in ``db`` on the first call. Called again (on the same object,
@@ -360,11 +363,22 @@ class ABCSMC:
             Stop once the run's simulations (all generations) reach this number. The limit
             may be reached inside a generation; that generation is then not stored.
         max_walltime : float or datetime.timedelta, optional
-            Stop after the first generation that ends this many seconds after this call
-            started.
+            Stop this many seconds after this call started, even in the middle of a
+            generation: the results received so far are saved (see ``checkpoint``) and the
+            run's status becomes "interrupted"; ``run`` then returns, and
+            :attr:`stopped_by_walltime` is True. Running again continues that generation
+            where it stopped. (Outside the main thread the time is checked as results
+            arrive.)
         min_acceptance_rate : float, default 0.0
             Stop after a generation whose acceptance rate (accepted particles over
             simulations) is below this value: further generations would be too costly.
+        checkpoint : bool, default True
+            Save the results of the running generation in the database as they arrive
+            (in batches: every result of a slow simulation, about once a second for fast
+            ones), so that a run stopped in the middle of a generation (SIGTERM, Ctrl-C,
+            ``max_walltime``, even SIGKILL) resumes it without simulating again what had
+            arrived, with the populations of an uninterrupted run. ``False`` saves nothing
+            and ignores results saved earlier.
 
         Returns
         -------
@@ -375,6 +389,11 @@ class ABCSMC:
 
         Raises
         ------
+        RunInterrupted
+            (a ``SystemExit`` with code 143 or 130) After the first SIGTERM or SIGINT,
+            once the received results are saved and the sampler closed; its message (also
+            written to stderr and logged) says how to resume. A second SIGINT raises
+            ``KeyboardInterrupt`` at once, a second SIGTERM ends the process at once.
         InputError
             When ``observed`` is missing for a new run, is not a non-empty dict of finite
             numbers, or differs from the data a continued run was started with; when a model
@@ -394,9 +413,12 @@ class ABCSMC:
 
         Notes
         -----
-        A generation that was not finished when an error (or ``KeyboardInterrupt``) ended
-        the run is not stored, and the run's status becomes "failed"; :meth:`load` and
-        ``run()`` continue from the last stored generation. Progress is logged on
+        A generation that was not finished when the run stopped is not stored; the results
+        it had received are kept in the database (its checkpoint, deleted when the
+        generation is stored), and :meth:`load` and ``run()`` continue that generation.
+        ``History.interruption()`` and ``dabc info`` describe such a run as "interrupted in
+        generation t, r results saved". The status becomes "interrupted" after a signal or
+        ``max_walltime``, "failed" after an error. Progress is logged on
         ``logging.getLogger("dabc.engine")`` at INFO: the run's start or resumption, each
         stored generation, the stop reason; the error that ends a run at ERROR.
 
@@ -420,6 +442,8 @@ class ABCSMC:
         sampler = self.sampler if self.sampler is not None else _default_sampler()
         progress = ProgressLine(self.progress)
         t0_wall = time.monotonic()
+        self.stopped_by_walltime = False
+        guard = StopGuard(None if max_walltime is None else t0_wall + float(max_walltime))
 
         t = history.max_t + 1
         if t == 0:
@@ -437,31 +461,60 @@ class ABCSMC:
                       "seed %d", history.id, display_url(history.url), t, type(sampler).__name__,
                       self.population_size, self.seed)
         reason = self._stop_before(t, eps, history, max_generations, max_total_simulations)
-        try:
-            while reason is None:
-                reason, eps_next, previous, info = self._generation(
-                    t, eps, previous, sampler, progress, history, max_total_simulations)
-                if reason is not None:
-                    break
-                _log_generation(history.id, t, info)
-                eps_done, eps = eps, eps_next
-                if sampler.stop_requested():
-                    reason = f"stop requested through the sampler after generation {t}"
-                    break
-                reason = _stop_after(
-                    t, eps_done, eps, info, history, self.epsilon, minimum_epsilon,
-                    max_generations, max_total_simulations, max_walltime, min_acceptance_rate,
-                    time.monotonic() - t0_wall)
-                t += 1
-        except BaseException as exc:
-            history.set_status("failed", f"stopped by an error in generation {t}")
-            _log_failure(history.id, t, exc)
-            raise
-        finally:
-            sampler.close()
+        stop: RunInterrupted | None = None
+        with guard:
+            try:
+                if not new and reason is None:
+                    history.set_status("running", None)
+                while reason is None:
+                    reason, eps_next, previous, info = self._generation(
+                        t, eps, previous, sampler, progress, history, max_total_simulations,
+                        guard, checkpoint)
+                    if reason is not None:
+                        break
+                    _log_generation(history.id, t, info)
+                    eps_done, eps = eps, eps_next
+                    if sampler.stop_requested():
+                        reason = f"stop requested through the sampler after generation {t}"
+                        break
+                    reason = _stop_after(
+                        t, eps_done, eps, info, history, self.epsilon, minimum_epsilon,
+                        max_generations, max_total_simulations, max_walltime,
+                        min_acceptance_rate, time.monotonic() - t0_wall)
+                    t += 1
+            except RunInterrupted as exc:
+                stop = exc
+                reason = self._interrupted(history, exc, max_walltime)
+            except BaseException as exc:
+                history.set_status("failed", f"stopped by an error in generation {t}")
+                _log_failure(history.id, t, exc)
+                raise
+            finally:
+                sampler.close()
+        if stop is not None and stop.signum is not None:
+            message = f"{reason}. {_how_to_resume(history)}"
+            _log.warning("run %s: %s", history.id, message)
+            notice(f"dabc: {message}")
+            raise RunInterrupted(message, stop.signum) from None
+        if stop is not None:
+            self.stopped_by_walltime = True
+            _log.info("run %s stopped: %s", history.id, reason)
+            return history
+        if reason.startswith("max_walltime="):
+            self.stopped_by_walltime = True
         history.set_status("done", reason)
         _log.info("run %s stopped after generation %d: %s", history.id, history.max_t, reason)
         return history
+
+    def _interrupted(self, history: History, stop: RunInterrupted, max_walltime) -> str:
+        """Record a stop by a signal or max_walltime; returns the stop reason."""
+        why = (f"max_walltime={max_walltime}s reached" if stop.signum is None
+               else f"stopped by {signal.Signals(stop.signum).name}")
+        saved = history.interruption()
+        where = saved if saved is not None else f"after generation {history.max_t}"
+        reason = f"{why}, {where}"
+        history.set_status("interrupted", reason)
+        return reason
 
     def _start(self, observed, db):
         self._layout = StatLayout(observed)
@@ -488,8 +541,9 @@ class ABCSMC:
             return "epsilon schedule exhausted"
         return None
 
-    def _generation(self, t, eps, previous, sampler, progress, history, max_total_simulations):
-        """Sample, weight and store generation t.
+    def _generation(self, t, eps, previous, sampler, progress, history, max_total_simulations,
+                    guard: StopGuard, checkpoint: bool):
+        """Sample, weight and store generation t (resuming from its checkpoint, if any).
 
         Returns (why the run stops or None, next epsilon, stored particles, summary row).
         """
@@ -514,10 +568,20 @@ class ABCSMC:
         if max_total_simulations is not None:
             budget = max_total_simulations - history.total_simulations
         progress.start(t, eps)
-        result = sampler.sample(WorkRequest(work, self.population_size, budget, progress,
-                                            generation=t))
+        cp = None
+        if checkpoint:
+            cp = GenerationCheckpoint(history, t, IDS if sampler.dynamic else SLOTS, guard)
+        try:
+            result = sampler.sample(WorkRequest(work, self.population_size, budget, progress,
+                                                generation=t, checkpoint=cp))
+        except BaseException as exc:
+            if cp is not None and not (isinstance(exc, KeyboardInterrupt) and guard.stopping):
+                _save_quietly(cp)
+            raise
         pop, evals = result.population, result.evaluations
         if not result.complete:
+            if cp is not None:
+                _save_quietly(cp)
             return (f"max_total_simulations={max_total_simulations} reached during generation "
                     f"{t} ({len(pop)} of {self.population_size} particles accepted; "
                     "generation not stored)"), None, None, None
@@ -545,7 +609,11 @@ class ABCSMC:
                 "n_accepted": len(pop), "acceptance_rate": len(pop) / len(evals), "ess": ess,
                 "walltime_s": time.perf_counter() - tic, "started": started, "finished": _now(),
                 "model_probabilities": [float(p) for p in probs]}
-        history.append_generation(t, info, per_model, state)
+        with guard.critical():
+            history.append_generation(t, info, per_model, state)
+        if cp is not None and cp.writes:
+            _log.debug("run %s: generation %d: %d checkpoint writes took %.3f s", history.id, t,
+                       cp.writes, cp.write_seconds)
         progress.finish(f"generation {t}: epsilon {eps:.4g}, {len(evals):,} simulations, "
                         f"acceptance rate {info['acceptance_rate']:.3f}, ESS {ess:.0f}")
         return None, eps_next, per_model, info
@@ -570,6 +638,23 @@ class ABCSMC:
             logw[rows] += self.priors[m].logpdf(theta) - np.log(kernel) \
                 - transitions[m].logpdf(theta)
         return logw
+
+
+def _save_quietly(cp: GenerationCheckpoint) -> None:
+    """Write a stopping generation's waiting results; a failure only logs (the run is
+    ending with another exception)."""
+    try:
+        cp.flush()
+    except Exception as exc:  # noqa: BLE001 - the run's own error is the one to raise
+        _log.warning("could not save the checkpoint of generation %d: %s", cp.t, exc)
+
+
+def _how_to_resume(history: History) -> str:
+    """The sentence telling how to continue a stopped run."""
+    path = sqlite_path(history.url)
+    db = path if path is not None else display_url(history.url)
+    return (f"Resume it with: dabc resume {db} --run {history.id} (or "
+            f"dabc.ABCSMC.load({db!r}, run_id={history.id}).run(...))")
 
 
 def _log_generation(run_id, t, info) -> None:

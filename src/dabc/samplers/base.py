@@ -7,7 +7,9 @@ the pickled ``payload`` in any process), gives every :class:`Batch` to a schedul
 answer independent of where and in which order tasks ran, under one of two contracts: DYN
 (``dynamic = True``: id ranges; the population is the first ``n`` accepted ids) or STAT (slot
 ranges; each slot has its own random stream). A task may run twice (a worker presumed dead,
-a backup copy): both runs give the same batch, and only the first counts.
+a backup copy): both runs give the same batch, and only the first counts. A request's
+:class:`Checkpoint` is the scheduler's business too: it preloads what a stopped run already
+had and is shown every batch that counts, so every backend saves and resumes alike.
 """
 
 from __future__ import annotations
@@ -117,6 +119,18 @@ class SampleResult:
 Progress = Callable[[int, int, int], None]
 
 
+class Checkpoint(Protocol):
+    """Where a generation's results are saved while it runs (the engine's, in the History)."""
+
+    def received(self) -> Sequence[tuple[Task, Batch]]:
+        """Tasks and batches saved before: the scheduler counts them and never reissues them."""
+        ...
+
+    def record(self, task: Task, batch: Batch) -> None:
+        """Called by the scheduler with each batch that counts, in arrival order."""
+        ...
+
+
 class Work(Protocol):
     """What a worker may use of a generation's work (the engine's ``GenerationWork``)."""
 
@@ -144,6 +158,9 @@ class WorkRequest:
         Called as ``progress(accepted, needed, evaluations)``.
     generation : int
         The generation's index, for messages.
+    checkpoint : Checkpoint or None
+        Preloads and records results (:func:`~dabc.samplers.scheduling.make_scheduler`
+        connects it; a sampler never touches it).
     """
 
     work: Work
@@ -151,6 +168,7 @@ class WorkRequest:
     max_evaluations: int | None = None
     progress: Progress | None = None
     generation: int = 0
+    checkpoint: Checkpoint | None = None
     _payload: bytes | None = field(default=None, repr=False)
 
     @property

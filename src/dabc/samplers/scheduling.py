@@ -7,6 +7,12 @@ evaluations in id order; STAT keeps one per slot. Tasks of a dead worker are put
 :meth:`reissue` and run again with the same ids; a duplicate result is ignored, so nothing is
 lost or counted twice. Every knob is a constructor argument; :func:`make_scheduler` builds
 either kind from a request.
+
+A request's checkpoint makes a generation resumable: :meth:`~DynamicScheduler.preload` counts
+the batches a stopped run had received (their ids or slots are never handed out again, the
+gaps between them are queued first), and every batch that counts afterwards is passed to the
+checkpoint's ``record``. Since a DYN population is the first ``n`` accepted ids and a STAT
+one is one result per slot, the resumed generation is the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InputError, ModelError
-from .base import IDS, SLOTS, Batch, Progress, SampleResult, Task, WorkRequest
+from .base import IDS, SLOTS, Batch, Checkpoint, Progress, SampleResult, Task, WorkRequest
 
 log = logging.getLogger("dabc.samplers")
 
@@ -44,6 +50,7 @@ class _Scheduler:
         self.n_evaluated = self.n_failed = self.n_accepted = 0
         self.first_failure: str | None = None
         self.seconds = 0.0
+        self.checkpoint: Checkpoint | None = None  # shown every batch that counts
 
     def _account(self, batch: Batch) -> None:
         if batch.fatal:
@@ -71,9 +78,11 @@ class _Scheduler:
                 f"First failure:\n{self.first_failure}"
             )
 
-    def _report(self) -> None:
+    def _report(self, task: Task, batch: Batch) -> None:
         if self.progress is not None:
             self.progress(min(self.n_accepted, self.n), self.n, self.n_evaluated)
+        if self.checkpoint is not None:
+            self.checkpoint.record(task, batch)
 
     def seconds_per_evaluation(self) -> float | None:
         """Mean measured worker time per evaluation so far (else the earlier generation's)."""
@@ -206,7 +215,34 @@ class DynamicScheduler(_Scheduler):
             if self.n_accepted >= self.n:
                 self._cutoff = int(np.partition(np.concatenate(self.accepted_ids),
                                                 self.n - 1)[self.n - 1])
-        self._report()
+        self._report(task, batch)
+
+    def preload(self, received: Sequence[tuple[Task, Batch]]) -> None:
+        """Count the id ranges a stopped run had received; queue the gaps between them.
+
+        Parameters
+        ----------
+        received : sequence of (Task, Batch)
+            Saved DYN results (tasks of another kind are ignored).
+        """
+        received = [(task, batch) for task, batch in received if task.kind == IDS]
+        for task, batch in received:
+            self.add(task, batch)
+        top = max((task.stop for task, _ in received), default=0)
+        if top <= self.next_id:
+            return
+        self.next_id = self.issued = top
+        pos, gaps = self.prefix, []
+        for start in sorted(self.done_ranges):
+            if start > pos:
+                gaps.append((pos, start))
+            pos = max(pos, self.done_ranges[start])
+        if pos < top:
+            gaps.append((pos, top))
+        size = self._size(0, 2)
+        for a, b in gaps:
+            for lo in range(a, b, size):
+                self.pending.append(Task(IDS, lo, min(lo + size, b)))
 
     @property
     def done(self) -> bool:
@@ -296,7 +332,34 @@ class StaticScheduler(_Scheduler):
         self.done_slots.update(range(task.start, task.stop))
         self.batches.append(batch)
         self.n_accepted += int(batch.accepted.sum())
-        self._report()
+        self._report(task, batch)
+
+    def preload(self, received: Sequence[tuple[Task, Batch]]) -> None:
+        """Count the slot ranges a stopped run had filled; queue the other slots.
+
+        Parameters
+        ----------
+        received : sequence of (Task, Batch)
+            Saved STAT results (tasks of another kind are ignored).
+        """
+        received = [(task, batch) for task, batch in received
+                    if task.kind == SLOTS and task.stop <= self.n]
+        if not received:
+            return
+        for task, batch in received:
+            self.add(task, batch)
+        start = None
+        for j in range(self.n + 1):
+            if j < self.n and j not in self.done_slots:
+                start = j if start is None else start
+                if j - start + 1 < self.chunk:
+                    continue
+                self.pending.append(Task(SLOTS, start, j + 1, self.max_attempts))
+                start = None
+            elif start is not None:
+                self.pending.append(Task(SLOTS, start, j, self.max_attempts))
+                start = None
+        self.next_slot = self.n
 
     @property
     def done(self) -> bool:
@@ -324,14 +387,23 @@ def make_scheduler(request: WorkRequest, dynamic: bool, *, workers: int = 1,
 
     ``batch_size`` fixes the ids per DYN task (rounded up to the work's granularity);
     ``timing_hint`` (seconds per evaluation, e.g. from the last generation) sizes the first
-    tasks before any is measured; ``chunk`` is the slots per STAT task.
+    tasks before any is measured; ``chunk`` is the slots per STAT task. The request's
+    checkpoint, if any, is preloaded and then shown every batch that counts.
     """
     work = request.work
+    sched: Scheduler
     if dynamic:
-        return DynamicScheduler(request.n, work.granularity, request.max_evaluations,
-                                work.max_failure_rate, work.model_names, request.progress,
-                                target_seconds=target_seconds, fixed_size=batch_size,
-                                min_task_fraction=min_task_fraction, timing_hint=timing_hint)
-    return StaticScheduler(request.n, request.max_evaluations, work.max_failure_rate,
-                           work.model_names, request.progress, chunk=chunk, workers=workers,
-                           timing_hint=timing_hint)
+        sched = DynamicScheduler(request.n, work.granularity, request.max_evaluations,
+                                 work.max_failure_rate, work.model_names, request.progress,
+                                 target_seconds=target_seconds, fixed_size=batch_size,
+                                 min_task_fraction=min_task_fraction, timing_hint=timing_hint)
+    else:
+        sched = StaticScheduler(request.n, request.max_evaluations, work.max_failure_rate,
+                                work.model_names, request.progress, chunk=chunk,
+                                workers=workers, timing_hint=timing_hint)
+    if request.checkpoint is not None:
+        received = request.checkpoint.received()
+        if received:
+            sched.preload(received)
+        sched.checkpoint = request.checkpoint
+    return sched

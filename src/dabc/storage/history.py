@@ -80,6 +80,21 @@ particles = sa.Table(
     sa.Column("data", sa.LargeBinary),
     sa.ForeignKeyConstraint(["run_id", "t"], ["dabc_generations.run_id", "dabc_generations.t"]),
 )
+#: Results of the generation that is running, saved in batches while it runs (one row per
+#: write): the rows of several tasks in one columnar npz blob. Deleted in the transaction
+#: that stores the generation.
+checkpoints = sa.Table(
+    "dabc_checkpoints", _meta,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("dabc_runs.id"), primary_key=True),
+    sa.Column("t", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(8)),
+    sa.Column("n_tasks", sa.Integer),
+    sa.Column("n_rows", sa.Integer),
+    sa.Column("first_failure", sa.Text),
+    sa.Column("written", sa.DateTime),
+    sa.Column("data", sa.LargeBinary),
+)
 
 
 def _pack(arrays: dict) -> bytes:
@@ -494,6 +509,9 @@ class History:
                           state: bytes) -> None:
         """Store generation ``t`` atomically: its summary row and each model's particles.
 
+        The generation's checkpoint rows (:meth:`save_checkpoint`) are deleted in the same
+        transaction.
+
         Parameters
         ----------
         t : int
@@ -526,6 +544,8 @@ class History:
                 c.execute(generations.insert().values(**row))
                 if blobs:
                     c.execute(particles.insert(), blobs)
+                c.execute(checkpoints.delete().where(
+                    (checkpoints.c.run_id == self.id) & (checkpoints.c.t == t)))
         except sa.exc.OperationalError as exc:
             logger.error("could not store generation %d of run %s in %s: %s", t, self.id,
                          display_url(self.url), exc.orig)
@@ -538,6 +558,176 @@ class History:
                          t, self.id, sum(b["n"] for b in blobs),
                          sum(len(b["data"]) for b in blobs) + len(state or b""),
                          time.perf_counter() - tic)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save_checkpoint(self, t: int, seq: int, kind: str, arrays: dict[str, np.ndarray],
+                        n_tasks: int, n_rows: int, first_failure: str | None = None) -> float:
+        """Save one batch of results of the running generation ``t``, in one transaction.
+
+        Parameters
+        ----------
+        t : int
+            The generation that is running (not stored yet).
+        seq : int
+            The batch's number within the generation (0, 1, ...; see
+            :meth:`next_checkpoint_seq`).
+        kind : str
+            ``"ids"`` (DYN) or ``"slots"`` (STAT).
+        arrays : dict of str to numpy.ndarray
+            The columns, stored as one npz blob (no pickles).
+        n_tasks, n_rows : int
+            How many tasks and result rows the batch holds.
+        first_failure : str, optional
+            The traceback of the first failed evaluation among them.
+
+        Returns
+        -------
+        float
+            The seconds the write took.
+
+        Raises
+        ------
+        InputError
+            When the database refuses the write (nothing of the batch is then stored).
+        """
+        self._check_writable(f"saving a checkpoint of generation {t}")
+        tic = time.perf_counter()
+        row = {"run_id": self.id, "t": int(t), "seq": int(seq), "kind": kind,
+               "n_tasks": int(n_tasks), "n_rows": int(n_rows), "first_failure": first_failure,
+               "written": datetime.now(UTC).replace(tzinfo=None), "data": _pack(arrays)}
+        try:
+            with self.engine.begin() as c:
+                c.execute(checkpoints.insert().values(**row))
+        except sa.exc.OperationalError as exc:
+            logger.error("could not save a checkpoint of generation %d of run %s in %s: %s", t,
+                         self.id, display_url(self.url), exc.orig)
+            raise InputError(f"Could not save a checkpoint of generation {t} in "
+                             f"{display_url(self.url)}: {exc.orig}. Free disk space or choose "
+                             "another database.") from exc
+        return time.perf_counter() - tic
+
+    def _checkpoint_rows(self, query) -> list:
+        """``query`` on the checkpoint table; none when the table does not exist (a
+        database of dabc 0.1 opened read-only)."""
+        try:
+            with self.engine.connect() as c:
+                return c.execute(query).mappings().all()
+        except sa.exc.OperationalError as exc:
+            if "no such table" in str(exc.orig) or "does not exist" in str(exc.orig):
+                return []
+            raise
+        except sa.exc.ProgrammingError as exc:  # PostgreSQL: UndefinedTable
+            if "does not exist" in str(exc.orig):
+                return []
+            raise
+
+    def next_checkpoint_seq(self, t: int) -> int:
+        """The number the next checkpoint batch of generation ``t`` gets.
+
+        Parameters
+        ----------
+        t : int
+            The running generation.
+
+        Returns
+        -------
+        int
+            One more than the highest stored, 0 when none is stored.
+        """
+        rows = self._checkpoint_rows(sa.select(sa.func.max(checkpoints.c.seq).label("s")).where(
+            (checkpoints.c.run_id == self.id) & (checkpoints.c.t == int(t))))
+        return 0 if not rows or rows[0]["s"] is None else int(rows[0]["s"]) + 1
+
+    def load_checkpoint(self, t: int) -> list[dict]:
+        """The saved checkpoint batches of generation ``t``, in the order written.
+
+        Parameters
+        ----------
+        t : int
+            The generation that was running.
+
+        Returns
+        -------
+        list of dict
+            Per batch: ``seq``, ``kind``, ``n_tasks``, ``n_rows``, ``first_failure`` and
+            ``arrays`` (the columns given to :meth:`save_checkpoint`). A batch whose blob
+            is damaged is left out (logged at WARNING): its results are simply computed
+            again.
+        """
+        rows = self._checkpoint_rows(sa.select(checkpoints).where(
+            (checkpoints.c.run_id == self.id) & (checkpoints.c.t == int(t)))
+            .order_by(checkpoints.c.seq))
+        out = []
+        for r in rows:
+            try:
+                arrays = _unpack(r["data"])
+            except Exception as exc:  # damaged bytes: recompute those results
+                logger.warning("checkpoint batch %d of generation %d of run %s is unreadable "
+                               "(%s: %s); its results will be computed again", r["seq"], t,
+                               self.id, type(exc).__name__, exc)
+                continue
+            out.append({k: r[k] for k in ("seq", "kind", "n_tasks", "n_rows",
+                                          "first_failure")} | {"arrays": arrays})
+        return out
+
+    def checkpoint_summary(self) -> dict | None:
+        """What the checkpoint of this run holds, or None when it has none.
+
+        Returns
+        -------
+        dict or None
+            ``t`` (the generation that was running), ``results`` (evaluations saved),
+            ``batches`` and ``written`` (when the last batch was saved).
+        """
+        if self.id is None:
+            return None
+        return self.checkpoints().get(int(self.id))
+
+    def checkpoints(self) -> dict[int, dict]:
+        """The checkpoint of every run that has one.
+
+        Returns
+        -------
+        dict of int to dict
+            Run id to ``t``, ``results``, ``batches`` and ``written`` (as in
+            :meth:`checkpoint_summary`).
+        """
+        c = checkpoints
+        rows = self._checkpoint_rows(
+            sa.select(c.c.run_id, c.c.t, sa.func.sum(c.c.n_rows).label("results"),
+                      sa.func.count(c.c.seq).label("batches"),
+                      sa.func.max(c.c.written).label("written"))
+            .group_by(c.c.run_id, c.c.t).order_by(c.c.run_id, c.c.t))
+        return {int(r["run_id"]): {"t": int(r["t"]), "results": int(r["results"] or 0),
+                                   "batches": int(r["batches"]), "written": r["written"]}
+                for r in rows}
+
+    def interruption(self) -> str | None:
+        """``"interrupted in generation t, r results saved"`` when this run has a
+        checkpoint (a generation that was running when the run stopped), else None.
+
+        Returns
+        -------
+        str or None
+            The description.
+        """
+        cp = self.checkpoint_summary()
+        if cp is None:
+            return None
+        return f"interrupted in generation {cp['t']}, {cp['results']:,} results saved"
+
+    def delete_checkpoint(self) -> int:
+        """Delete this run's checkpoint rows (its unfinished generation then starts over).
+
+        Returns
+        -------
+        int
+            The number of batches deleted.
+        """
+        self._check_writable("deleting a checkpoint")
+        with self.engine.begin() as c:
+            res = c.execute(checkpoints.delete().where(checkpoints.c.run_id == self.id))
+        return int(res.rowcount or 0)
 
     # -- reading -------------------------------------------------------------------------
     def _generations(self) -> pd.DataFrame:
