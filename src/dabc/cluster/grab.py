@@ -400,6 +400,8 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
                              f"(dabc.cluster.connect({name!r})), or 'dabc cluster down {name}' "
                              "first.")
         path.unlink()  # a stale file of a cluster whose jobs have ended
+    if memory is None:  # dask-jobqueue needs a figure: what SLURM would give anyway
+        memory = slurm_jobs.default_memory(cores, partition)
     _preflight(cores=cores, memory=memory, walltime=wall, partition=partition,
                account=account, processes=processes, workers=workers)
     material = TLSMaterial.create()

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from ..errors import InputError
 
-__all__ = ["JobInfo", "batch_host", "cancel", "format_walltime", "jobs", "node_address", "show",
-           "parse_walltime", "run_command", "submit", "wait_gone"]
+__all__ = ["JobInfo", "batch_host", "cancel", "default_memory", "format_walltime", "jobs",
+           "node_address", "parse_walltime", "run_command", "show", "submit", "wait_gone"]
 
 log = logging.getLogger("dabc.cluster.jobs")
 
@@ -238,6 +238,56 @@ def node_address(node: str) -> str:
         When ``scontrol`` does not know the node.
     """
     return show("node", node).get("NodeAddr") or node
+
+
+def default_memory(cores: int, partition: str | None = None) -> str:
+    """What SLURM gives a job of ``cores`` CPUs without ``--mem``: ``DefMemPerCPU`` (of the
+    partition, else of the cluster) times ``cores``, or the partition's ``DefMemPerNode``.
+
+    dask-jobqueue needs a memory figure for each worker job; this one changes nothing in
+    what SLURM books.
+
+    Parameters
+    ----------
+    cores : int
+        CPUs per job.
+    partition : str, optional
+        The partition (default: the default partition).
+
+    Returns
+    -------
+    str
+        E.g. ``"2048MiB"``; ``"1GiB"`` times ``cores`` when SLURM sets no default.
+    """
+    fields: dict[str, str] = {}
+    try:
+        out = run_command(["scontrol", "show", "partition", "-o", *([partition] if partition
+                                                                  else [])])
+        lines = [ln for ln in out.splitlines() if ln.strip()]
+        chosen = next((ln for ln in lines if partition or " Default=YES" in ln),
+                      lines[0] if lines else "")
+        for token in chosen.split():
+            key, _, value = token.partition("=")
+            fields.setdefault(key, value)
+    except InputError:
+        pass
+    per_cpu = fields.get("DefMemPerCPU", "")
+    per_node = fields.get("DefMemPerNode", "")
+    if not per_cpu.isdigit() and not per_node.isdigit():
+        try:
+            for line in run_command(["scontrol", "show", "config"]).splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "DefMemPerCPU":
+                    per_cpu = value.strip()
+                elif key.strip() == "DefMemPerNode":
+                    per_node = value.strip()
+        except InputError:
+            pass
+    if per_cpu.isdigit() and int(per_cpu) > 0:
+        return f"{int(per_cpu) * cores}MiB"
+    if per_node.isdigit() and int(per_node) > 0:
+        return f"{int(per_node)}MiB"
+    return f"{cores}GiB"
 
 
 def cancel(ids: Iterable[str] = (), names: Iterable[str] = ()) -> None:
