@@ -109,10 +109,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     WorkerError
         When the workers are not connected within ``--timeout`` seconds.
     """
-    info = grab.up(args.name, workers=args.workers, walltime=args.walltime, cores=args.cores,
-                   memory=args.memory, partition=args.partition, account=args.account,
-                   processes=args.processes, timeout=args.timeout,
-                   report=lambda line: _err(f"dabc cluster up: {line}"))
+    try:
+        info = grab.up(args.name, workers=args.workers, walltime=args.walltime,
+                       cores=args.cores, memory=args.memory, partition=args.partition,
+                       account=args.account, processes=args.processes, timeout=args.timeout,
+                       report=lambda line: _err(f"dabc cluster up: {line}"))
+    except KeyboardInterrupt:
+        if grab.connection_path(args.name).exists():
+            _err(f"dabc cluster up: the jobs stay submitted: 'dabc cluster status {args.name}'"
+                 f" to follow them, 'dabc cluster down {args.name}' to cancel them")
+        raise
     n = info["workers"] * info["processes"]
     print(f"cluster {info['name']!r} is up: {n} worker{'s' if n != 1 else ''} connected "
           f"after {info['seconds']:.1f} s")

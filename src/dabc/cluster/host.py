@@ -547,6 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s "
                         "%(name)s: %(message)s")
+    logging.getLogger("dabc").setLevel(logging.INFO)  # SLURMCluster's progress, in the output
     _stop_on_signals()
     try:
         return int(args.func(args) or 0)
