@@ -46,11 +46,9 @@ from slurm import (
     reference,
     slurm_cluster,
     slurm_cluster_ready,
-    stored_generations,
     unique_job_name,
     wait_for,
     wait_job_state,
-    when,
     worker_tls_paths,
 )
 
@@ -346,47 +344,6 @@ def test_adapt_from_zero_jobs(slurm_cluster_ready, tmp_path, tmp_path_factory):
         submitted = list(tmp_path.glob("logs/*.out"))
         assert len(submitted) >= 1, "adapt() submitted no job"
     assert_same(snapshot(h), ref)
-
-
-def scancel_one_mid_generation(cluster, tmp_path, tmp_path_factory, n=100, gens=4,
-                               sleep=0.02):
-    """Two worker jobs (adapt keeps two); once generation 1 is stored, scancel one job. The
-    run must finish with the reference's result; returns the cancelled job's final state."""
-    ref = reference(tmp_path_factory, n=n, gens=gens)
-    db = tmp_path / "scancel.db"
-    state: dict = {}
-    adaptive = cluster.adapt(minimum_jobs=2, maximum_jobs=2, interval="500ms")
-    cluster.wait_for_workers(2, timeout=60)
-
-    def kill(_):
-        state["job"] = sorted(cluster.job_ids().values())[0]
-        cancel(job_id=state["job"])
-
-    killer = when(lambda: stored_generations(db) >= 1, kill, state, delay=0.3)
-    try:
-        with Client(cluster) as client:
-            h = abc_run(dabc.DaskDistributedSampler(client), db, n=n, gens=gens, sleep=sleep)
-    finally:
-        state["stop"] = True
-        killer.join(10)
-        adaptive.stop()
-    assert "at" in state, "no job was cancelled; the test is void"
-    pops = h.get_all_populations()
-    at = np.datetime64(int(state["at"] * 1e6), "us")
-    during = pops[(pops.started.values <= at) & (pops.finished.values >= at)].t.tolist()
-    assert during, ("the job was cancelled between generations, not during one",
-                    state["at"], pops[["t", "started", "finished"]])
-    assert_same(snapshot(h), ref)
-    assert h.all_runs().status.tolist() == ["done"]
-    return job_state(state["job"]) or "GONE"
-
-
-@pytest.mark.timeout(150)
-@plain_failures
-def test_scancel_one_worker_job_mid_generation(slurm_cluster_ready, tmp_path, tmp_path_factory):
-    with slurm_cluster(tmp_path / "logs") as cluster:
-        final = scancel_one_mid_generation(cluster, tmp_path, tmp_path_factory)
-    assert final in ("CANCELLED", "GONE")
 
 
 def test_slurm_helpers_only_touch_our_jobs(slurm_cluster_ready):
