@@ -41,7 +41,7 @@ from dabc.cluster import grab  # noqa: E402
 from dabc.cluster import jobs as slurm_jobs  # noqa: E402
 from dabc.storage import open_history  # noqa: E402
 from determinism import assert_same, snapshot  # noqa: E402
-from slurm import cancel, jobs, slurm_cluster_ready  # noqa: E402, F401
+from slurm import cancel, job_state, jobs, slurm_cluster_ready, wait_for  # noqa: E402, F401
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "scripts" / "cluster_abc.py"
@@ -168,6 +168,55 @@ def test_grab_mode_up_connect_abc_status_down(reference, env, tmp_path, capsys):
         assert _tls_leftovers(node_tmp) == []
         assert _tls_leftovers(path.parent) == []   # the host job's output holds no key
         assert "BEGIN" not in Path(info["output"]).read_text()
+    finally:
+        cancel(name=host_name)
+        cancel(name=worker_name)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(480)
+@pytest.mark.usefixtures("slurm_cluster_ready")
+def test_grab_mode_replaces_workers_that_retire_before_their_walltime(reference, env,
+                                                                     tmp_path, capsys):
+    """Worker jobs of 2 minutes: their workers retire (lifetime) before SLURM's limit, the
+    jobs end COMPLETED (not TIMEOUT), new jobs replace them, and the cluster still gives the
+    reference populations."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    host_name, worker_name = grab.job_names(name)
+    try:
+        up = _cli(["cluster", "up", name, "--workers", "2", "--walltime", "15",
+                   "--worker-walltime", "2", "--timeout", "180"], env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        first = set(json.loads(grab.connection_path(name).read_text())["worker_jobs"])
+        assert len(first) == 2
+        ended: dict[str, str] = {}
+        tic = time.monotonic()
+
+        def replaced():
+            for job_id in first:
+                state = job_state(job_id)
+                if state is not None and state not in ("RUNNING", "COMPLETING"):
+                    ended[job_id] = state
+            st = grab.status(name)
+            running = {j.job_id for j in st["jobs"]
+                       if j.name == worker_name and j.state == "RUNNING"}
+            return (st["workers"] == 2 and len(running) == 2 and not running & first
+                    and set(ended) == first)
+
+        wait_for(replaced, 300, interval=1.0, what="both worker jobs to be replaced")
+        with capsys.disabled():
+            print(f"\n[grab mode] 2-minute worker jobs replaced after "
+                  f"{time.monotonic() - tic:.0f} s; the first ones ended {ended}")
+        assert set(ended.values()) == {"COMPLETED"}, ended  # retired, not killed by SLURM
+        client = dabc.cluster.connect(name)
+        try:
+            h = cluster_abc.run(dabc.DaskDistributedSampler(client), str(tmp_path / "r.db"))
+        finally:
+            client.close()
+        assert_same(snapshot(h), reference)
+        down = _cli(["cluster", "down", name], env)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert _tls_leftovers(Path(env["TMPDIR"])) == []
     finally:
         cancel(name=host_name)
         cancel(name=worker_name)

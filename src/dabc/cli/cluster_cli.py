@@ -56,6 +56,9 @@ def add_parsers(sub: Any) -> None:
     u.add_argument("name", nargs="?", default=grab.DEFAULT_NAME,
                    help=f"the cluster's name (default {grab.DEFAULT_NAME!r})")
     _resources(u, "1-0")
+    u.add_argument("--worker-walltime", default=None,
+                   help="time limit of each worker job (default --walltime); its workers "
+                        "retire before it and a new job replaces each")
     u.add_argument("--processes", type=int, default=1,
                    help="Dask worker processes per worker job (default 1)")
     u.add_argument("--timeout", type=float, default=600.0,
@@ -94,8 +97,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        ``name``, ``workers``, ``walltime``, ``cores``, ``memory``, ``partition``,
-        ``account``, ``processes``, ``timeout``.
+        ``name``, ``workers``, ``walltime``, ``worker_walltime``, ``cores``, ``memory``,
+        ``partition``, ``account``, ``processes``, ``timeout``.
 
     Returns
     -------
@@ -111,8 +114,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     """
     try:
         info = grab.up(args.name, workers=args.workers, walltime=args.walltime,
-                       cores=args.cores, memory=args.memory, partition=args.partition,
-                       account=args.account, processes=args.processes, timeout=args.timeout,
+                       worker_walltime=args.worker_walltime, cores=args.cores,
+                       memory=args.memory, partition=args.partition, account=args.account,
+                       processes=args.processes, timeout=args.timeout,
                        report=lambda line: _err(f"dabc cluster up: {line}"))
     except KeyboardInterrupt:
         if grab.connection_path(args.name).exists():

@@ -335,9 +335,9 @@ def _tail(path: str | os.PathLike | None, lines: int = 15) -> str:
 
 
 def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
-       cores: int = 1, memory: str | None = None, partition: str | None = None,
-       account: str | None = None, processes: int = 1, timeout: float = 600.0,
-       report: Callable[[str], None] | None = None) -> dict:
+       worker_walltime: str | None = None, cores: int = 1, memory: str | None = None,
+       partition: str | None = None, account: str | None = None, processes: int = 1,
+       timeout: float = 600.0, report: Callable[[str], None] | None = None) -> dict:
     """Start a grab-mode cluster and wait until its workers are connected.
 
     Submits the host job (scheduler and :class:`~dabc.cluster.SLURMCluster` inside the
@@ -351,8 +351,11 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
     workers : int, default 1
         Worker jobs to keep.
     walltime : str, default "1-0"
-        Time limit of the host job and of each worker job (SLURM format: ``30``,
-        ``02:00:00``, ``1-0``); workers retire before it and are replaced.
+        Time limit of the host job, so the cluster's lifetime (SLURM format: ``30``,
+        ``02:00:00``, ``1-0``).
+    worker_walltime : str, optional
+        Time limit of each worker job (default ``walltime``). Its workers retire before
+        it and a new job replaces each; shorter jobs often start sooner (backfill).
     cores : int, default 1
         Cores (threads) per worker job.
     memory : str, optional
@@ -387,8 +390,9 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
     if workers < 1 or cores < 1 or processes < 1:
         raise InputError(f"workers={workers}, cores={cores}, processes={processes}: each "
                          "must be at least 1")
-    seconds = slurm_jobs.parse_walltime(walltime)
-    wall = slurm_jobs.format_walltime(seconds)
+    wall = slurm_jobs.format_walltime(slurm_jobs.parse_walltime(walltime))
+    worker_wall = (slurm_jobs.format_walltime(slurm_jobs.parse_walltime(worker_walltime))
+                   if worker_walltime else wall)
     host_name, worker_name = job_names(name)
     path = connection_path(name)
     if path.exists():
@@ -402,11 +406,12 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
         path.unlink()  # a stale file of a cluster whose jobs have ended
     if memory is None:  # dask-jobqueue needs a figure: what SLURM would give anyway
         memory = slurm_jobs.default_memory(cores, partition)
-    _preflight(cores=cores, memory=memory, walltime=wall, partition=partition,
+    _preflight(cores=1, memory=None, walltime=wall, partition=partition)  # the host job
+    _preflight(cores=cores, memory=memory, walltime=worker_wall, partition=partition,
                account=account, processes=processes, workers=workers)
     material = TLSMaterial.create()
     port = free_port()
-    args = ["--workers", str(workers), "--walltime", wall, "--cores", str(cores),
+    args = ["--workers", str(workers), "--walltime", worker_wall, "--cores", str(cores),
             "--processes", str(processes)]
     for flag, value in (("--memory", memory), ("--partition", partition),
                         ("--account", account)):
@@ -421,7 +426,7 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
     info = {"name": name, "mode": "grab", "address": None, "dashboard": None, "ssh": None,
             "node": None, "host_job": job_id, "job_names": [host_name, worker_name],
             "worker_jobs": [], "workers": workers, "processes": processes, "cores": cores,
-            "walltime": wall, "output": str(output),
+            "walltime": wall, "worker_walltime": worker_wall, "output": str(output),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "tls": json.loads(material.to_json())}
     _write_private(path, info)
