@@ -37,7 +37,7 @@ pytest.importorskip("cryptography")
 import dabc  # noqa: E402
 import dabc.cluster  # noqa: E402
 from dabc.cluster import batch as batch_mode  # noqa: E402
-from dabc.cluster import grab  # noqa: E402
+from dabc.cluster import grab, slurm_info  # noqa: E402
 from dabc.cluster import jobs as slurm_jobs  # noqa: E402
 from dabc.storage import open_history  # noqa: E402
 from determinism import assert_same, snapshot  # noqa: E402
@@ -168,6 +168,36 @@ def test_grab_mode_up_connect_abc_status_down(reference, env, tmp_path, capsys):
         assert _tls_leftovers(node_tmp) == []
         assert _tls_leftovers(path.parent) == []   # the host job's output holds no key
         assert "BEGIN" not in Path(info["output"]).read_text()
+    finally:
+        cancel(name=host_name)
+        cancel(name=worker_name)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("slurm_cluster_ready")
+def test_grab_mode_reports_why_workers_pend_and_gives_up_clearly(env):
+    """Worker jobs that cannot start (8 cores each beside the host job on an 8-CPU node):
+    ``up`` shows SLURM's pending reason, stops waiting after --timeout with a message that
+    says the jobs stay submitted, and ``down`` cancels them."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    host_name, worker_name = grab.job_names(name)
+    cpus = max(n.cpus for n in slurm_info.nodes(slurm_info.partition().nodes))
+    try:
+        up = _cli(["cluster", "up", name, "--workers", "2", "--cores", str(cpus),
+                   "--walltime", "10", "--timeout", "20"], env)
+        assert up.returncode == 1, up.stdout + up.stderr
+        assert re.search(r"worker jobs: 2 submitted, pending \(reason: \w+", up.stderr), up.stderr
+        assert re.search(r"Only 0 of 2 workers .* connected .*jobs pending: \w+.*stay "
+                         rf"submitted.*dabc cluster down {name}", up.stderr), up.stderr
+        assert "Traceback" not in up.stderr
+        st = _cli(["cluster", "status", name], env)
+        assert st.returncode == 0, st.stdout + st.stderr
+        assert re.search(r"dabc-\w+-worker\s+PENDING\s+\w+", st.stdout), st.stdout
+        assert "0 connected" in st.stdout
+        down = _cli(["cluster", "down", name], env)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not jobs(host_name) and not jobs(worker_name)
+        assert _tls_leftovers(Path(env["TMPDIR"])) == []
     finally:
         cancel(name=host_name)
         cancel(name=worker_name)
