@@ -232,6 +232,9 @@ def preflight(queue: str | None = None, cores: int | None = None, memory: str | 
     return part
 
 
+_check_request = preflight  # SLURMCluster's parameter ``preflight`` shadows the function
+
+
 def _has_option(args: list, option: str) -> bool:
     return any(str(a) == option or str(a).startswith(option + "=") for a in args)
 
@@ -284,7 +287,7 @@ class SLURMCluster(NodeLocalTLSMixin, dask_jobqueue.SLURMCluster):
             kwargs["job_name"] = DEFAULT_JOB_NAME
         walltime = _config(config_name, "walltime", kwargs)
         if preflight:
-            global_preflight(
+            _check_request(
                 queue=_config(config_name, "queue", kwargs),
                 cores=_config(config_name, "cores", kwargs),
                 memory=_config(config_name, "memory", kwargs),
@@ -507,5 +510,3 @@ class SLURMCluster(NodeLocalTLSMixin, dask_jobqueue.SLURMCluster):
             sys.stdout.write(f"\r\033[K{text}\n")
             sys.stdout.flush()
 
-
-global_preflight = preflight  # the constructor's parameter shadows the function's name
