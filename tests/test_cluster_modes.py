@@ -341,6 +341,12 @@ def test_connect_refuses_a_file_others_can_read_and_reports_a_dead_scheduler(env
         dabc.cluster.connect("dead", timeout=2)
     assert time.monotonic() - tic < 30
     assert dabc.cluster.connect.__module__ == "dabc.cluster.grab"
+    st = _cli(["cluster", "status", "dead", "--timeout", "2"], env)
+    assert st.returncode == 1, st.stdout + st.stderr
+    assert "NOT ANSWERING" in st.stdout and "none queued or running" in st.stdout, st.stdout
+    down = _cli(["cluster", "down", "dead"], env)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "no job was left" in down.stdout and not path.exists()
 
 
 @pytest.mark.usefixtures("slurm_cluster_ready")

@@ -67,6 +67,8 @@ def add_parsers(sub: Any) -> None:
     u.set_defaults(func=cmd_up)
     s = actions.add_parser("status", help="workers, jobs, pending reasons, time left")
     s.add_argument("name", nargs="?", default=None, help="the cluster (default: the only one)")
+    s.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the scheduler to answer (default 10)")
     s.set_defaults(func=cmd_status)
     d = actions.add_parser("down", help="cancel a cluster's jobs and remove its connection file")
     d.add_argument("name", help="the cluster")
@@ -146,7 +148,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        ``name`` (None: the only cluster).
+        ``name`` (None: the only cluster), ``timeout``.
 
     Returns
     -------
@@ -158,7 +160,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     InputError
         When there is no such cluster.
     """
-    st = grab.status(args.name)
+    st = grab.status(args.name, timeout=args.timeout)
     up = st["scheduler"] == "up"
     print(f"cluster {st['name']!r}: scheduler {st['address'] or '-'} "
           f"({'up' if up else 'NOT ANSWERING'})")
