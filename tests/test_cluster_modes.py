@@ -409,3 +409,42 @@ def test_batch_script_text(tmp_path):
     assert "BEGIN" not in text  # the material is made inside the job, never in the script
     with pytest.raises(dabc.InputError, match="backend"):
         batch_mode.batch_script("x.py", backend="mpi")
+
+
+NO_TLS_REDIS = """#!/bin/bash
+# a redis-server built without TLS, as far as dabc can tell: refuses tls-* directives
+conf=$(cat)
+if grep -q '^tls-' <<<"$conf"; then
+    echo "*** FATAL CONFIG FILE ERROR (Redis 7.0.15) ***"
+    echo ">>> 'tls-port 1' Bad directive or wrong number of arguments"
+    exit 1
+fi
+exec {server} - <<<"$conf"
+"""
+
+
+def test_redis_without_tls_support_runs_with_the_password_only(tmp_path, monkeypatch):
+    import shutil
+
+    import redis
+
+    from dabc.cluster import host
+
+    shim = tmp_path / "redis-server-without-tls"
+    shim.write_text(NO_TLS_REDIS.format(server=shutil.which("redis-server")))
+    shim.chmod(0o700)
+    monkeypatch.setenv("DABC_REDIS_SERVER", str(shim))
+    with pytest.raises(host._RedisDidNotStart, match="tls-port"):
+        host._start_redis("127.0.0.1", tmp_path, "pw-" + uuid.uuid4().hex, tls=True)
+    password = "pw-" + uuid.uuid4().hex
+    server, url, port = host._start_redis("127.0.0.1", tmp_path, password, tls=False)
+    try:
+        assert url == f"redis://127.0.0.1:{port}/0"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+        with redis.Redis.from_url(url, password=password) as r:
+            assert r.ping()
+        assert password not in " ".join(server.args)  # the password went through stdin
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -264,40 +264,51 @@ def _batch_dask(args: argparse.Namespace, addr: str, node: str, tls_dir: Path,
         cluster.close()
 
 
-def _start_redis(addr: str, tls_dir: Path, password: str, tls: bool) -> tuple:
+class _RedisDidNotStart(Exception):
+    """redis-server exited or did not answer; ``args[0]`` is the end of its log."""
+
+
+def _start_redis(addr: str, tls_dir: Path, password: str, tls: bool,
+                 attempts: int = 3) -> tuple[subprocess.Popen, str, int]:
+    """Start ``redis-server`` on ``addr`` and a free port; return it, its URL and port."""
     exe = os.environ.get("DABC_REDIS_SERVER") or shutil.which("redis-server")
     if exe is None:
         raise InputError("redis-server not found on PATH on the job's node: install Redis "
                          "there (or set DABC_REDIS_SERVER to its path), or use --backend dask")
-    port = _free_port(addr)
-    conf = [f"bind {addr}", "protected-mode yes", f"requirepass {password}", 'save ""',
-            "appendonly no", f"dir {tls_dir}", "daemonize no", f"logfile {tls_dir}/redis.log"]
-    if tls:
-        conf += ["port 0", f"tls-port {port}", f"tls-cert-file {tls_dir}/cert.pem",
-                 f"tls-key-file {tls_dir}/key.pem", f"tls-ca-cert-file {tls_dir}/ca.pem",
-                 "tls-auth-clients yes"]
-    else:
-        conf.append(f"port {port}")
-    # the configuration (and so the password) on stdin: not in the process list
-    proc = subprocess.Popen([exe, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, text=True)
-    proc.stdin.write("\n".join(conf) + "\n")
-    proc.stdin.close()
     import redis
 
-    url = redis_url(addr, port, tls_dir if tls else None)
-    deadline = time.monotonic() + 15
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            with redis.Redis.from_url(url, password=password, socket_connect_timeout=1) as r:
-                r.ping()
-            return proc, url
-        except redis.RedisError:
-            time.sleep(0.1)
-    _stop_process(proc, 5)
     log_path = tls_dir / "redis.log"
-    tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
-    return None, tail
+    for _attempt in range(attempts):  # another process may take the free port first
+        port = _free_port(addr)
+        conf = [f"bind {addr}", "protected-mode yes", f"requirepass {password}", 'save ""',
+                "appendonly no", f"dir {tls_dir}", "daemonize no"]
+        if tls:
+            conf += ["port 0", f"tls-port {port}", f"tls-cert-file {tls_dir}/cert.pem",
+                     f"tls-key-file {tls_dir}/key.pem", f"tls-ca-cert-file {tls_dir}/ca.pem",
+                     "tls-auth-clients yes"]
+        else:
+            conf.append(f"port {port}")
+        with open(log_path, "ab") as log_file:
+            # the configuration (and so the password) on stdin: not in the process list
+            proc = subprocess.Popen([exe, "-"], stdin=subprocess.PIPE, stdout=log_file,
+                                    stderr=subprocess.STDOUT)
+        proc.stdin.write(("\n".join(conf) + "\n").encode())
+        proc.stdin.close()
+        url = redis_url(addr, port, tls_dir if tls else None)
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with redis.Redis.from_url(url, password=password,
+                                          socket_connect_timeout=1) as r:
+                    r.ping()
+                return proc, url, port
+            except redis.RedisError:
+                time.sleep(0.1)
+        _stop_process(proc, 5)
+        tail = log_path.read_text(errors="replace")[-1500:] if log_path.exists() else ""
+        if "Address already in use" not in tail:
+            break
+    raise _RedisDidNotStart(tail)
 
 
 def _await_redis_workers(url: str, password: str, want: int,
@@ -317,22 +328,26 @@ def _await_redis_workers(url: str, password: str, want: int,
 def _batch_redis(args: argparse.Namespace, addr: str, node: str, tls_dir: Path,
                  material: TLSMaterial) -> int:
     password, secret = secrets.token_urlsafe(32), secrets.token_hex(32)
-    server, url = _start_redis(addr, tls_dir, password, tls=True)
-    tls = server is not None
-    if server is None:
-        if "tls" not in url.lower():
-            raise InputError(f"redis-server did not start on {node}: {url}")
-        _say("dabc batch", "WARNING: this redis-server has no TLS support: its traffic is "
-                           "not encrypted; clients authenticate by password only")
-        server, url = _start_redis(addr, tls_dir, password, tls=False)
-        if server is None:
-            raise InputError(f"redis-server did not start on {node}: {url}")
+    tls = True
+    try:
+        server, url, port = _start_redis(addr, tls_dir, password, tls=True)
+    except _RedisDidNotStart as exc:
+        if "tls" not in str(exc).lower():
+            raise InputError(f"redis-server did not start on {node}; it said: {exc}") from None
+        _say("dabc batch", "WARNING: this redis-server has no TLS support (its message: "
+                           f"{(str(exc).strip().splitlines() or ['?'])[-1]}): its traffic is not "
+                           "encrypted, and clients authenticate by password only")
+        tls = False
+        try:
+            server, url, port = _start_redis(addr, tls_dir, password, tls=False)
+        except _RedisDidNotStart as exc2:
+            raise InputError(f"redis-server did not start on {node}; it said: {exc2}") from None
     workers = None
     try:
         _say("dabc batch", f"redis-server {url.split('?')[0]} on node {node} ("
                            + ("TLS with client certificates and " if tls else "")
                            + "a random password)")
-        conf = {"backend": "redis", "host": addr, "port": int(url.split(":")[2].split("/")[0]),
+        conf = {"backend": "redis", "host": addr, "port": port,
                 "tls": json.loads(material.to_json()) if tls else None, "password": password,
                 "secret": secret, "processes": args.cores}
         tic = time.monotonic()
@@ -372,6 +387,9 @@ def run_batch(args: argparse.Namespace) -> int:
     try:
         run = _batch_dask if args.backend == "dask" else _batch_redis
         rc = run(args, addr, node, tls_dir, material)
+    except _Stop as stop:  # scancel or the walltime: the script was stopped
+        rc = int(stop.code)
+        raise
     finally:
         shutil.rmtree(tls_dir, ignore_errors=True)
         _say("dabc batch", f"the script exited with code {rc}")
