@@ -115,7 +115,7 @@ def test_grab_mode_up_connect_abc_status_down(reference, env, tmp_path, capsys):
     node_tmp = Path(env["TMPDIR"])
     try:
         tic = time.monotonic()
-        up = _cli(["cluster", "up", name, "--workers", "2", "--walltime", "10",
+        up = _cli(["cluster", "up", name, "--interface", "lo", "--workers", "2", "--walltime", "10",
                    "--timeout", "180"], env)
         wall = time.monotonic() - tic
         assert up.returncode == 0, up.stdout + up.stderr
@@ -183,8 +183,8 @@ def test_grab_mode_reports_why_workers_pend_and_gives_up_clearly(env):
     host_name, worker_name = grab.job_names(name)
     cpus = max(n.cpus for n in slurm_info.nodes(slurm_info.partition().nodes))
     try:
-        up = _cli(["cluster", "up", name, "--workers", "2", "--cores", str(cpus),
-                   "--walltime", "10", "--timeout", "20"], env)
+        up = _cli(["cluster", "up", name, "--interface", "lo", "--workers", "2", "--cores",
+                   str(cpus), "--walltime", "10", "--timeout", "20"], env)
         assert up.returncode == 1, up.stdout + up.stderr
         assert re.search(r"worker jobs: 2 submitted, pending \(reason: \w+", up.stderr), up.stderr
         assert re.search(r"Only 0 of 2 workers .* connected .*jobs pending: \w+.*stay "
@@ -214,7 +214,7 @@ def test_grab_mode_replaces_workers_that_retire_before_their_walltime(reference,
     name = f"t{uuid.uuid4().hex[:10]}"
     host_name, worker_name = grab.job_names(name)
     try:
-        up = _cli(["cluster", "up", name, "--workers", "2", "--walltime", "15",
+        up = _cli(["cluster", "up", name, "--interface", "lo", "--workers", "2", "--walltime", "15",
                    "--worker-walltime", "2", "--timeout", "180"], env)
         assert up.returncode == 0, up.stdout + up.stderr
         first = set(json.loads(grab.connection_path(name).read_text())["worker_jobs"])

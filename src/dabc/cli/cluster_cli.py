@@ -59,6 +59,9 @@ def add_parsers(sub: Any) -> None:
     u.add_argument("--worker-walltime", default=None,
                    help="time limit of each worker job (default --walltime); its workers "
                         "retire before it and a new job replaces each")
+    u.add_argument("--interface", default=None,
+                   help="network interface the workers listen on, e.g. ib0 (default: "
+                        "Dask's choice)")
     u.add_argument("--processes", type=int, default=1,
                    help="Dask worker processes per worker job (default 1)")
     u.add_argument("--timeout", type=float, default=600.0,
@@ -100,7 +103,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     ----------
     args : argparse.Namespace
         ``name``, ``workers``, ``walltime``, ``worker_walltime``, ``cores``, ``memory``,
-        ``partition``, ``account``, ``processes``, ``timeout``.
+        ``partition``, ``account``, ``processes``, ``interface``, ``timeout``.
 
     Returns
     -------
@@ -118,7 +121,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         info = grab.up(args.name, workers=args.workers, walltime=args.walltime,
                        worker_walltime=args.worker_walltime, cores=args.cores,
                        memory=args.memory, partition=args.partition, account=args.account,
-                       processes=args.processes, timeout=args.timeout,
+                       processes=args.processes, interface=args.interface,
+                       timeout=args.timeout,
                        report=lambda line: _err(f"dabc cluster up: {line}"))
     except KeyboardInterrupt:
         if grab.connection_path(args.name).exists():

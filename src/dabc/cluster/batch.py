@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ..errors import InputError, WorkerError
 from . import jobs as slurm_jobs
+from .slurm_info import explain_reason
 from .tls import TLS_DIR_VARIABLE
 
 __all__ = ["BACKENDS", "batch_script", "exit_code", "submit_batch", "wait_batch"]
@@ -282,7 +283,8 @@ def wait_batch(job_id: str, output: str | None = None, timeout: float | None = N
         state = (job.state, job.reason if job.pending else "")
         if state != last:
             say(f"job {job_id}: {job.state}"
-                + (f" (reason: {job.reason})" if job.pending else f" on {job.nodes}"))
+                + (f" (reason: {explain_reason(job.reason)})" if job.pending
+                   else f" on {job.nodes}"))
             last = state
         if deadline is not None and time.monotonic() > deadline:
             raise WorkerError(f"job {job_id} still {job.state} after {timeout:g} s "

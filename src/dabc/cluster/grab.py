@@ -40,6 +40,7 @@ from typing import Any
 
 from ..errors import InputError, WorkerError
 from . import jobs as slurm_jobs
+from .slurm_info import explain_reason
 from .tls import TLS_DIR_VARIABLE, TLSMaterial
 
 __all__ = ["ADDRESS_VARIABLE", "CLUSTER_DIR_VARIABLE", "cluster_dir", "connect",
@@ -337,7 +338,8 @@ def _tail(path: str | os.PathLike | None, lines: int = 15) -> str:
 def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
        worker_walltime: str | None = None, cores: int = 1, memory: str | None = None,
        partition: str | None = None, account: str | None = None, processes: int = 1,
-       timeout: float = 600.0, report: Callable[[str], None] | None = None) -> dict:
+       interface: str | None = None, timeout: float = 600.0,
+       report: Callable[[str], None] | None = None) -> dict:
     """Start a grab-mode cluster and wait until its workers are connected.
 
     Submits the host job (scheduler and :class:`~dabc.cluster.SLURMCluster` inside the
@@ -365,6 +367,10 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
         SLURM partition and account (default SLURM's defaults).
     processes : int, default 1
         Dask worker processes per worker job (the cores are shared among them).
+    interface : str, optional
+        The network interface the workers listen on (``ib0``, ``lo``, ...; default Dask's
+        choice, the host's main address). The scheduler listens on the host job's node
+        address (``NodeAddr``).
     timeout : float, default 600
         Seconds to wait for the workers before giving up (the jobs stay submitted).
     report : callable, optional
@@ -414,10 +420,11 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
     args = ["--workers", str(workers), "--walltime", worker_wall, "--cores", str(cores),
             "--processes", str(processes)]
     for flag, value in (("--memory", memory), ("--partition", partition),
-                        ("--account", account)):
+                        ("--account", account), ("--interface", interface)):
         if value:
             args += [flag, value]
     directory = cluster_dir(create=True)
+    args += ["--log-directory", str(directory / f"{name}-logs")]  # the worker jobs' output
     output = directory / f"{name}-%j.out"
     tic = time.monotonic()
     job_id = slurm_jobs.submit(_host_script(name, port, material, args, output, wall,
@@ -427,6 +434,7 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
             "node": None, "host_job": job_id, "job_names": [host_name, worker_name],
             "worker_jobs": [], "workers": workers, "processes": processes, "cores": cores,
             "walltime": wall, "worker_walltime": worker_wall, "output": str(output),
+            "logs": str(directory / f"{name}-logs"),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "tls": json.loads(material.to_json())}
     _write_private(path, info)
@@ -473,7 +481,8 @@ def _await_scheduler(info: dict, material: TLSMaterial, port: int, deadline: flo
         state = (job.state, job.reason if job.pending else "")
         if state != last:
             say(f"host job {job_id}: {job.state}"
-                + (f" (reason: {job.reason})" if job.pending else f" on {job.nodes}"))
+                + (f" (reason: {explain_reason(job.reason)})" if job.pending
+                   else f" on {job.nodes}"))
             last = state
         if not job.pending and info["address"] is None:
             node = slurm_jobs.batch_host(job_id)
@@ -509,7 +518,8 @@ def _await_workers(client: Any, info: dict, deadline: float,
         state = (have, len(found), tuple(pending))
         if state != last:
             say(f"workers connected: {have}/{want}; worker jobs: {len(found)} submitted"
-                + (f", pending (reason: {', '.join(pending)})" if pending else ""))
+                + (f", pending (reason: {', '.join(map(explain_reason, pending))})"
+                   if pending else ""))
             last = state
         if have >= want:
             return

@@ -466,7 +466,7 @@ def run_grab(args: argparse.Namespace) -> int:
     ----------
     args : argparse.Namespace
         ``name``, ``port``, ``workers``, ``walltime``, ``cores``, ``memory``,
-        ``processes``, ``partition``, ``account``.
+        ``processes``, ``partition``, ``account``, ``interface``, ``log_directory``.
 
     Returns
     -------
@@ -496,6 +496,12 @@ def run_grab(args: argparse.Namespace) -> int:
         kwargs["queue"] = args.partition
     if args.account:
         kwargs["account"] = args.account
+    if args.interface:
+        kwargs["interface"] = args.interface
+    # the worker jobs' output beside the host job's, not in the folder 'up' ran in
+    logs = Path(args.log_directory or Path.cwd())
+    logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    kwargs["log_directory"] = str(logs)
     cluster = SLURMCluster(**kwargs)
     try:
         dport = cluster.scheduler.services["dashboard"].port
@@ -535,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--processes", type=int, default=1)
     g.add_argument("--partition", default=None)
     g.add_argument("--account", default=None)
+    g.add_argument("--interface", default=None)
+    g.add_argument("--log-directory", default=None)
     g.set_defaults(func=run_grab)
     b = sub.add_parser("batch")
     b.add_argument("--backend", choices=["dask", "redis"], default="dask")
