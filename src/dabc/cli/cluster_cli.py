@@ -246,7 +246,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
           f"{'s' if args.workers != 1 else ''}); output {output}", flush=True)
     if not args.wait:
         return 0
-    rc = batch_mode.wait_batch(job_id, output,
-                               report=lambda line: _err(f"dabc cluster batch: {line}"))
+    try:
+        rc = batch_mode.wait_batch(job_id, output,
+                                   report=lambda line: _err(f"dabc cluster batch: {line}"))
+    except KeyboardInterrupt:
+        _err(f"dabc cluster batch: job {job_id} keeps running (scancel {job_id} stops it)")
+        raise
     print(f"job {job_id} ended with exit code {rc}", flush=True)
     return rc
