@@ -176,23 +176,32 @@ def test_grab_mode_up_connect_abc_status_down(reference, env, tmp_path, capsys):
 @pytest.mark.timeout(180)
 @pytest.mark.usefixtures("slurm_cluster_ready")
 def test_grab_mode_reports_why_workers_pend_and_gives_up_clearly(env):
-    """Worker jobs that cannot start (8 cores each beside the host job on an 8-CPU node):
-    ``up`` shows SLURM's pending reason, stops waiting after --timeout with a message that
-    says the jobs stay submitted, and ``down`` cancels them."""
+    """Worker jobs that cannot start: ``up`` shows SLURM's pending reason, stops waiting
+    after --timeout with a message that says the jobs stay submitted, ``status`` lists
+    them PENDING, and ``down`` cancels them. The jobs ask for every CPU of the node (so
+    they cannot start beside the host job) and are held at once (``scontrol uhold``), so
+    that they do not stand in the way of other tests' jobs while they pend."""
     name = f"t{uuid.uuid4().hex[:10]}"
     host_name, worker_name = grab.job_names(name)
     cpus = max(n.cpus for n in slurm_info.nodes(slurm_info.partition().nodes))
     try:
-        up = _cli(["cluster", "up", name, "--interface", "lo", "--workers", "2", "--cores",
-                   str(cpus), "--walltime", "10", "--timeout", "20"], env)
-        assert up.returncode == 1, up.stdout + up.stderr
-        assert re.search(r"worker jobs: 2 submitted, pending \(reason: \w+", up.stderr), up.stderr
+        up = subprocess.Popen([*DABC, "cluster", "up", name, "--interface", "lo", "--workers",
+                               "2", "--cores", str(cpus), "--walltime", "10", "--timeout",
+                               "15"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        ids = wait_for(lambda: len(jobs(worker_name)) == 2 and sorted(jobs(worker_name)), 60,
+                       what="the worker jobs to be submitted")
+        subprocess.run(["scontrol", "uhold", *ids], check=True, capture_output=True)
+        out, err = up.communicate(timeout=120)
+        assert up.returncode == 1, out + err
+        assert re.search(r"worker jobs: 2 submitted, pending \(reason: \w+", err), err
+        assert "JobHeldUser (held by you (scontrol release))" in err, err
         assert re.search(r"Only 0 of 2 workers .* connected .*jobs pending: \w+.*stay "
-                         rf"submitted.*dabc cluster down {name}", up.stderr), up.stderr
-        assert "Traceback" not in up.stderr
+                         rf"submitted.*dabc cluster down {name}", err), err
+        assert "Traceback" not in err
         st = _cli(["cluster", "status", name], env)
         assert st.returncode == 0, st.stdout + st.stderr
-        assert re.search(r"dabc-\w+-worker\s+PENDING\s+\w+", st.stdout), st.stdout
+        assert re.search(r"dabc-\w+-worker\s+PENDING\s+JobHeldUser", st.stdout), st.stdout
         assert "0 connected" in st.stdout
         down = _cli(["cluster", "down", name], env)
         assert down.returncode == 0, down.stdout + down.stderr
