@@ -535,7 +535,10 @@ class ScalingResult:
         # efficiency
         a_eff.axhline(1.0, ls="--", color="grey", label="ideal")
         a_eff.axhline(self.threshold, ls=":", color="C3", label=f"threshold {self.threshold:g}")
-        a_eff.plot(w, t.efficiency, "o-", color="C2", label="measured")
+        if self.runs is not None and len(self.runs) > len(t):
+            each = t_base * base / self.runs.wall_s / self.runs.workers
+            a_eff.plot(self.runs.workers, each, ".", color="C2", alpha=0.4, label="each run")
+        a_eff.plot(w, t.efficiency, "o-", color="C2", label="measured (median)")
         for n, e in zip(w, t.efficiency, strict=True):
             a_eff.annotate(f"{e:.2f}", (n, e), textcoords="offset points", xytext=(0, 7),
                            ha="center", fontsize=8)
@@ -832,7 +835,7 @@ def scaling_study(make_abc: Callable[[Sampler], ABCSMC] | None = None,
         log.info("scaling study: %s, workers %s, %d repeat%s", title,
                  ",".join(map(str, counts)), repeats, "s" if repeats != 1 else "")
         records: list[dict] = []
-        base_wall: float | None = None
+        base_walls: list[float] = []  # the smallest count's wall times so far
         threads: dict[int, float] = {}
         for r in range(repeats):
             for n in counts:
@@ -860,9 +863,9 @@ def scaling_study(make_abc: Callable[[Sampler], ABCSMC] | None = None,
                        "seed": abc.seed, "population": fingerprint(history)}
                 history.engine.dispose()
                 records.append(rec)
-                if base_wall is None:
-                    base_wall = wall
-                speedup = base_wall * counts[0] / wall
+                if n == counts[0]:
+                    base_walls.append(wall)
+                speedup = statistics.median(base_walls) * counts[0] / wall
                 log.info("scaling study: %d worker%s (repeat %d of %d): %.2f s, %d simulations,"
                          " speed-up %.2f, efficiency %.2f", n, "s" if n != 1 else "", r + 1,
                          repeats, wall, rec["simulations"], speedup, speedup / n)
