@@ -876,6 +876,11 @@ def scaling_study(make_abc: Callable[[Sampler], ABCSMC] | None = None,
             except Exception as exc:  # noqa: BLE001 - never hide the study's own error
                 log.warning("scaling study: could not scale the cluster back to %d workers: "
                             "%s", before, exc)
+        if own and client is not None:
+            try:  # workers that retire first close at once, not killed after 4 s
+                _scale(cluster, client, 0, 30.0)
+            except Exception as exc:  # noqa: BLE001 - closing kills them anyway
+                log.debug("scaling study: retiring the workers before closing: %s", exc)
         if own_client and client is not None:
             client.close()
         if own:
