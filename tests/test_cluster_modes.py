@@ -168,6 +168,13 @@ def test_grab_mode_up_connect_abc_status_down(reference, env, tmp_path, capsys):
         assert _tls_leftovers(node_tmp) == []
         assert _tls_leftovers(path.parent) == []   # the host job's output holds no key
         assert "BEGIN" not in Path(info["output"]).read_text()
+        # nor in slurmd's copies of the job scripts (they held the material), when readable
+        spool = Path(slurm_jobs.run_command(["scontrol", "show", "config"]).split(
+            "SlurmdSpoolDir")[1].split("=", 1)[1].split()[0])
+        if os.access(spool, os.R_OK | os.X_OK):
+            ours = [info["host_job"], *info["worker_jobs"]]
+            wait_for(lambda: not any((spool / f"job{int(j):05d}").exists() for j in ours), 30,
+                     what="slurmd to remove the job scripts")
     finally:
         cancel(name=host_name)
         cancel(name=worker_name)
