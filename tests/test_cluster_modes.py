@@ -296,6 +296,7 @@ def test_batch_mode_runs_the_script_with_its_own_cluster(backend, reference, env
     seen = json.loads(report.read_text())
     if backend == "dask":
         assert seen["workers"] == 2 and seen["address"].startswith("tls://")
+        assert seen["plain_tcp"].startswith("refused"), seen
         assert re.search(r"dabc batch: dashboard http://127\.0\.0\.1:\d+/status on node \S+; "
                          r"reach it with ssh -N -L 8787:127\.0\.0\.1:\d+ ", output), output
     else:

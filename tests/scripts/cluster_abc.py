@@ -39,6 +39,17 @@ def run(sampler, db: str) -> dabc.History:
     return abc.run(OBSERVED, db=f"sqlite:///{db}", max_generations=GENERATIONS)
 
 
+def _plain_tcp(address: str) -> str:
+    """Whether the scheduler accepts a client over plain TCP (it must not)."""
+    from distributed import Client
+
+    try:
+        Client(address.replace("tls://", "tcp://"), timeout=3, set_as_default=False).close()
+        return "accepted"
+    except (OSError, TimeoutError) as exc:
+        return f"refused: {type(exc).__name__}"
+
+
 def _redis_refusals() -> dict:
     import redis
 
@@ -76,6 +87,7 @@ def main() -> int:
         info = client.scheduler_info(n_workers=-1)
         report["workers"] = len(info["workers"])
         report["address"] = client.scheduler.address
+        report["plain_tcp"] = _plain_tcp(client.scheduler.address)
         sampler = dabc.DaskDistributedSampler(client)
     elif which == "redis":
         report.update(_redis_refusals())
