@@ -23,6 +23,7 @@ from typing import Any
 _NAMES = {  # public name -> module (each helper module adds its own names here)
     "TLSMaterial": "tls",
     "SLURMCluster": "slurm",
+    "InsecureClusterWarning": "slurm",
     "connect": "grab",
     "scaling_study": "scaling",
     "ScalingResult": "scaling",
