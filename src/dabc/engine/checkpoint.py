@@ -7,11 +7,12 @@ can be kept without changing the answer (the scheduler sees them through the sam
 contract's :class:`~dabc.samplers.base.Checkpoint`).
 
 :class:`GenerationCheckpoint` saves the batches the scheduler counts into the History, each
-write one transaction holding a columnar npz blob: as soon as the results waiting are worth
-100 times what a write costs in simulation time (slow simulations: every batch), at most
-``interval`` seconds after the previous write, and at least every ``every`` results. Fast
-generations that end within a second write nothing. On resume it hands the saved batches
-back to the scheduler.
+write one transaction holding a columnar npz blob. Results that each took longer to
+simulate than a write takes are written as soon as the waiting ones are worth 20 writes
+(in practice every batch); cheaper ones about once a second (``interval``), since redoing
+a second of them costs less than saving them promptly; and always at least every ``every``
+results. Fast generations that end within a second write nothing. On resume it hands the
+saved batches back to the scheduler.
 
 :class:`StopGuard` turns SIGTERM (what SLURM sends before a kill) and SIGINT into
 :class:`RunInterrupted` in the run's thread, and ``max_walltime`` into the same stop even in
@@ -222,25 +223,35 @@ class GenerationCheckpoint:
         Seconds after which waiting results are written (fast simulations).
     every : int, default 10000
         Results after which they are written whatever the time.
-    cost_factor : float, default 100.0
-        Write as soon as the waiting results took this many times a write's duration to
-        simulate (slow simulations: each batch is written as it arrives).
+    cost_factor : float, default 20.0
+        For results that each took longer to simulate than a write takes: write as soon as
+        the waiting ones took this many times a write's duration to simulate (in practice
+        each batch as it arrives; writes then cost at most 5 % of the simulation time, on
+        the master).
+    cheap_factor : float, default 1000.0
+        The same for cheaper results (under 0.1 % of the simulation time; mostly the
+        ``interval`` decides).
+    fresh : bool, default False
+        The generation is known to have no saved results (the run itself started it):
+        the database is not asked.
     """
 
     def __init__(self, history: History, t: int, kind: str, guard: StopGuard | None = None,
-                 interval: float = 1.0, every: int = 10_000, cost_factor: float = 100.0):
+                 interval: float = 1.0, every: int = 10_000, cost_factor: float = 20.0,
+                 cheap_factor: float = 1000.0, fresh: bool = False):
         self.history, self.t, self.kind, self.guard = history, int(t), kind, guard
         self.interval, self.every, self.cost_factor = interval, every, cost_factor
+        self.cheap_factor = cheap_factor
         self.pending: list[tuple[Task, Batch]] = []
         self._rows = 0
         self._seconds = 0.0
-        self.write_cost = 5e-4   # seconds per write, measured after the first one
+        self.write_cost = 1e-3   # seconds per write: the quickest measured so far
         self.saved_rows = 0      # results in the database (this attempt and earlier ones)
         self.writes = 0
         self.write_seconds = 0.0
         self._last = time.monotonic()
-        self._seq: int | None = None
-        self._received: list[tuple[Task, Batch]] | None = None
+        self._seq: int | None = 0 if fresh else None
+        self._received: list[tuple[Task, Batch]] | None = [] if fresh else None
         self._failed_once = False
 
     def received(self) -> list[tuple[Task, Batch]]:
@@ -272,7 +283,12 @@ class GenerationCheckpoint:
         self.pending.append((task, batch))
         self._rows += len(batch)
         self._seconds += batch.seconds
-        if (self._seconds >= self.cost_factor * self.write_cost or self._rows >= self.every
+        # a result that took longer to simulate than a write takes is saved within
+        # cost_factor writes' worth of simulation (slow models: each batch); cheaper ones
+        # about once a second (redoing them costs less than saving them promptly)
+        per_row = self._seconds / max(self._rows, 1)
+        factor = self.cost_factor if per_row >= self.write_cost else self.cheap_factor
+        if (self._seconds >= factor * self.write_cost or self._rows >= self.every
                 or time.monotonic() - self._last >= self.interval):
             self.flush()
         if self.guard is not None:
@@ -306,7 +322,9 @@ class GenerationCheckpoint:
             self.saved_rows += rows
             self.writes += 1
             self.write_seconds += cost
-            self.write_cost = cost if self.writes == 1 else 0.8 * self.write_cost + 0.2 * cost
+            # the quickest write seen: a write slowed down by a busy machine must not
+            # make a slow model's results look cheap and wait for the interval
+            self.write_cost = cost if self.writes == 1 else min(self.write_cost, cost)
             self._last = time.monotonic()
 
 

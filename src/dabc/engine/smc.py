@@ -462,6 +462,7 @@ class ABCSMC:
                       self.population_size, self.seed)
         reason = self._stop_before(t, eps, history, max_generations, max_total_simulations)
         stop: RunInterrupted | None = None
+        t_first = t if not new else -1  # a new run has no saved results at all
         with guard:
             try:
                 if not new and reason is None:
@@ -469,7 +470,7 @@ class ABCSMC:
                 while reason is None:
                     reason, eps_next, previous, info = self._generation(
                         t, eps, previous, sampler, progress, history, max_total_simulations,
-                        guard, checkpoint)
+                        guard, checkpoint, t_first)
                     if reason is not None:
                         break
                     _log_generation(history.id, t, info)
@@ -542,7 +543,7 @@ class ABCSMC:
         return None
 
     def _generation(self, t, eps, previous, sampler, progress, history, max_total_simulations,
-                    guard: StopGuard, checkpoint: bool):
+                    guard: StopGuard, checkpoint: bool, first: int):
         """Sample, weight and store generation t (resuming from its checkpoint, if any).
 
         Returns (why the run stops or None, next epsilon, stored particles, summary row).
@@ -570,7 +571,9 @@ class ABCSMC:
         progress.start(t, eps)
         cp = None
         if checkpoint:
-            cp = GenerationCheckpoint(history, t, IDS if sampler.dynamic else SLOTS, guard)
+            # only the first generation of a run() call can have results saved before
+            cp = GenerationCheckpoint(history, t, IDS if sampler.dynamic else SLOTS, guard,
+                                      fresh=t != first)
         try:
             result = sampler.sample(WorkRequest(work, self.population_size, budget, progress,
                                                 generation=t, checkpoint=cp))

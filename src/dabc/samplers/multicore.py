@@ -118,6 +118,9 @@ def _worker_main(conn, parent_end, monitor: Monitor, opts: _Options, parent: int
     recycling limit): it then runs nothing more and waits for "stop"."""
     parent_end.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the master's to handle
+    # not the master's graceful-stop handler (inherited through fork): a SIGTERM sent to
+    # the whole job (SLURM) just ends a worker, while the master saves and stops
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(parent, from_main_thread)
     set_monitor(monitor)
     work = None
