@@ -6,7 +6,8 @@ against its own definitions (speed-up, efficiency and core-hours from the wall t
 wall times against the physical lower bound of the sleeps, the populations against a
 single-core run of the same analysis (the DYN determinism contract), and the knee against
 the table. The knee rule itself is tested on constructed tables. The command line runs once
-on its own local cluster (1 and 2 workers) and on bad input.
+on its own local cluster (1 worker) and on bad input. The study runs once more on
+dabc.cluster.SLURMCluster (real single-node SLURM, TLS, 1 and 2 worker jobs).
 """
 
 from __future__ import annotations
@@ -245,15 +246,19 @@ def test_bad_input_fails_before_any_run(cluster):
 # --- the command line ----------------------------------------------------------------------
 def test_cli_writes_both_files(tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["scaling", "--workload", "sleep10", "--workers", "2,1", "--population", "20",
+    # one count keeps it quick (each worker process takes seconds to start on 2 busy cores);
+    # the study at several counts is tested above, the parsing of --workers below
+    rc = main(["scaling", "--workload", "sleep10", "--workers", "1", "--population", "20",
                "--generations", "2", "--out", str(out)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     table = pd.read_csv(out / "scaling.csv")
-    assert table.workers.tolist() == [1, 2] and table.same_population.all()
+    assert table.workers.tolist() == [1] and table.same_population.all()
+    assert list(table.columns) == list(COLUMNS)
     assert os.path.getsize(out / "scaling.png") > 10_000
     assert "knee: " in captured.out and "same population" in captured.out
-    assert "scaling study: 2 workers (repeat 1 of 1)" in captured.err  # progress on stderr
+    assert "scaling study: 1 worker (repeat 1 of 1)" in captured.err  # progress on stderr
+    assert "knee: 1 (threshold 0.7): only 1 worker measured" in captured.out
     assert "Traceback" not in captured.err
 
 
@@ -280,3 +285,29 @@ def test_cli_unusable_out_dir_exits_1(tmp_path, capsys):
     file.write_text("")
     assert main(["scaling", "--out", str(file)]) == 1
     assert "not a folder" in capsys.readouterr().err
+
+
+# --- on a real SLURM -----------------------------------------------------------------------
+@pytest.mark.timeout(240)
+def test_study_on_slurm_cluster(tmp_path):
+    """The same study on dabc.cluster.SLURMCluster (real single-node SLURM, TLS, one job per
+    worker): the jobs it scales to run the identical populations as the LocalCluster's, and
+    it gives the jobs back (scaled to 0: no job of ours is left)."""
+    from slurm import jobs, slurm_cluster, unique_job_name, wait_for
+
+    name = unique_job_name("dabc-scaling")
+    with slurm_cluster(tmp_path, job_name=name) as cluster:
+        assert cluster.scheduler_address.startswith("tls://")
+        result = scaling_study(workers=[1, 2], cluster=cluster, workload="sleep10",
+                               population_size=POPULATION, max_generations=GENERATIONS,
+                               worker_timeout=150)
+        t = result.table
+        assert t.workers.tolist() == [1, 2] and result.identical
+        single = WORKLOADS["sleep10"].make_abc(POPULATION)(dabc.SingleCoreSampler())
+        h = single.run(WORKLOADS["sleep10"].observed(), db=f"sqlite:///{tmp_path}/one.db",
+                       max_generations=GENERATIONS)
+        assert (t.population == fingerprint(h)).all()
+        np.testing.assert_allclose(t.efficiency, t.wall_s.iloc[0] / t.wall_s / t.workers)
+        assert "SLURMCluster" in result.title
+        wait_for(lambda: not {j for j, (s, _) in jobs(name).items() if s == "RUNNING"}, 60,
+             what="the study's worker jobs to end after it scaled the cluster back to 0")
