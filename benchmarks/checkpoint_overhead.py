@@ -1,6 +1,7 @@
 """What checkpoints within a generation cost on the ``fast`` workload, interleaved in one run.
 
-    python benchmarks/checkpoint_overhead.py [--repeats 15] [--configs single,multicore2,vectorized_single]
+    python benchmarks/checkpoint_overhead.py [--repeats 15]
+        [--configs single,multicore2,vectorized_single]
 
 Each repeat runs every configuration of ``run_all.py``'s ``fast`` benchmark (population 1000,
 6 generations, a microsecond model, SQLite history in a temporary folder) twice in this
@@ -8,8 +9,9 @@ process, once with ``checkpoint=True`` (the default) and once with ``checkpoint=
 an order that alternates between repeats, so that a drift of the machine's load hits both
 alike. Printed as JSON: per configuration, each mode's wall times, median and spread
 ((max - min) / median), the on/off ratio of the medians, of the best runs and the median of
-the back-to-back pair ratios; the checkpoint writes per run (counted from the engine's
-DEBUG records), and the load average before and after.
+the back-to-back pair ratios; the same ratio for this process's CPU time (the master's,
+where checkpoints cost; less disturbed by a busy machine); the checkpoint writes per run
+(counted from the engine's DEBUG records), and the load average before and after.
 """
 
 from __future__ import annotations
@@ -62,17 +64,21 @@ def run_once(config: str, checkpoint: bool, seed: int = 1) -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             db = f"sqlite:///{os.path.join(tmp, 'bench.db')}"
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             abc = dabc.ABCSMC(make_model(sleep, vectorized), prior, population_size=pop,
                               sampler=make_sampler(), seed=seed, progress=False)
             h = abc.run({"y": 2.0}, db=db, max_generations=gens, checkpoint=checkpoint)
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             sims = int(h.get_all_populations().n_simulations.sum())
     finally:
         log.removeHandler(counter)
         log.setLevel(logging.NOTSET)
-    return {"wall_s": wall, "simulations": sims, "writes": counter.writes,
+    return {"wall_s": wall, "cpu_s": cpu, "simulations": sims, "writes": counter.writes,
             "write_s": counter.seconds}
+
+
+def _spread(xs: list[float]) -> float:
+    return (max(xs) - min(xs)) / statistics.median(xs)
 
 
 def summarise(on: list[dict], off: list[dict]) -> dict:
@@ -87,6 +93,12 @@ def summarise(on: list[dict], off: list[dict]) -> dict:
         "ratio_of_medians": round(statistics.median(a) / statistics.median(b), 4),
         "ratio_of_best": round(min(a) / min(b), 4),
         "median_pair_ratio": round(statistics.median(pairs), 4),
+        # this process's CPU time (the master's: where checkpoints cost), less disturbed by
+        # other processes on a busy machine than the wall time
+        "cpu_ratio_of_medians": round(statistics.median(r["cpu_s"] for r in on)
+                                      / statistics.median(r["cpu_s"] for r in off), 4),
+        "cpu_on_spread": round(_spread([r["cpu_s"] for r in on]), 3),
+        "cpu_off_spread": round(_spread([r["cpu_s"] for r in off]), 3),
         "writes_per_run": sorted({r["writes"] for r in on}),
         "write_s_per_run_median": round(statistics.median(r["write_s"] for r in on), 5),
         "same_simulations": len({r["simulations"] for r in on + off}) == 1,
