@@ -699,6 +699,7 @@ def test_a_signal_inside_a_write_waits_for_its_end():
 
 # --- safety: SIGKILL at random moments never damages the database ---------------------------
 def _check_database(url: str, pop: int) -> None:
+    """Readable, every stored generation whole, the checkpoint (if any) of the next one."""
     h = dabc.History(url)
     if url.startswith("sqlite"):
         with sqlite3.connect(url[len("sqlite:///"):]) as con:
@@ -713,22 +714,29 @@ def _check_database(url: str, pop: int) -> None:
             assert len(row["arrays"]["ids"]) == row["n_rows"]
 
 
-def _kill_chain(models_dir: Path, db, tmp_path: Path, kills: int, rng: random.Random) -> str:
-    """Start, SIGKILL at a random moment, check, resume, ... then finish; returns the URL."""
-    env = {"CK_POP": "150"}
-    url = None
+def _kill_chain(models_dir: Path, db, kills: int, rng: random.Random,
+                tmp_dir: Path) -> tuple[str, list]:
+    """Start, SIGKILL at a random moment once the run exists, check the database, resume,
+    ... then let it finish. Returns the URL and what each kill left (generations stored,
+    results saved)."""
+    env = {"CK_POP": "100"}
     target = str(db) if str(db).startswith("postgresql") else f"sqlite:///{db}"
+    left = []
     for i in range(kills + 1):
         # a kill may come before the run was even created: then it starts anew
         kind = "resume-dyn" if i and dabc.History(target).id is not None else "dyn"
-        run = Run(models_dir, db, kind, model="sleep1", gens=5, env=env)
-        url = run.url
+        calls = Path(tmp_dir) / f"calls-{i}"
+        run = Run(models_dir, db, kind, gens=5, env=env | {"DABC_CALLS": str(calls)})
         try:
             if i == kills:
                 out, err = run.proc.communicate(timeout=300)
                 assert run.proc.returncode == 0, err
                 break
-            time.sleep(rng.uniform(0.6, 2.5))
+            deadline = time.monotonic() + 60
+            while not calls.exists():  # it simulates (it has started or resumed)
+                assert time.monotonic() < deadline and run.proc.poll() is None
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 2.0))
             if run.proc.poll() is not None:
                 out, err = run.proc.communicate()
                 assert run.proc.returncode == 0, err
@@ -736,11 +744,12 @@ def _kill_chain(models_dir: Path, db, tmp_path: Path, kills: int, rng: random.Ra
             run.kill()
         finally:
             run.reap()
-        _check_database(url, 150)
-        h = dabc.History(url)
-        print(f"\nkill {i + 1}: {h.n_populations} generations stored, checkpoint "
-              f"{h.checkpoint_summary()}")
-    return url
+        _check_database(run.url, 100)
+        h = dabc.History(run.url)
+        cp = h.checkpoint_summary()
+        left.append((h.n_populations, cp["results"] if cp else 0))
+    print(f"\nkills left (generations stored, results saved): {left}")
+    return run.url, left
 
 
 @pytest.mark.timeout(300)
@@ -748,9 +757,10 @@ def test_sigkill_at_random_moments_sqlite(models_dir, tmp_path):
     import ckmodels
 
     rng = random.Random(99)
-    url = _kill_chain(models_dir, tmp_path / "chain.db", tmp_path, 4, rng)
-    ref = dabc.ABCSMC(ckmodels.sleep1, dabc.Prior(x=dabc.RV("norm", 0, 1)),
-                      population_size=150, sampler=dabc.MulticoreEvalParallelSampler(2),
+    url, left = _kill_chain(models_dir, tmp_path / "chain.db", 6, rng, tmp_path)
+    assert sum(1 for _, saved in left if saved) >= 3  # most kills came mid-generation
+    ref = dabc.ABCSMC(ckmodels.sleep5, dabc.Prior(x=dabc.RV("norm", 0, 1)),
+                      population_size=100, sampler=dabc.MulticoreEvalParallelSampler(2),
                       seed=SEED, progress=False).run(
         {"y": 1.0}, db=f"sqlite:///{tmp_path / 'ref.db'}", max_generations=5)
     assert_same(snapshot(dabc.History(url)), snapshot(ref))
@@ -761,9 +771,10 @@ def test_sigkill_at_random_moments_postgresql(models_dir, pg_url, tmp_path):
     import ckmodels
 
     rng = random.Random(98)
-    url = _kill_chain(models_dir, pg_url, tmp_path, 2, rng)
-    ref = dabc.ABCSMC(ckmodels.sleep1, dabc.Prior(x=dabc.RV("norm", 0, 1)),
-                      population_size=150, sampler=dabc.MulticoreEvalParallelSampler(2),
+    url, left = _kill_chain(models_dir, pg_url, 2, rng, tmp_path)
+    assert any(saved for _, saved in left)  # at least one kill came mid-generation
+    ref = dabc.ABCSMC(ckmodels.sleep5, dabc.Prior(x=dabc.RV("norm", 0, 1)),
+                      population_size=100, sampler=dabc.MulticoreEvalParallelSampler(2),
                       seed=SEED, progress=False).run(
         {"y": 1.0}, db=f"sqlite:///{tmp_path / 'ref.db'}", max_generations=5)
     assert_same(snapshot(dabc.History(url)), snapshot(ref))

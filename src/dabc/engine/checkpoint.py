@@ -253,6 +253,12 @@ class GenerationCheckpoint:
         self._seq: int | None = 0 if fresh else None
         self._received: list[tuple[Task, Batch]] | None = [] if fresh else None
         self._failed_once = False
+        self.closed = False
+
+    def close(self) -> None:
+        """The generation is stored (or given up): write nothing more."""
+        self.closed = True
+        self.pending, self._rows, self._seconds = [], 0, 0.0
 
     def received(self) -> list[tuple[Task, Batch]]:
         """The batches saved by earlier attempts at this generation (read once)."""
@@ -280,6 +286,8 @@ class GenerationCheckpoint:
 
     def record(self, task: Task, batch: Batch) -> None:
         """Keep a counted batch; write the waiting ones when they are due."""
+        if self.closed:
+            return
         self.pending.append((task, batch))
         self._rows += len(batch)
         self._seconds += batch.seconds
@@ -299,7 +307,7 @@ class GenerationCheckpoint:
 
         A failed write is logged and retried at the next one; the run goes on.
         """
-        if not self.pending:
+        if not self.pending or self.closed:
             return
         ctx = self.guard.critical() if self.guard is not None else _nothing()
         with ctx:

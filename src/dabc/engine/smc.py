@@ -577,43 +577,48 @@ class ABCSMC:
         try:
             result = sampler.sample(WorkRequest(work, self.population_size, budget, progress,
                                                 generation=t, checkpoint=cp))
+            pop, evals = result.population, result.evaluations
+            if not result.complete:
+                if cp is not None:
+                    _save_quietly(cp)
+                    cp.close()
+                return (f"max_total_simulations={max_total_simulations} reached during generation "
+                        f"{t} ({len(pop)} of {self.population_size} particles accepted; "
+                        "generation not stored)"), None, None, None
+            logw = self._log_weights(pop, previous, model_probs, transitions)
+            w = np.exp(logw - logw.max())
+            w /= w.sum()
+            probs = np.bincount(pop.model, weights=w, minlength=n_models)
+            per_model = {}
+            for m in np.flatnonzero(probs > 0):
+                rows = pop.model == m
+                per_model[int(m)] = {"theta": pop.theta[rows, :self.priors[m].dim].copy(),
+                                     "weight": w[rows], "distance": pop.distance[rows],
+                                     "stats": pop.stats[rows], "id": pop.ids[rows]}
+            # Next generation's distance and threshold, from this generation's simulations.
+            ok = ~evals.failed
+            self.distance.update(evals.stats[ok], evals.theta[ok], t)
+            obs = self._layout.observed
+            new_d = check_distances(self.distance, self.distance.batch(pop.stats, obs), pop.stats,
+                                    obs, self._layout)
+            eps_next = next_epsilon(self.epsilon, t + 1, new_d, w)
+            eps_next = None if eps_next is None else float(eps_next)
+            state = _stored.dump_state(self.distance, self.epsilon, eps_next)
+            ess = 1 / (w**2).sum()
+            info = {"epsilon": eps, "n_simulations": len(evals), "n_evaluated": result.n_evaluated,
+                    "n_accepted": len(pop), "acceptance_rate": len(pop) / len(evals), "ess": ess,
+                    "walltime_s": time.perf_counter() - tic, "started": started, "finished": _now(),
+                    "model_probabilities": [float(p) for p in probs]}
+            with guard.critical():
+                history.append_generation(t, info, per_model, state)
+                if cp is not None:
+                    cp.close()  # stored, with its checkpoint rows deleted: nothing to save
         except BaseException as exc:
+            # a stop or an error before the generation was stored: keep what had arrived
+            # (not after a second Ctrl-C, which means "at once")
             if cp is not None and not (isinstance(exc, KeyboardInterrupt) and guard.stopping):
                 _save_quietly(cp)
             raise
-        pop, evals = result.population, result.evaluations
-        if not result.complete:
-            if cp is not None:
-                _save_quietly(cp)
-            return (f"max_total_simulations={max_total_simulations} reached during generation "
-                    f"{t} ({len(pop)} of {self.population_size} particles accepted; "
-                    "generation not stored)"), None, None, None
-        logw = self._log_weights(pop, previous, model_probs, transitions)
-        w = np.exp(logw - logw.max())
-        w /= w.sum()
-        probs = np.bincount(pop.model, weights=w, minlength=n_models)
-        per_model = {}
-        for m in np.flatnonzero(probs > 0):
-            rows = pop.model == m
-            per_model[int(m)] = {"theta": pop.theta[rows, :self.priors[m].dim].copy(),
-                                 "weight": w[rows], "distance": pop.distance[rows],
-                                 "stats": pop.stats[rows], "id": pop.ids[rows]}
-        # Next generation's distance and threshold, from this generation's simulations.
-        ok = ~evals.failed
-        self.distance.update(evals.stats[ok], evals.theta[ok], t)
-        obs = self._layout.observed
-        new_d = check_distances(self.distance, self.distance.batch(pop.stats, obs), pop.stats,
-                                obs, self._layout)
-        eps_next = next_epsilon(self.epsilon, t + 1, new_d, w)
-        eps_next = None if eps_next is None else float(eps_next)
-        state = _stored.dump_state(self.distance, self.epsilon, eps_next)
-        ess = 1 / (w**2).sum()
-        info = {"epsilon": eps, "n_simulations": len(evals), "n_evaluated": result.n_evaluated,
-                "n_accepted": len(pop), "acceptance_rate": len(pop) / len(evals), "ess": ess,
-                "walltime_s": time.perf_counter() - tic, "started": started, "finished": _now(),
-                "model_probabilities": [float(p) for p in probs]}
-        with guard.critical():
-            history.append_generation(t, info, per_model, state)
         if cp is not None and cp.writes:
             _log.debug("run %s: generation %d: %d checkpoint writes took %.3f s", history.id, t,
                        cp.writes, cp.write_seconds)
