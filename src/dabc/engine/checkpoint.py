@@ -221,7 +221,7 @@ class GenerationCheckpoint:
         Writes are critical sections of it, and the deadline is checked with each batch.
     interval : float, default 1.0
         Seconds after which waiting results are written (fast simulations).
-    every : int, default 10000
+    every : int, default 100000
         Results after which they are written whatever the time.
     cost_factor : float, default 20.0
         For results that each took longer to simulate than a write takes: write as soon as
@@ -237,7 +237,7 @@ class GenerationCheckpoint:
     """
 
     def __init__(self, history: History, t: int, kind: str, guard: StopGuard | None = None,
-                 interval: float = 1.0, every: int = 10_000, cost_factor: float = 20.0,
+                 interval: float = 1.0, every: int = 100_000, cost_factor: float = 20.0,
                  cheap_factor: float = 1000.0, fresh: bool = False):
         self.history, self.t, self.kind, self.guard = history, int(t), kind, guard
         self.interval, self.every, self.cost_factor = interval, every, cost_factor
