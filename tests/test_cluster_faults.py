@@ -10,7 +10,7 @@ two jobs (adapt(minimum_jobs=2, maximum_jobs=2): the lost job is replaced, nothi
   job starts and the run is sized to last longer;
 - the worker retires by its lifetime (``walltime_margin``): its log shows "Closing worker
   gracefully ... Reason: worker-lifetime-reached" during the run, and no job log shows SLURM's
-  time limit.
+  time limit (also in the default suite, once, with shorter lifetimes).
 
 Each gives the population of MulticoreEvalParallelSampler bit for bit; the slow suite repeats
 each 10 times in a row. The models sleep only inside SLURM jobs (tests/slurm.py GaussModel),
@@ -161,13 +161,14 @@ def test_walltime_kill_repeated(repetition, slurm_cluster_ready, tmp_path, tmp_p
 
 
 # --- lifetime -----------------------------------------------------------------------------
-def lifetime_case(tmp_path, tmp_path_factory, n=100, gens=6, sleep=0.03):
+def lifetime_case(tmp_path, tmp_path_factory, n=100, gens=6, sleep=0.03, margin=90,
+                  lifetime=(22.5, 7.5)):
     """2-minute jobs, margin 90 s: workers retire 15-30 s after they start, long before
     SLURM's limit; their tasks move to the other worker and adapt() replaces the job."""
     logs = tmp_path / "logs"
     with dask.config.set({"distributed.deploy.lost-worker-timeout": "2s"}):
-        with slurm_cluster(logs, walltime="2", walltime_margin=90) as cluster:
-            assert cluster.worker_lifetime == (22.5, 7.5)
+        with slurm_cluster(logs, walltime="2", walltime_margin=margin) as cluster:
+            assert cluster.worker_lifetime == lifetime
             h, start, end, _ = run_on_two_adaptive_jobs(
                 cluster, tmp_path, tmp_path_factory, n=n, gens=gens, sleep=sleep)
     texts = job_logs(logs)
@@ -179,6 +180,14 @@ def lifetime_case(tmp_path, tmp_path_factory, n=100, gens=6, sleep=0.03):
     assert during, (f"no worker retired by lifetime during the run ({end - start:.0f} s)",
                     retired, start, end)
     return end - start
+
+
+@pytest.mark.timeout(120)
+@plain_failures
+def test_worker_retires_by_lifetime(slurm_cluster_ready, tmp_path, tmp_path_factory):
+    """The quick version for the default suite: margin 105 s, workers retire 7.5-15 s in."""
+    lifetime_case(tmp_path, tmp_path_factory, n=100, gens=5, sleep=0.02, margin=105,
+                  lifetime=(11.25, 3.75))
 
 
 @pytest.mark.slow
