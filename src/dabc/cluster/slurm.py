@@ -380,7 +380,7 @@ class SLURMCluster(NodeLocalTLSMixin, dask_jobqueue.SLURMCluster):
 
     def _log_started(self) -> None:
         tunnel = self.ssh_tunnel
-        log.info("SLURMCluster %s: scheduler at %s (%s)%s", self._name,
+        log.info("SLURMCluster: scheduler at %s (%s)%s",
                  self.scheduler_address, "TLS" if self.security.require_encryption or
                  self.tls is not None else "plain TCP",
                  f"; dashboard on 127.0.0.1:{self.dashboard_port}, reach it with: {tunnel} "
@@ -499,8 +499,12 @@ class SLURMCluster(NodeLocalTLSMixin, dask_jobqueue.SLURMCluster):
                         "or cluster.adapt(...) first.")
                 raise WorkerError(f"timed out after {timeout:g} s waiting for {n_workers} Dask "
                                   f"worker(s): {text}.{hint}")
-            time.sleep(interval if deadline is None else
-                       max(0.0, min(interval, deadline - time.monotonic())))
+            # squeue once per interval; the worker count (no SLURM call) every 0.1 s
+            until = time.monotonic() + interval
+            if deadline is not None:
+                until = min(until, deadline)
+            while time.monotonic() < until and self._connected_workers() < n_workers:
+                time.sleep(max(0.0, min(0.1, until - time.monotonic())))
         text = (f"{self._connected_workers()} Dask worker(s) connected after "
                 f"{time.monotonic() - start:.1f} s")
         log.info(text)
