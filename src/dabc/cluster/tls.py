@@ -124,7 +124,7 @@ class TLSMaterial:
         """Shell lines that write the material to a node-local directory for one job.
 
         The directory is made with ``mktemp -d`` under ``$TMPDIR`` (node-local on SLURM
-        nodes; ``/tmp`` when unset) with mode 0700, the files with mode 0600, and a trap
+        nodes; ``/tmp`` when it is unset or does not exist on the node) with mode 0700, the files with mode 0600, and a trap
         removes the directory when the job script exits (normally, by ``scancel`` or by the
         walltime's SIGTERM). The directory's path is in ``$DABC_TLS_DIR``.
 
@@ -136,7 +136,9 @@ class TLSMaterial:
         """
         var = TLS_DIR_VARIABLE
         lines = [
-            f'{var}=$(mktemp -d "${{TMPDIR:-/tmp}}/dabc-tls-XXXXXXXX")',
+            # sbatch passes the submitting shell's TMPDIR, which a compute node may lack
+            f'{var}=$(mktemp -d "${{TMPDIR:-/tmp}}/dabc-tls-XXXXXXXX" 2>/dev/null '
+            '|| mktemp -d /tmp/dabc-tls-XXXXXXXX) || exit 1',
             f'chmod 0700 "${var}"',
             f"trap 'rm -rf \"${var}\"' EXIT",
             # a SIGTERM (scancel, walltime) would otherwise end bash without the EXIT trap
