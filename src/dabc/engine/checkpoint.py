@@ -234,18 +234,23 @@ class GenerationCheckpoint:
     fresh : bool, default False
         The generation is known to have no saved results (the run itself started it):
         the database is not asked.
+    costs : list of float, optional
+        The durations of earlier writes of the run (shared between its generations and
+        appended to): the cost of a write is their recent median, so that one slow write
+        on a busy machine does not make slow simulations look cheap.
     """
 
     def __init__(self, history: History, t: int, kind: str, guard: StopGuard | None = None,
                  interval: float = 1.0, every: int = 100_000, cost_factor: float = 20.0,
-                 cheap_factor: float = 1000.0, fresh: bool = False):
+                 cheap_factor: float = 1000.0, fresh: bool = False,
+                 costs: list[float] | None = None):
         self.history, self.t, self.kind, self.guard = history, int(t), kind, guard
         self.interval, self.every, self.cost_factor = interval, every, cost_factor
         self.cheap_factor = cheap_factor
         self.pending: list[tuple[Task, Batch]] = []
         self._rows = 0
         self._seconds = 0.0
-        self.write_cost = 1e-3   # seconds per write: the quickest measured so far
+        self.costs = costs if costs is not None else []
         self.saved_rows = 0      # results in the database (this attempt and earlier ones)
         self.writes = 0
         self.write_seconds = 0.0
@@ -254,6 +259,13 @@ class GenerationCheckpoint:
         self._received: list[tuple[Task, Batch]] | None = [] if fresh else None
         self._failed_once = False
         self.closed = False
+
+    @property
+    def write_cost(self) -> float:
+        """Seconds a write takes: the median of the run's last 9 writes (with a prior
+        guess of 1 ms among them until 3 are measured)."""
+        recent = self.costs[-9:] + ([1e-3] if len(self.costs) < 3 else [])
+        return float(np.median(recent))
 
     def close(self) -> None:
         """The generation is stored (or given up): write nothing more."""
@@ -330,9 +342,7 @@ class GenerationCheckpoint:
             self.saved_rows += rows
             self.writes += 1
             self.write_seconds += cost
-            # the quickest write seen: a write slowed down by a busy machine must not
-            # make a slow model's results look cheap and wait for the interval
-            self.write_cost = cost if self.writes == 1 else min(self.write_cost, cost)
+            self.costs.append(cost)
             self._last = time.monotonic()
 
 

@@ -463,6 +463,7 @@ class ABCSMC:
         reason = self._stop_before(t, eps, history, max_generations, max_total_simulations)
         stop: RunInterrupted | None = None
         t_first = t if not new else -1  # a new run has no saved results at all
+        self._write_costs: list[float] = []  # checkpoint writes of this call, for their cost
         with guard:
             try:
                 if not new and reason is None:
@@ -573,7 +574,7 @@ class ABCSMC:
         if checkpoint:
             # only the first generation of a run() call can have results saved before
             cp = GenerationCheckpoint(history, t, IDS if sampler.dynamic else SLOTS, guard,
-                                      fresh=t != first)
+                                      fresh=t != first, costs=self._write_costs)
         try:
             result = sampler.sample(WorkRequest(work, self.population_size, budget, progress,
                                                 generation=t, checkpoint=cp))
