@@ -124,9 +124,10 @@ class TLSMaterial:
         """Shell lines that write the material to a node-local directory for one job.
 
         The directory is made with ``mktemp -d`` under ``$TMPDIR`` (node-local on SLURM
-        nodes; ``/tmp`` when it is unset or does not exist on the node) with mode 0700, the files with mode 0600, and a trap
-        removes the directory when the job script exits (normally, by ``scancel`` or by the
-        walltime's SIGTERM). The directory's path is in ``$DABC_TLS_DIR``.
+        nodes; ``/tmp`` when it is unset or does not exist on the node) with mode 0700, the
+        files with mode 0600, and a trap removes the directory when the job script exits
+        (normally, by ``scancel`` or by the walltime's SIGTERM). The directory's path is in
+        ``$DABC_TLS_DIR``.
 
         Returns
         -------
