@@ -37,8 +37,7 @@ pytest.importorskip("cryptography")
 import dabc  # noqa: E402
 import dabc.cluster  # noqa: E402
 from dabc.cluster import batch as batch_mode  # noqa: E402
-from dabc.cluster import grab, slurm_info  # noqa: E402
-from dabc.cluster import jobs as slurm_jobs  # noqa: E402
+from dabc.cluster import grab, slurm_commands  # noqa: E402
 from dabc.storage import open_history  # noqa: E402
 from determinism import assert_same, snapshot  # noqa: E402
 from slurm import cancel, job_state, jobs, slurm_cluster_ready, wait_for  # noqa: E402, F401
@@ -169,7 +168,7 @@ def test_grab_mode_up_connect_abc_status_down(reference, env, tmp_path, capsys):
         assert _tls_leftovers(path.parent) == []   # the host job's output holds no key
         assert "BEGIN" not in Path(info["output"]).read_text()
         # nor in slurmd's copies of the job scripts (they held the material), when readable
-        spool = Path(slurm_jobs.run_command(["scontrol", "show", "config"]).split(
+        spool = Path(slurm_commands.run_command(["scontrol", "show", "config"]).split(
             "SlurmdSpoolDir")[1].split("=", 1)[1].split()[0])
         if os.access(spool, os.R_OK | os.X_OK):
             ours = [info["host_job"], *info["worker_jobs"]]
@@ -190,7 +189,7 @@ def test_grab_mode_reports_why_workers_pend_and_gives_up_clearly(env):
     that they do not stand in the way of other tests' jobs while they pend."""
     name = f"t{uuid.uuid4().hex[:10]}"
     host_name, worker_name = grab.job_names(name)
-    cpus = max(n.cpus for n in slurm_info.nodes(slurm_info.partition().nodes))
+    cpus = max(n.cpus for n in slurm_commands.nodes(slurm_commands.partition().nodes))
     try:
         up = subprocess.Popen([*DABC, "cluster", "up", name, "--interface", "lo", "--workers",
                                "2", "--cores", str(cpus), "--walltime", "10", "--timeout",
@@ -393,8 +392,8 @@ def test_impossible_requests_fail_before_submission(env, tmp_path):
     ("30", 1800), ("30:15", 1815), ("02:00:00", 7200), ("1-0", 86400), ("1-2", 93600),
     ("1-02:30", 95400), ("2-00:00:01", 172801)])
 def test_walltimes_parse_as_slurm_does(text, seconds):
-    assert slurm_jobs.parse_walltime(text) == seconds
-    assert slurm_jobs.parse_walltime(slurm_jobs.format_walltime(seconds)) == seconds
+    assert slurm_commands.parse_walltime(text) == seconds
+    assert slurm_commands.parse_walltime(slurm_commands.format_walltime(seconds)) == seconds
 
 
 def test_memory_sizes():

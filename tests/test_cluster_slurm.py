@@ -32,7 +32,7 @@ import pytest
 from distributed import Client
 
 import dabc
-from dabc.cluster import slurm_info
+from dabc.cluster import slurm_commands
 from dabc.cluster.slurm import InsecureClusterWarning, SLURMCluster, lifetime_for_walltime
 from dabc.cluster.tls import TLSMaterial
 from determinism import assert_same, snapshot
@@ -73,13 +73,13 @@ NODE_LINE = (
 
 
 def test_partition_and_node_lines_are_parsed():
-    p = slurm_info.PartitionInfo.from_fields(slurm_info.parse_key_values(PARTITION_LINE))
+    p = slurm_commands.PartitionInfo.from_fields(slurm_commands.parse_key_values(PARTITION_LINE))
     assert (p.name, p.state, p.nodes, p.max_time, p.max_nodes, p.max_cpus_per_node,
             p.max_mem_per_node, p.is_default) == ("debug", "UP", "vm", 3600.0, None, None,
                                                    None, True)
-    fields = slurm_info.parse_key_values(NODE_LINE)
+    fields = slurm_commands.parse_key_values(NODE_LINE)
     assert fields["OS"] == "Linux 6.18.44 #1 SMP"  # a value with spaces
-    n = slurm_info.NodeInfo.from_fields(fields)
+    n = slurm_commands.NodeInfo.from_fields(fields)
     assert (n.name, n.cpus, n.memory_mb, n.state) == ("vm", 8, 23000, "IDLE")
 
 
@@ -87,21 +87,21 @@ def test_partition_and_node_lines_are_parsed():
     ("30", 1800), ("5:30", 330), ("01:00:00", 3600), ("1-0", 86400), ("2-03", 183600),
     ("1-02:03", 93780), ("1-02:03:04", 93784), (90, 5400), ("UNLIMITED", None), (None, None)])
 def test_slurm_times(text, seconds):
-    assert slurm_info.parse_time_seconds(text) == seconds
+    assert slurm_commands.parse_time_seconds(text) == seconds
     if seconds is not None:
-        assert slurm_info.parse_time_seconds(slurm_info.format_seconds(seconds)) == seconds
+        assert slurm_commands.parse_time_seconds(slurm_commands.format_walltime(seconds)) == seconds
 
 
 @pytest.mark.parametrize("text, mb", [("4000", 4000), ("500M", 500), ("4G", 4096),
                                       ("954M", 954), ("1T", 1048576), ("512K", 1),
                                       ("UNLIMITED", None)])
 def test_slurm_memory(text, mb):
-    assert slurm_info.parse_memory_mb(text) == mb
+    assert slurm_commands.parse_memory_mb(text) == mb
 
 
 def test_bad_walltime_is_an_input_error():
     with pytest.raises(dabc.InputError, match="not a SLURM time.*HH:MM:SS"):
-        slurm_info.parse_time_seconds("1 hour")
+        slurm_commands.parse_time_seconds("1 hour")
 
 
 @pytest.mark.parametrize("walltime, margin, expected", [
@@ -151,7 +151,7 @@ def test_preflight_walltime_over_max_time(slurm_cluster_ready, tmp_path):
 
 
 def test_preflight_memory_over_node_memory(slurm_cluster_ready, tmp_path):
-    node_mb = slurm_info.nodes("vm")[0].memory_mb
+    node_mb = slurm_commands.nodes("vm")[0].memory_mb
     _refused(tmp_path, rf"memory='1000GB' per job \(\d+ MB as SLURM counts\), but the nodes "
              rf"of partition 'debug' have at most {node_mb} MB", cores=1, memory="1000GB")
 

@@ -30,8 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import InputError, WorkerError
-from . import jobs as slurm_jobs
-from .slurm_info import explain_reason
+from . import slurm_commands
 from .tls import TLS_DIR_VARIABLE
 
 __all__ = ["BACKENDS", "batch_script", "exit_code", "submit_batch", "wait_batch"]
@@ -121,7 +120,7 @@ def batch_script(script: str, script_args: Sequence[str] = (), workers: int = 1,
         raise InputError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if workers < 1 or cores < 1:
         raise InputError(f"workers={workers}, cores={cores}: each must be at least 1")
-    wall = slurm_jobs.format_walltime(slurm_jobs.parse_walltime(walltime))
+    wall = slurm_commands.format_walltime(slurm_commands.parse_walltime(walltime))
     name = job_name or f"dabc-batch-{Path(script).stem}"
     lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --ntasks={workers + 1}",
              f"#SBATCH --cpus-per-task={cores}", f"#SBATCH --time={wall}",
@@ -203,7 +202,7 @@ def submit_batch(script: str, script_args: Sequence[str] = (), workers: int = 1,
                         memory, partition, account, out, job_name)
     _preflight(cores=cores, memory=memory, walltime=walltime, partition=partition,
                account=account, workers=workers)
-    job_id = slurm_jobs.submit(text)
+    job_id = slurm_commands.submit(text)
     return job_id, out.replace("%j", job_id)
 
 
@@ -231,7 +230,7 @@ def exit_code(job_id: str, output: str | None = None) -> int | None:
         The exit code (128 + signal for a job ended by a signal).
     """
     try:
-        fields = slurm_jobs.show("job", str(job_id))
+        fields = slurm_commands.show("job", str(job_id))
     except InputError:
         fields = {}
     if fields.get("JobState") in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING"):
@@ -276,14 +275,14 @@ def wait_batch(job_id: str, output: str | None = None, timeout: float | None = N
     deadline = None if timeout is None else time.monotonic() + timeout
     last = None
     while True:
-        found = slurm_jobs.jobs([job_id])
+        found = slurm_commands.jobs([job_id])
         if not found or found[0].state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
             break
         job = found[0]
         state = (job.state, job.reason if job.pending else "")
         if state != last:
             say(f"job {job_id}: {job.state}"
-                + (f" (reason: {explain_reason(job.reason)})" if job.pending
+                + (f" (reason: {slurm_commands.explain_reason(job.reason)})" if job.pending
                    else f" on {job.nodes}"))
             last = state
         if deadline is not None and time.monotonic() > deadline:

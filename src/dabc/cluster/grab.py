@@ -39,8 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, WorkerError
-from . import jobs as slurm_jobs
-from .slurm_info import explain_reason
+from . import slurm_commands
 from .tls import TLS_DIR_VARIABLE, TLSMaterial
 
 __all__ = ["ADDRESS_VARIABLE", "CLUSTER_DIR_VARIABLE", "cluster_dir", "connect",
@@ -396,14 +395,14 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
     if workers < 1 or cores < 1 or processes < 1:
         raise InputError(f"workers={workers}, cores={cores}, processes={processes}: each "
                          "must be at least 1")
-    wall = slurm_jobs.format_walltime(slurm_jobs.parse_walltime(walltime))
-    worker_wall = (slurm_jobs.format_walltime(slurm_jobs.parse_walltime(worker_walltime))
+    wall = slurm_commands.format_walltime(slurm_commands.parse_walltime(walltime))
+    worker_wall = (slurm_commands.format_walltime(slurm_commands.parse_walltime(worker_walltime))
                    if worker_walltime else wall)
     host_name, worker_name = job_names(name)
     path = connection_path(name)
     if path.exists():
         old = read_connection(name, check_mode=False)
-        alive = slurm_jobs.jobs([old.get("host_job", "")], [host_name])
+        alive = slurm_commands.jobs([old.get("host_job", "")], [host_name])
         if alive:
             raise InputError(f"Cluster {name!r} is already up (host job "
                              f"{alive[0].job_id}, {alive[0].state}): use it "
@@ -411,7 +410,7 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
                              "first.")
         path.unlink()  # a stale file of a cluster whose jobs have ended
     if memory is None:  # dask-jobqueue needs a figure: what SLURM would give anyway
-        memory = slurm_jobs.default_memory(cores, partition)
+        memory = slurm_commands.default_memory(cores, partition)
     _preflight(cores=1, memory=None, walltime=wall, partition=partition)  # the host job
     _preflight(cores=cores, memory=memory, walltime=worker_wall, partition=partition,
                account=account, processes=processes, workers=workers)
@@ -427,7 +426,7 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
     args += ["--log-directory", str(directory / f"{name}-logs")]  # the worker jobs' output
     output = directory / f"{name}-%j.out"
     tic = time.monotonic()
-    job_id = slurm_jobs.submit(_host_script(name, port, material, args, output, wall,
+    job_id = slurm_commands.submit(_host_script(name, port, material, args, output, wall,
                                             partition, account, sys.executable))
     output = directory / f"{name}-{job_id}.out"
     info = {"name": name, "mode": "grab", "address": None, "dashboard": None, "ssh": None,
@@ -448,7 +447,7 @@ def up(name: str = DEFAULT_NAME, workers: int = 1, walltime: str = "1-0",
             info["dashboard"] = f"http://127.0.0.1:{dashboard_port}/status"
             info["ssh"] = (f"ssh -N -L {LOCAL_DASHBOARD_PORT}:127.0.0.1:{dashboard_port} "
                            f"{info['node']}")
-        info["worker_jobs"] = [j.job_id for j in slurm_jobs.jobs(names=[worker_name])]
+        info["worker_jobs"] = [j.job_id for j in slurm_commands.jobs(names=[worker_name])]
         info["seconds"] = round(time.monotonic() - tic, 1)
         _write_private(path, info)
         return info
@@ -470,7 +469,7 @@ def _await_scheduler(info: dict, material: TLSMaterial, port: int, deadline: flo
     last = None
     job_id = info["host_job"]
     while True:
-        found = slurm_jobs.jobs([job_id])
+        found = slurm_commands.jobs([job_id])
         if not found:
             tail = _tail(info["output"])
             connection_path(info["name"]).unlink(missing_ok=True)
@@ -481,14 +480,14 @@ def _await_scheduler(info: dict, material: TLSMaterial, port: int, deadline: flo
         state = (job.state, job.reason if job.pending else "")
         if state != last:
             say(f"host job {job_id}: {job.state}"
-                + (f" (reason: {explain_reason(job.reason)})" if job.pending
+                + (f" (reason: {slurm_commands.explain_reason(job.reason)})" if job.pending
                    else f" on {job.nodes}"))
             last = state
         if not job.pending and info["address"] is None:
-            node = slurm_jobs.batch_host(job_id)
+            node = slurm_commands.batch_host(job_id)
             if node:
                 info["node"] = node
-                info["address"] = f"tls://{slurm_jobs.node_address(node)}:{port}"
+                info["address"] = f"tls://{slurm_commands.node_address(node)}:{port}"
                 _write_private(connection_path(info["name"]), info)
         if info["address"]:
             try:
@@ -513,17 +512,17 @@ def _await_workers(client: Any, info: dict, deadline: float,
     last = None
     while True:
         have = len(client.scheduler_info(n_workers=-1)["workers"])
-        found = slurm_jobs.jobs(names=[worker_name])
+        found = slurm_commands.jobs(names=[worker_name])
         pending = sorted({j.reason for j in found if j.pending})
         state = (have, len(found), tuple(pending))
         if state != last:
             say(f"workers connected: {have}/{want}; worker jobs: {len(found)} submitted"
-                + (f", pending (reason: {', '.join(map(explain_reason, pending))})"
+                + (f", pending (reason: {', '.join(map(slurm_commands.explain_reason, pending))})"
                    if pending else ""))
             last = state
         if have >= want:
             return
-        if not slurm_jobs.jobs([info["host_job"]]):
+        if not slurm_commands.jobs([info["host_job"]]):
             raise WorkerError(f"The host job {info['host_job']} of cluster {info['name']!r} "
                               f"ended while waiting for workers. Its output "
                               f"({info['output']}) ends:\n{_tail(info['output'])}")
@@ -553,7 +552,7 @@ def status(name: str | None = None, timeout: float = 10.0) -> dict:
     dict
         ``name``, ``address``, ``dashboard``, ``ssh``, ``scheduler`` ("up" or the error),
         ``workers`` (count), ``threads``, ``jobs`` (list of
-        :class:`~dabc.cluster.jobs.JobInfo`), ``expected_workers``.
+        :class:`~dabc.cluster.slurm_commands.JobInfo`), ``expected_workers``.
 
     Raises
     ------
@@ -570,7 +569,7 @@ def status(name: str | None = None, timeout: float = 10.0) -> dict:
     out = {"name": name, "address": info.get("address"), "dashboard": info.get("dashboard"),
            "ssh": info.get("ssh"), "workers": 0, "threads": 0, "output": info.get("output"),
            "expected_workers": info.get("workers", 0) * info.get("processes", 1)}
-    out["jobs"] = slurm_jobs.jobs([info.get("host_job", "")], info.get("job_names", []))
+    out["jobs"] = slurm_commands.jobs([info.get("host_job", "")], info.get("job_names", []))
     if not info.get("address"):
         out["scheduler"] = "no address yet ('dabc cluster up' did not finish)"
         return out
@@ -620,13 +619,13 @@ def down(name: str, timeout: float = 120.0) -> list[str]:
     names = info.get("job_names") or list(job_names(name))
     ids = [info.get("host_job", ""), *info.get("worker_jobs", [])]
     ids = [i for i in ids if i]
-    running = [j.job_id for j in slurm_jobs.jobs(ids, names)]
+    running = [j.job_id for j in slurm_commands.jobs(ids, names)]
     deadline = time.monotonic() + timeout
     left = running
     while True:
         # again and again: the host may submit a worker job just before it ends
-        slurm_jobs.cancel(ids, names)
-        left = slurm_jobs.wait_gone(ids, names, timeout=2)
+        slurm_commands.cancel(ids, names)
+        left = slurm_commands.wait_gone(ids, names, timeout=2)
         if not left or time.monotonic() > deadline:
             break
         ids = sorted(set(ids) | {j.job_id for j in left})

@@ -43,7 +43,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from ..errors import DabcError, InputError
-from . import jobs as slurm_jobs
+from . import slurm_commands
 from .tls import TLS_DIR_VARIABLE, TLSMaterial
 
 __all__ = ["main", "node_address", "redis_url"]
@@ -86,7 +86,7 @@ def node_address(node: str | None = None) -> str:
     """
     node = node or os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     try:
-        return slurm_jobs.node_address(node)
+        return slurm_commands.node_address(node)
     except InputError:
         return socket.gethostbyname(node)
 

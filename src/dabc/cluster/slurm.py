@@ -46,7 +46,7 @@ from dask_jobqueue.slurm import slurm_format_bytes_ceil
 
 from .._compat.jobqueue import NodeLocalTLSMixin, node_local_tls_supported
 from ..errors import InputError, WorkerError
-from . import slurm_info
+from . import slurm_commands
 from .tls import TLSMaterial
 
 __all__ = ["InsecureClusterWarning", "SLURMCluster", "lifetime_for_walltime", "preflight"]
@@ -112,7 +112,7 @@ def lifetime_for_walltime(walltime: str | float | None,
     dabc.InputError
         When the margin is negative or leaves no time to work.
     """
-    seconds = slurm_info.parse_time_seconds(walltime)
+    seconds = slurm_commands.parse_time_seconds(walltime)
     if seconds is None or margin is None or margin == 0:
         return None
     if margin == "auto":
@@ -121,7 +121,7 @@ def lifetime_for_walltime(walltime: str | float | None,
             m = seconds / 2
     else:
         m = float(margin) if isinstance(margin, (int, float)) else (
-            slurm_info.parse_time_seconds(margin) or 0.0)
+            slurm_commands.parse_time_seconds(margin) or 0.0)
         if m < 0:
             raise InputError(f"walltime_margin={margin!r} is negative: give the seconds before "
                              "the walltime by which workers retire, or None to disable.")
@@ -136,6 +136,11 @@ def lifetime_for_walltime(walltime: str | float | None,
     return seconds - m - stagger, stagger
 
 
+def _job_states(job_ids: Any) -> dict[str, tuple[str, str]]:
+    """``{job_id: (state, reason)}`` of the jobs still in ``squeue``."""
+    return {j.job_id: (j.state, j.reason) for j in slurm_commands.jobs(job_ids)}
+
+
 def _config(config_name: str, key: str, kwargs: dict, kw: str | None = None) -> Any:
     value = kwargs.get(kw or key.replace("-", "_"))
     if value is None:
@@ -145,7 +150,7 @@ def _config(config_name: str, key: str, kwargs: dict, kw: str | None = None) -> 
 
 def preflight(queue: str | None = None, cores: int | None = None, memory: str | None = None,
               walltime: str | None = None, job_cpu: int | None = None,
-              job_mem: str | None = None) -> slurm_info.PartitionInfo:
+              job_mem: str | None = None) -> slurm_commands.PartitionInfo:
     """Check one worker job's request against a partition before anything is submitted.
 
     Parameters
@@ -165,7 +170,7 @@ def preflight(queue: str | None = None, cores: int | None = None, memory: str | 
 
     Returns
     -------
-    slurm_info.PartitionInfo
+    slurm_commands.PartitionInfo
         The partition's limits.
 
     Raises
@@ -174,7 +179,7 @@ def preflight(queue: str | None = None, cores: int | None = None, memory: str | 
         When SLURM's commands are missing, the partition does not exist or takes no jobs, or
         the request exceeds a limit (the message names the limit and the value asked for).
     """
-    part = slurm_info.partition(queue)
+    part = slurm_commands.partition(queue)
     name = part.name
     if part.state.upper().startswith(("INACTIVE", "DRAIN")):
         raise InputError(f"partition {name!r} is {part.state}: it takes no new jobs; choose "
@@ -183,19 +188,19 @@ def preflight(queue: str | None = None, cores: int | None = None, memory: str | 
         log.warning("partition %r is DOWN: jobs will pend until an administrator brings it up",
                     name)
     cpus = job_cpu or cores
-    mem_mb = (slurm_info.parse_memory_mb(job_mem) if job_mem is not None else
-              slurm_info.parse_memory_mb(slurm_format_bytes_ceil(parse_bytes(memory)))
+    mem_mb = (slurm_commands.parse_memory_mb(job_mem) if job_mem is not None else
+              slurm_commands.parse_memory_mb(slurm_format_bytes_ceil(parse_bytes(memory)))
               if memory is not None else None)
-    seconds = slurm_info.parse_time_seconds(walltime)
+    seconds = slurm_commands.parse_time_seconds(walltime)
     what = "job_cpu" if job_cpu else "cores"
     if part.max_nodes is not None and part.max_nodes < 1:
         raise InputError(f"partition {name!r} allows MaxNodes={part.max_nodes} per job: it "
                          "cannot run a worker job; choose another partition with queue=.")
     if seconds is not None and part.max_time is not None and seconds > part.max_time:
-        raise InputError(f"walltime={walltime!r} ({slurm_info.format_seconds(seconds)}), but "
+        raise InputError(f"walltime={walltime!r} ({slurm_commands.format_walltime(seconds)}), but "
                          f"partition {name!r} allows at most MaxTime="
-                         f"{slurm_info.format_seconds(part.max_time)}: ask for walltime="
-                         f"'{slurm_info.format_seconds(part.max_time)}' or less, or another "
+                         f"{slurm_commands.format_walltime(part.max_time)}: ask for walltime="
+                         f"'{slurm_commands.format_walltime(part.max_time)}' or less, or another "
                          "partition.")
     if cpus is not None and part.max_cpus_per_node is not None and cpus > part.max_cpus_per_node:
         raise InputError(f"{what}={cpus} per job, but partition {name!r} allows at most "
@@ -207,7 +212,7 @@ def preflight(queue: str | None = None, cores: int | None = None, memory: str | 
                          f"but partition {name!r} allows at most MaxMemPerNode="
                          f"{part.max_mem_per_node} MB: ask for less memory, or another "
                          "partition.")
-    node_list = slurm_info.nodes(part.nodes)
+    node_list = slurm_commands.nodes(part.nodes)
     if not node_list:
         raise InputError(f"partition {name!r} has no nodes: choose another partition with "
                          "queue= ('sinfo' lists them).")
@@ -417,7 +422,7 @@ class SLURMCluster(NodeLocalTLSMixin, dask_jobqueue.SLURMCluster):
         dabc.InputError
             When ``squeue`` is missing or fails.
         """
-        states = slurm_info.job_states(self.job_ids().values())
+        states = _job_states(self.job_ids().values())
         return {j: reason for j, (state, reason) in states.items() if state == "PENDING"}
 
     def _connected_workers(self) -> int:
@@ -431,7 +436,7 @@ class SLURMCluster(NodeLocalTLSMixin, dask_jobqueue.SLURMCluster):
         if pending:
             reasons: dict[str, list[str]] = {}
             for j, r in pending.items():
-                reasons.setdefault(slurm_info.explain_reason(r), []).append(j)
+                reasons.setdefault(slurm_commands.explain_reason(r), []).append(j)
             parts.append("; ".join(f"{len(js)} job(s) pending: {r} [{', '.join(sorted(js))}]"
                                    for r, js in reasons.items()))
         if running:
@@ -479,7 +484,7 @@ class SLURMCluster(NodeLocalTLSMixin, dask_jobqueue.SLURMCluster):
             if self._connected_workers() >= n_workers:
                 break
             try:
-                states = slurm_info.job_states(self.job_ids().values())
+                states = _job_states(self.job_ids().values())
             except InputError as exc:  # squeue hiccup: report, keep waiting
                 log.debug("squeue failed while waiting for workers: %s", exc)
             text = self._waiting_text(n_workers, states)
