@@ -28,6 +28,8 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
+import redis_server
+
 ROOT = Path(__file__).resolve().parents[1]
 START_SCRIPT = ROOT / "scripts" / "start-slurm.sh"
 HOW_TO_FIX = ("Run 'bash scripts/start-slurm.sh' (as root, or with sudo) to install and start "
@@ -113,15 +115,9 @@ def job_state(job_id: str) -> str | None:
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; AssertionError after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    """:func:`redis_server.wait_for`, polling 5 times a second by default (predicates here
+    mostly ask ``squeue``, which a shared ``slurmctld`` answers for every helper)."""
+    return redis_server.wait_for(predicate, timeout, interval=interval, what=what)
 
 
 def wait_job_state(job_id: str, states: str | tuple[str, ...], timeout: float = 60) -> str:

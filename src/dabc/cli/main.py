@@ -37,6 +37,7 @@ from ..storage import (
     posterior_summary,
 )
 from . import cluster_cli, demo, redis_cli, scaling_cli
+from .argtypes import positive_int
 from .dispatch import dispatch
 
 #: ``dabc resume``'s exit code when ``--max-walltime`` stopped the run before it was done
@@ -423,16 +424,6 @@ def parse_walltime(text: str) -> float:
 
 
 # --- parser ----------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _run_id(text: str) -> int:
     try:
         return int(text)
@@ -461,12 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "posterior with the exact one.")
     d.add_argument("--db", default="dabc-demo.db",
                    help="SQLite file or database URL (default: ./dabc-demo.db)")
-    d.add_argument("--population", type=_positive_int, default=1000,
+    d.add_argument("--population", type=positive_int, default=1000,
                    help="particles per generation (default: 1000)")
-    d.add_argument("--procs", type=_positive_int, default=None,
+    d.add_argument("--procs", type=positive_int, default=None,
                    help="worker processes (default: $DABC_NUM_PROCS or all usable CPUs)")
     d.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
-    d.add_argument("--generations", type=_positive_int, default=8,
+    d.add_argument("--generations", type=positive_int, default=8,
                    help="maximum number of generations (default: 8)")
     d.set_defaults(func=cmd_demo)
 
@@ -517,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the saved results, else DYN")
     r.add_argument("--dyn", action="store_false", dest="stat",
                    help="use the DYN variant even if the saved results are STAT")
-    r.add_argument("--procs", type=_positive_int, default=None,
+    r.add_argument("--procs", type=positive_int, default=None,
                    help="multicore: worker processes (default: $DABC_NUM_PROCS or all CPUs)")
     r.add_argument("--redis-url", default=None, help="redis: a redis:// or rediss:// URL")
     r.add_argument("--redis-host", default="localhost", help="redis: host (default localhost)")
@@ -526,11 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redis: wait for workers instead of failing after a minute")
     r.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="dask: the scheduler's address (default: a local cluster)")
-    r.add_argument("--max-generations", type=_positive_int, default=10,
+    r.add_argument("--max-generations", type=positive_int, default=10,
                    help="stop once this many generations are stored (default: 10)")
     r.add_argument("--minimum-epsilon", type=float, default=0.0,
                    help="stop after a generation with epsilon at or below this (default: 0)")
-    r.add_argument("--max-total-simulations", type=_positive_int, default=None,
+    r.add_argument("--max-total-simulations", type=positive_int, default=None,
                    help="stop once the run's simulations reach this number")
     r.add_argument("--max-walltime", type=parse_walltime, default=None, metavar="DURATION",
                    help="stop after this long, even mid-generation, saving its results "

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..cluster.scaling import WORKLOADS, parse_workers, scaling_study
 from ..errors import InputError
+from .argtypes import positive_int
 
 __all__ = ["add_parsers", "run_scaling"]
 
@@ -39,16 +40,6 @@ def _threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"an efficiency above 0 and at most 1, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
@@ -74,11 +65,11 @@ def add_parsers(sub: Any) -> None:
                    help="the analysis to run (default: sleep100)")
     s.add_argument("--workers", type=_workers, default=[1, 2, 4, 8],
                    help="worker counts, comma-separated (default: 1,2,4,8)")
-    s.add_argument("--population", type=_count, default=None,
+    s.add_argument("--population", type=positive_int, default=None,
                    help="particles per generation (default: the workload's)")
-    s.add_argument("--generations", type=_count, default=None,
+    s.add_argument("--generations", type=positive_int, default=None,
                    help="generations per run (default: the workload's)")
-    s.add_argument("--repeats", type=_count, default=1,
+    s.add_argument("--repeats", type=positive_int, default=1,
                    help="runs per worker count; the median wall time counts (default: 1)")
     s.add_argument("--threshold", type=_threshold, default=0.7,
                    help="the efficiency the knee must keep (default: 0.7)")

@@ -279,12 +279,9 @@ def wait_batch(job_id: str, output: str | None = None, timeout: float | None = N
         if not found or found[0].state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"):
             break
         job = found[0]
-        state = (job.state, job.reason if job.pending else "")
-        if state != last:
-            say(f"job {job_id}: {job.state}"
-                + (f" (reason: {slurm_commands.explain_reason(job.reason)})" if job.pending
-                   else f" on {job.nodes}"))
-            last = state
+        if job.summary != last:
+            say(f"job {job_id}: {job.summary}")
+            last = job.summary
         if deadline is not None and time.monotonic() > deadline:
             raise WorkerError(f"job {job_id} still {job.state} after {timeout:g} s "
                               f"(scancel {job_id} to stop it)")

@@ -477,12 +477,9 @@ def _await_scheduler(info: dict, material: TLSMaterial, port: int, deadline: flo
                               f"its scheduler came up. Its output ({info['output']}) ends:\n"
                               f"{tail or '(empty)'}")
         job = found[0]
-        state = (job.state, job.reason if job.pending else "")
-        if state != last:
-            say(f"host job {job_id}: {job.state}"
-                + (f" (reason: {slurm_commands.explain_reason(job.reason)})" if job.pending
-                   else f" on {job.nodes}"))
-            last = state
+        if job.summary != last:
+            say(f"host job {job_id}: {job.summary}")
+            last = job.summary
         if not job.pending and info["address"] is None:
             node = slurm_commands.batch_host(job_id)
             if node:

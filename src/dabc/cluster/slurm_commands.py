@@ -513,6 +513,13 @@ class JobInfo:
         """Whether the job still waits to start."""
         return self.state in ("PENDING", "CONFIGURING", "REQUEUED", "RESV_DEL_HOLD")
 
+    @property
+    def summary(self) -> str:
+        """``RUNNING on node01``, or ``PENDING (reason: Priority (other jobs come first))``."""
+        if self.pending:
+            return f"{self.state} (reason: {explain_reason(self.reason)})"
+        return f"{self.state} on {self.nodes}"
+
 
 def submit(script: str, options: Sequence[str] = ()) -> str:
     """Submit a job script with ``sbatch --parsable`` (the script on standard input).
