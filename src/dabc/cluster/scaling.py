@@ -232,8 +232,13 @@ def find_knee(workers: Sequence[int], efficiency: Sequence[float],
     return knee
 
 
+def _plural(n: float, word: str) -> str:
+    """``"1 worker"``, ``"4 workers"``, ``"0.5 threads"``."""
+    return f"{_fmt(n)} {word}{'' if n == 1 else 's'}"
+
+
 def _workers_text(n: int, cores_per_worker: float | None) -> str:
-    text = f"{n} worker{'s' if n != 1 else ''}"
+    text = _plural(n, "worker")
     if cores_per_worker and cores_per_worker != 1:
         text += f" ({_fmt(n * cores_per_worker)} cores)"
     return text
@@ -412,21 +417,16 @@ class ScalingResult:
             The main columns, numbers rounded.
         """
         t = self.table
-        out = pd.DataFrame({
-            "workers": t.workers.astype(int),
-            "wall time (s)": t.wall_s.map(lambda x: f"{x:.2f}"),
-            "speed-up": t.speedup.map(lambda x: f"{x:.2f}"),
-            "efficiency": t.efficiency.map(lambda x: f"{x:.2f}"),
-        })
-        if "cores" in t:
-            out.insert(1, "cores", t.cores.map(_fmt))
-        if "core_hours" in t:
-            out["core-hours"] = t.core_hours.map(lambda x: f"{x:.4f}")
-        if "sims_per_s" in t:
-            out["sims/s"] = t.sims_per_s.map(lambda x: f"{x:.1f}")
-        if "same_population" in t:
-            out["same population"] = t.same_population.map(
-                lambda x: "yes" if bool(x) else "NO")
+        out = pd.DataFrame({"workers": t.workers.astype(int)})
+        for column, heading, form in (
+                ("cores", "cores", _fmt), ("wall_s", "wall time (s)", "{:.2f}".format),
+                ("speedup", "speed-up", "{:.2f}".format),
+                ("efficiency", "efficiency", "{:.2f}".format),
+                ("core_hours", "core-hours", "{:.4f}".format),
+                ("sims_per_s", "sims/s", "{:.1f}".format),
+                ("same_population", "same population", lambda x: "yes" if bool(x) else "NO")):
+            if column in t:
+                out[heading] = t[column].map(form)
         return out.to_string(index=False)
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
@@ -514,9 +514,11 @@ class ScalingResult:
         knee = self.knee
         grid = np.geomspace(w.min(), w.max(), 50) if len(w) > 1 else w
         a_time, a_speed, a_eff = axes
+        each_run = self.runs is not None and len(self.runs) > len(t)  # repeats: show them
+        ticks = (w, [_fmt(n) for n in w])
         # runtime
         a_time.plot(grid, t_base * base / grid, "--", color="grey", label="ideal")
-        if self.runs is not None and len(self.runs) > len(t):
+        if each_run:
             a_time.plot(self.runs.workers, self.runs.wall_s, ".", color="C0", alpha=0.4,
                         label="each run")
         a_time.plot(w, t.wall_s, "o-", color="C0", label="measured (median)")
@@ -535,7 +537,7 @@ class ScalingResult:
         # efficiency
         a_eff.axhline(1.0, ls="--", color="grey", label="ideal")
         a_eff.axhline(self.threshold, ls=":", color="C3", label=f"threshold {self.threshold:g}")
-        if self.runs is not None and len(self.runs) > len(t):
+        if each_run:
             each = t_base * base / self.runs.wall_s / self.runs.workers
             a_eff.plot(self.runs.workers, each, ".", color="C2", alpha=0.4, label="each run")
         a_eff.plot(w, t.efficiency, "o-", color="C2", label="measured (median)")
@@ -553,12 +555,12 @@ class ScalingResult:
         a_eff.set_title("Efficiency")
         for ax in axes:
             ax.set_xscale("log", base=2)
-            ax.set_xticks(w, [_fmt(n) for n in w])
+            ax.set_xticks(*ticks)
             ax.xaxis.set_minor_locator(NullLocator())
             ax.set_xlabel("workers")
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8, loc="best")
-        a_speed.set_yticks(w, [_fmt(n) for n in w])
+        a_speed.set_yticks(*ticks)
         sentence = knee_sentence(t.workers.tolist(), t.efficiency.tolist(), self.threshold,
                                  self.cores_per_worker)
         title = f"{self.title or 'Scaling study'}\n{sentence}"
@@ -662,7 +664,7 @@ def _scale(cluster, client, n: int, timeout: float) -> dict:
             reported = now
         time.sleep(0.1)
     if time.monotonic() - start > 1:
-        log.info("scaling study: %d worker%s ready after %.1f s", n, "s" if n != 1 else "",
+        log.info("scaling study: %s ready after %.1f s", _plural(n, "worker"),
                  time.monotonic() - start)
     if n:
         client.run(_warm_up)
@@ -778,44 +780,107 @@ def scaling_study(make_abc: Callable[[Sampler], ABCSMC] | None = None,
     """
     counts = parse_workers(workers)
     threshold = _check_threshold(threshold)
-    if not isinstance(repeats, int | np.integer) or repeats < 1:
-        raise InputError(f"repeats must be a whole number of at least 1, got {repeats!r}.")
+    _check_count("repeats", repeats)
     if cores_per_worker is not None and not cores_per_worker > 0:
         raise InputError(f"cores_per_worker must be positive, got {cores_per_worker!r}.")
-    if make_abc is None:
-        if workload not in WORKLOADS:
-            raise InputError(f"unknown workload {workload!r}; the built-in ones are "
-                             f"{', '.join(WORKLOADS)}.")
-        wl = WORKLOADS[workload]
-        if population_size is not None and (not isinstance(population_size, int | np.integer)
-                                            or population_size < 1):
-            raise InputError("population_size must be a whole number of at least 1, got "
-                             f"{population_size!r}.")
-        make_abc = wl.make_abc(population_size, seed)
-        observed = wl.observed()
-        run_kwargs.setdefault("max_generations", wl.generations)
-        what = f"workload {wl.name} ({wl.description}), population " \
-               f"{population_size or wl.population_size}"
-    else:
+    make_abc, observed, what = _analysis(make_abc, observed, workload, population_size, seed,
+                                         run_kwargs)
+    if "db" in run_kwargs:
+        raise InputError("give the database as scaling_study(..., db=...).")
+    cluster, client, own = _cluster_and_client(cluster)
+    own_client = client is None
+    tmp = before = None
+    records: list[dict] = []
+    threads: dict[int, float] = {}
+    try:
+        if own_client:
+            from distributed import Client
+
+            client = Client(cluster)
+        before = len(client.nthreads())  # restored at the end
+        if db is None:
+            tmp = tempfile.TemporaryDirectory(prefix="dabc-scaling-")
+        title = f"{what} on {_describe(cluster)}"
+        log.info("scaling study: %s, workers %s, %s", title, ",".join(map(str, counts)),
+                 _plural(repeats, "repeat"))
+        base_walls: list[float] = []  # the smallest count's wall times so far
+        for r in range(repeats):
+            for n in counts:
+                nthreads = _scale(cluster, client, n, worker_timeout)
+                threads[n] = statistics.median(nthreads.values())
+                url = db if db is not None else \
+                    f"sqlite:///{os.path.join(tmp.name, f'run-{n}-{r}.db')}"
+                rec = {"workers": n, "repeat": r,
+                       **_timed_run(client, make_abc, observed, url, sampler_options,
+                                    abc_progress, run_kwargs)}
+                records.append(rec)
+                if n == counts[0]:
+                    base_walls.append(rec["wall_s"])
+                speedup = statistics.median(base_walls) * counts[0] / rec["wall_s"]
+                log.info("scaling study: %s (repeat %d of %d): %.2f s, %d simulations, "
+                         "speed-up %.2f, efficiency %.2f", _plural(n, "worker"), r + 1,
+                         repeats, rec["wall_s"], rec["simulations"], speedup, speedup / n)
+    finally:
+        _give_back(cluster, client, own, own_client, before, worker_timeout)
+        if tmp is not None:
+            tmp.cleanup()
+    runs = pd.DataFrame(records)
+    title += f", {_plural(threads[counts[0]], 'thread')} per worker"
+    table = _table(runs, counts, cores_per_worker, threads)
+    if runs.seed.nunique() > 1:
+        log.warning("scaling study: make_abc built analyses with different seeds (%s); pass "
+                    "seed= to ABCSMC so that every count runs the same analysis",
+                    ", ".join(map(str, runs.seed.unique())))
+    result = ScalingResult(table, runs, threshold, title,
+                           cores_per_worker if cores_per_worker is not None
+                           else threads[counts[0]])
+    if not result.identical:
+        log.warning("scaling study: %s", result.summary.split("WARNING: ", 1)[-1])
+    log.info("scaling study: %s", knee_sentence(table.workers.tolist(),
+                                                table.efficiency.tolist(), threshold,
+                                                result.cores_per_worker))
+    return result
+
+
+def _check_count(name: str, value: Any) -> None:
+    if not isinstance(value, int | np.integer) or value < 1:
+        raise InputError(f"{name} must be a whole number of at least 1, got {value!r}.")
+
+
+def _analysis(make_abc: Callable[[Sampler], ABCSMC] | None, observed: Mapping | None,
+              workload: str, population_size: int | None, seed: int,
+              run_kwargs: dict[str, Any]) -> tuple[Callable[[Sampler], ABCSMC], Mapping, str]:
+    """``(make_abc, observed, what)``: the user's analysis, or the built-in ``workload``
+    (whose ``max_generations`` then goes into ``run_kwargs`` unless given)."""
+    if make_abc is not None:
         if not callable(make_abc):
             raise InputError("make_abc must be a function make_abc(sampler) -> ABCSMC, got "
                              f"{type(make_abc).__name__}.")
         if observed is None:
             raise InputError("scaling_study(make_abc, observed, ...) needs the observed data "
                              "for abc.run, e.g. {'y': 1.0}.")
-        what = getattr(make_abc, "__name__", "make_abc")
-    if "db" in run_kwargs:
-        raise InputError("give the database as scaling_study(..., db=...).")
+        return make_abc, observed, getattr(make_abc, "__name__", "make_abc")
+    if workload not in WORKLOADS:
+        raise InputError(f"unknown workload {workload!r}; the built-in ones are "
+                         f"{', '.join(WORKLOADS)}.")
+    wl = WORKLOADS[workload]
+    if population_size is not None:
+        _check_count("population_size", population_size)
+    run_kwargs.setdefault("max_generations", wl.generations)
+    return (wl.make_abc(population_size, seed), wl.observed(),
+            f"workload {wl.name} ({wl.description}), population "
+            f"{population_size or wl.population_size}")
 
+
+def _cluster_and_client(cluster: Any) -> tuple[Any, Any, bool]:
+    """``(cluster, client or None, whether the study owns the cluster)`` for ``cluster=``."""
     from distributed import Client
 
-    own = cluster is None
+    if cluster is None:
+        return local_cluster(n_workers=0), None, True
     client = None
-    if own:
-        cluster = local_cluster(n_workers=0)
-    elif isinstance(cluster, Client):
-        client = cluster
-        cluster = client.cluster
+    if isinstance(cluster, Client):
+        client, cluster = cluster, cluster.cluster
         if cluster is None:
             raise InputError("this Client is connected to a scheduler whose cluster object "
                              "lives elsewhere, so the study cannot scale it; give the cluster "
@@ -823,87 +888,53 @@ def scaling_study(make_abc: Callable[[Sampler], ABCSMC] | None = None,
     if not callable(getattr(cluster, "scale", None)):
         raise InputError(f"cluster= must have a scale(n) method (LocalCluster, "
                          f"SLURMCluster, ...), got {type(cluster).__name__}.")
-    own_client = client is None
-    tmp = before = None
-    try:
-        if own_client:
-            client = Client(cluster)
-        before = len(client.nthreads())  # restored at the end
-        if db is None:
-            tmp = tempfile.TemporaryDirectory(prefix="dabc-scaling-")
-        title = f"{what} on {_describe(cluster)}"
-        log.info("scaling study: %s, workers %s, %d repeat%s", title,
-                 ",".join(map(str, counts)), repeats, "s" if repeats != 1 else "")
-        records: list[dict] = []
-        base_walls: list[float] = []  # the smallest count's wall times so far
-        threads: dict[int, float] = {}
-        for r in range(repeats):
-            for n in counts:
-                nthreads = _scale(cluster, client, n, worker_timeout)
-                threads[n] = statistics.median(nthreads.values())
-                url = db if db is not None else \
-                    f"sqlite:///{os.path.join(tmp.name, f'run-{n}-{r}.db')}"
-                sampler = DaskDistributedSampler(client, **dict(sampler_options or {}))
-                abc = make_abc(sampler)
-                if not isinstance(abc, ABCSMC):
-                    raise InputError(f"make_abc must return an ABCSMC, got "
-                                     f"{type(abc).__name__}.")
-                if abc.sampler is not sampler:
-                    raise InputError("make_abc must build the ABCSMC with the sampler it is "
-                                     "given (ABCSMC(..., sampler=sampler)).")
-                if abc.progress is None:
-                    abc.progress = abc_progress
-                tic = time.perf_counter()
-                history = abc.run(observed, db=url, **run_kwargs)
-                wall = time.perf_counter() - tic
-                pops = history.get_all_populations()
-                rec = {"workers": n, "repeat": r, "wall_s": wall,
-                       "simulations": int(pops.n_simulations.sum()),
-                       "evaluations": int(pops.n_evaluated.sum()), "generations": len(pops),
-                       "seed": abc.seed, "population": fingerprint(history)}
-                history.engine.dispose()
-                records.append(rec)
-                if n == counts[0]:
-                    base_walls.append(wall)
-                speedup = statistics.median(base_walls) * counts[0] / wall
-                log.info("scaling study: %d worker%s (repeat %d of %d): %.2f s, %d simulations,"
-                         " speed-up %.2f, efficiency %.2f", n, "s" if n != 1 else "", r + 1,
-                         repeats, wall, rec["simulations"], speedup, speedup / n)
-    finally:
-        if not own and before is not None:
-            try:  # give back what the study added (SLURM jobs cost)
-                _scale(cluster, client, before, worker_timeout)
-            except Exception as exc:  # noqa: BLE001 - never hide the study's own error
-                log.warning("scaling study: could not scale the cluster back to %d workers: "
-                            "%s", before, exc)
-        if own and client is not None:
-            try:  # workers that retire first close at once, not killed after 4 s
-                _scale(cluster, client, 0, 30.0)
-            except Exception as exc:  # noqa: BLE001 - closing kills them anyway
-                log.debug("scaling study: retiring the workers before closing: %s", exc)
-        if own_client and client is not None:
-            client.close()
-        if own:
-            cluster.close()
-        if tmp is not None:
-            tmp.cleanup()
-    runs = pd.DataFrame(records)
-    cpw = cores_per_worker
-    per = threads[counts[0]]
-    title += f", {_fmt(per)} thread{'s' if per != 1 else ''} per worker"
-    table = _table(runs, counts, cpw, threads)
-    if runs.seed.nunique() > 1:
-        log.warning("scaling study: make_abc built analyses with different seeds (%s); pass "
-                    "seed= to ABCSMC so that every count runs the same analysis",
-                    ", ".join(map(str, runs.seed.unique())))
-    result = ScalingResult(table, runs, threshold, title,
-                           cpw if cpw is not None else threads[counts[0]])
-    if not result.identical:
-        log.warning("scaling study: %s", result.summary.split("WARNING: ", 1)[-1])
-    log.info("scaling study: %s", knee_sentence(table.workers.tolist(),
-                                                table.efficiency.tolist(), threshold,
-                                                result.cores_per_worker))
-    return result
+    return cluster, client, False
+
+
+def _timed_run(client: Any, make_abc: Callable[[Sampler], ABCSMC], observed: Mapping,
+               url: str, sampler_options: Mapping[str, Any] | None, abc_progress: bool,
+               run_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """One run of the analysis on ``client``'s workers: its wall time, counts and
+    fingerprint."""
+    sampler = DaskDistributedSampler(client, **dict(sampler_options or {}))
+    abc = make_abc(sampler)
+    if not isinstance(abc, ABCSMC):
+        raise InputError(f"make_abc must return an ABCSMC, got {type(abc).__name__}.")
+    if abc.sampler is not sampler:
+        raise InputError("make_abc must build the ABCSMC with the sampler it is given "
+                         "(ABCSMC(..., sampler=sampler)).")
+    if abc.progress is None:
+        abc.progress = abc_progress
+    tic = time.perf_counter()
+    history = abc.run(observed, db=url, **run_kwargs)
+    wall = time.perf_counter() - tic
+    pops = history.get_all_populations()
+    rec = {"wall_s": wall, "simulations": int(pops.n_simulations.sum()),
+           "evaluations": int(pops.n_evaluated.sum()), "generations": len(pops),
+           "seed": abc.seed, "population": fingerprint(history)}
+    history.engine.dispose()
+    return rec
+
+
+def _give_back(cluster: Any, client: Any, own: bool, own_client: bool, before: int | None,
+               worker_timeout: float) -> None:
+    """After the study: a user's cluster back at its worker count (SLURM jobs cost); the
+    study's own workers retired, then its client and cluster closed."""
+    if not own and before is not None:
+        try:
+            _scale(cluster, client, before, worker_timeout)
+        except Exception as exc:  # noqa: BLE001 - never hide the study's own error
+            log.warning("scaling study: could not scale the cluster back to %d workers: "
+                        "%s", before, exc)
+    if own and client is not None:
+        try:  # workers that retire first close at once, not killed after 4 s
+            _scale(cluster, client, 0, 30.0)
+        except Exception as exc:  # noqa: BLE001 - closing kills them anyway
+            log.debug("scaling study: retiring the workers before closing: %s", exc)
+    if own_client and client is not None:
+        client.close()
+    if own:
+        cluster.close()
 
 
 def _table(runs: pd.DataFrame, counts: list[int], cores_per_worker: float | None,
