@@ -510,7 +510,7 @@ class ABCSMC:
 
     def _interrupted(self, history: History, stop: RunInterrupted, max_walltime) -> str:
         """Record a stop by a signal or max_walltime; returns the stop reason."""
-        why = (f"max_walltime={max_walltime}s reached" if stop.signum is None
+        why = (f"max_walltime={max_walltime:g}s reached" if stop.signum is None
                else f"stopped by {signal.Signals(stop.signum).name}")
         saved = history.interruption()
         where = saved if saved is not None else f"after generation {history.max_t}"
@@ -695,7 +695,7 @@ def _stop_after(t, eps_done, eps_next, info, history, epsilon, minimum_epsilon, 
     if max_total_simulations is not None and history.total_simulations >= max_total_simulations:
         return f"max_total_simulations={max_total_simulations} reached"
     if max_walltime is not None and elapsed >= max_walltime:
-        return f"max_walltime={max_walltime}s reached"
+        return f"max_walltime={max_walltime:g}s reached"
     if info["acceptance_rate"] < min_acceptance_rate:
         return (f"acceptance rate {info['acceptance_rate']:.3g} below "
                 f"min_acceptance_rate={min_acceptance_rate}")
