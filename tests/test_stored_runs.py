@@ -51,6 +51,14 @@ def _expected_snapshot() -> dict:
 
 
 # --- (a) the run stored by dabc 0.1.0 ----------------------------------------------------------
+def _uninterrupted_here(tmp_path) -> dict:
+    """The fixture's 6-generation run, uninterrupted, computed on this machine."""
+    import make_stored_run as made
+
+    url = f"sqlite:///{tmp_path / 'uninterrupted.db'}"
+    return snapshot(made.make_abc().run(made.OBSERVED, db=url, max_generations=made.TOTAL))
+
+
 def test_v010_fixture_loads_and_resumes_bit_identically(fixture_url, caplog):
     expected = _expected_snapshot()
     assert dabc.History(fixture_url).max_t == 2
@@ -69,7 +77,11 @@ def test_v010_fixture_loads_and_resumes_bit_identically(fixture_url, caplog):
 
     h = abc.run(max_generations=6)
     assert h.n_populations == 6
-    assert_same(snapshot(h), expected)
+    # The reference, and generation 2's stored state (adaptive distance weights, the fitted
+    # transitions) the run resumes from, were computed on another machine: numpy's and
+    # OpenBLAS's kernels (chosen per CPU) may round in the last bits differently there. The
+    # accepted ids and simulation counts are exact; floats agree to 1e-9.
+    assert_same(snapshot(h), expected, rtol=1e-9)
     # the resumed generations are stored in today's format
     assert json.loads(h.state(5))["format"] == "dabc-state"
 
@@ -100,7 +112,9 @@ def test_todays_format_resumes_the_fixture_run_as_v010_ran_it(fixture_url, tmp_p
     h = made.make_abc().run(made.OBSERVED, db=url, max_generations=made.STORED)
     assert json.loads(h.config)["format"] == "dabc-config"
     h = dabc.ABCSMC.load(url, sampler=dabc.SingleCoreSampler()).run(max_generations=made.TOTAL)
-    assert_same(snapshot(h), _expected_snapshot())
+    assert_same(snapshot(h), _expected_snapshot(), rtol=1e-9)  # made on another machine
+    # stored and resumed on this machine: bit-identical to an uninterrupted run here
+    assert_same(snapshot(h), _uninterrupted_here(tmp_path))
 
 
 # --- (b) runs written today round-trip -----------------------------------------------------------
