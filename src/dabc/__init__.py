@@ -53,6 +53,7 @@ from .engine import (
     PNormDistance,
     Prior,
     QuantileEpsilon,
+    RunInterrupted,
     Transition,
     vectorized,
 )
@@ -80,5 +81,5 @@ __all__ = [
     "MappingSampler", "MedianEpsilon", "ModelError", "MulticoreEvalParallelSampler",
     "MulticoreParticleParallelSampler", "MultivariateNormalTransition", "PNormDistance",
     "Prior", "QuantileEpsilon", "RV", "RedisEvalParallelSampler", "RedisStaticSampler",
-    "Sampler", "SingleCoreSampler", "Transition", "WorkerError", "vectorized",
+    "RunInterrupted", "Sampler", "SingleCoreSampler", "Transition", "WorkerError", "vectorized",
 ]

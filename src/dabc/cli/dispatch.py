@@ -15,8 +15,10 @@ code  meaning
 130   interrupted by Ctrl-C
 ====  ==========================================================================
 
-A command may itself return another code (``redis-worker`` returns 1 when one of its
-worker processes failed).
+A command may itself return another code: ``redis-worker`` returns 1 when one of its
+worker processes failed; ``resume`` returns 75 when ``--max-walltime`` stopped the run (run
+it again to continue) and 143 when SIGTERM did (its results saved); ``cluster batch --wait``
+returns the script's own exit code.
 """
 
 from __future__ import annotations
