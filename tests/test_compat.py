@@ -247,3 +247,23 @@ def test_distributed_scatter_and_cancellation_check_on_a_real_cluster():
         while any(client.run(executing).values()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(client.run(executing).values())
+
+
+def test_importing_the_slurm_cluster_keeps_the_sigint_handler():
+    """dask-jobqueue's import replaces SIGINT's handler with one that exits; dabc's does not."""
+    import subprocess
+    import sys
+
+    code = ("import signal, sys\n"
+            "before = signal.getsignal(signal.SIGINT)\n"
+            "import dabc.cluster.slurm\n"
+            "assert 'dask_jobqueue.runner' in sys.modules\n"
+            "assert signal.getsignal(signal.SIGINT) is before, signal.getsignal(signal.SIGINT)\n"
+            "try:\n"
+            "    signal.raise_signal(signal.SIGINT)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('KeyboardInterrupt')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "KeyboardInterrupt"

@@ -26,16 +26,41 @@ that object's worker TLS config into ``--tls-*`` options. Checked on dask-jobque
 Fallback: :func:`node_local_tls_supported` answers False when the hook is gone; the caller
 then refuses in-memory TLS with a clear error instead of letting dask-jobqueue write keys to
 a shared directory.
+
+Importing dask-jobqueue (0.9.0: its ``runner`` module, imported by ``dask_jobqueue.slurm``)
+replaces the process's SIGINT handler with ``lambda *_: sys.exit()``: Ctrl-C would then
+raise ``SystemExit`` instead of ``KeyboardInterrupt`` in the user's program, and dabc's
+graceful stop (:class:`dabc.engine.checkpoint.StopGuard`) would restore that handler after a
+run. dabc imports dask-jobqueue only here, and puts the previous handler back right after.
 """
 
 from __future__ import annotations
 
 import inspect
+import signal
+import threading
 from typing import Any
 
-from dask_jobqueue.core import JobQueueCluster
 
-__all__ = ["NodeLocalTLSMixin", "node_local_tls_supported"]
+def _import_keeping_sigint() -> None:
+    """Import dask_jobqueue, then restore the SIGINT handler its import replaces."""
+    main = threading.current_thread() is threading.main_thread()
+    saved = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        import dask_jobqueue  # noqa: F401
+    finally:
+        if saved is not None:
+            signal.signal(signal.SIGINT, saved)
+
+
+_import_keeping_sigint()
+
+import dask_jobqueue  # noqa: E402 (after the import that keeps the SIGINT handler)
+from dask_jobqueue.core import JobQueueCluster  # noqa: E402
+from dask_jobqueue.slurm import slurm_format_bytes_ceil  # noqa: E402
+
+__all__ = ["NodeLocalTLSMixin", "dask_jobqueue", "node_local_tls_supported",
+           "slurm_format_bytes_ceil"]
 
 
 def node_local_tls_supported() -> bool:

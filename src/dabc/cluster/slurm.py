@@ -40,11 +40,14 @@ from collections.abc import Callable
 from typing import Any
 
 import dask
-import dask_jobqueue
 from dask.utils import parse_bytes
-from dask_jobqueue.slurm import slurm_format_bytes_ceil
 
-from .._compat.jobqueue import NodeLocalTLSMixin, node_local_tls_supported
+from .._compat.jobqueue import (
+    NodeLocalTLSMixin,
+    dask_jobqueue,
+    node_local_tls_supported,
+    slurm_format_bytes_ceil,
+)
 from ..errors import InputError, WorkerError
 from . import slurm_commands
 from .tls import TLSMaterial
