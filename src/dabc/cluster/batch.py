@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..errors import InputError, WorkerError
 from . import slurm_commands
-from .tls import TLS_DIR_VARIABLE
+from .tls import TLS_DIR_VARIABLE, private_dir_lines
 
 __all__ = ["BACKENDS", "batch_script", "exit_code", "submit_batch", "wait_batch"]
 
@@ -136,11 +136,7 @@ def batch_script(script: str, script_args: Sequence[str] = (), workers: int = 1,
         f"# written by 'dabc cluster batch' ({backend} backend)",
         # a node-local, private folder for the TLS material the first task makes; removed
         # when the job ends (normally, by scancel or at the walltime)
-        f'{var}=$(mktemp -d "${{TMPDIR:-/tmp}}/dabc-tls-XXXXXXXX")',
-        f'chmod 0700 "${var}"',
-        f"trap 'rm -rf \"${var}\"' EXIT",
-        "trap 'exit 143' TERM",
-        "trap 'exit 130' INT",
+        *private_dir_lines(),
         f"export {var}",
         f"cd {shlex.quote(workdir or os.getcwd())}",
     ]

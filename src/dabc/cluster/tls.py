@@ -25,12 +25,37 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TLSMaterial", "TLS_DIR_VARIABLE"]
+__all__ = ["TLSMaterial", "TLS_DIR_VARIABLE", "private_dir_lines"]
 
 #: The shell variable a job script sets to its node-local TLS directory.
 TLS_DIR_VARIABLE = "DABC_TLS_DIR"
 
 _FILES = (("ca_file", "ca.pem"), ("cert", "cert.pem"), ("key", "key.pem"))
+
+
+def private_dir_lines() -> list[str]:
+    """Bash lines that make a node-local private directory for one job, removed at its end.
+
+    The directory is made with ``mktemp -d`` under ``$TMPDIR`` (``/tmp`` when that is unset
+    or does not exist on the node: sbatch passes the submitting shell's TMPDIR), with mode
+    0700, and its path is put in ``$DABC_TLS_DIR``. Traps remove it when the script exits,
+    normally or by SIGTERM (scancel, the walltime) or SIGINT.
+
+    Returns
+    -------
+    list of str
+        Lines for the start of a bash job script.
+    """
+    var = TLS_DIR_VARIABLE
+    return [
+        f'{var}=$(mktemp -d "${{TMPDIR:-/tmp}}/dabc-tls-XXXXXXXX" 2>/dev/null '
+        '|| mktemp -d /tmp/dabc-tls-XXXXXXXX) || exit 1',
+        f'chmod 0700 "${var}"',
+        f"trap 'rm -rf \"${var}\"' EXIT",
+        # a SIGTERM (scancel, walltime) would otherwise end bash without the EXIT trap
+        "trap 'exit 143' TERM",
+        "trap 'exit 130' INT",
+    ]
 
 
 @dataclass(frozen=True, repr=False)
@@ -136,18 +161,7 @@ class TLSMaterial:
             ``job_script_prologue``).
         """
         var = TLS_DIR_VARIABLE
-        lines = [
-            # sbatch passes the submitting shell's TMPDIR, which a compute node may lack
-            f'{var}=$(mktemp -d "${{TMPDIR:-/tmp}}/dabc-tls-XXXXXXXX" 2>/dev/null '
-            '|| mktemp -d /tmp/dabc-tls-XXXXXXXX) || exit 1',
-            f'chmod 0700 "${var}"',
-            f"trap 'rm -rf \"${var}\"' EXIT",
-            # a SIGTERM (scancel, walltime) would otherwise end bash without the EXIT trap
-            "trap 'exit 143' TERM",
-            "trap 'exit 130' INT",
-            "(",
-            "umask 077",
-        ]
+        lines = private_dir_lines() + ["(", "umask 077"]
         pems = {"ca_file": self.ca_pem, "cert": self.cert_pem, "key": self.key_pem}
         for key, name in _FILES:
             lines.append(f'base64 -d > "${var}/{name}" <<\'DABC_TLS_EOF\'')
