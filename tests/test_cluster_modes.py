@@ -31,16 +31,13 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-pytest.importorskip("dask_jobqueue")
-pytest.importorskip("cryptography")
-
-import dabc  # noqa: E402
-import dabc.cluster  # noqa: E402
-from dabc.cluster import batch as batch_mode  # noqa: E402
-from dabc.cluster import grab, slurm_commands  # noqa: E402
-from dabc.storage import open_history  # noqa: E402
-from determinism import assert_same, snapshot  # noqa: E402
-from slurm import cancel, job_state, jobs, slurm_cluster_ready, wait_for  # noqa: E402, F401
+import dabc
+import dabc.cluster
+from dabc.cluster import batch as batch_mode
+from dabc.cluster import grab, slurm_commands
+from dabc.storage import open_history
+from determinism import assert_same, snapshot
+from slurm import cancel, job_state, jobs, slurm_cluster_ready, wait_for  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "scripts" / "cluster_abc.py"

@@ -11,10 +11,7 @@ import time
 
 import pytest
 
-pytest.importorskip("cryptography")
-distributed = pytest.importorskip("distributed")
-
-from dabc.cluster.tls import TLS_DIR_VARIABLE, TLSMaterial  # noqa: E402
+from dabc.cluster.tls import TLS_DIR_VARIABLE, TLSMaterial
 
 
 @pytest.fixture(scope="module")
