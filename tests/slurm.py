@@ -13,15 +13,11 @@ helpers running on the same SLURM at the same time are left alone.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
-import threading
 import time
-import traceback
 import uuid
 from pathlib import Path
 
@@ -241,35 +237,6 @@ def reference(tmp_path_factory, *, n: int, gens: int, seed: int = SEED) -> dict:
     return _REFERENCES[key]
 
 
-def stored_generations(db: Path) -> int:
-    """Generations stored so far, read with plain sqlite3 while the run is writing."""
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            return con.execute("SELECT count(*) FROM dabc_generations").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
-def when(ready, action, state: dict, delay: float = 0.0, limit: float = 300) -> threading.Thread:
-    """A thread that runs ``action(ready())`` ``delay`` s after ``ready()`` is truthy; it
-    records the wall time in ``state["at"]`` and gives up once ``state["stop"]``."""
-
-    def watch():
-        deadline = time.monotonic() + limit
-        while not state.get("stop") and time.monotonic() < deadline:
-            value = ready()
-            if value:
-                time.sleep(delay)
-                state["at"] = time.time()
-                action(value)
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 @contextlib.contextmanager
 def slurm_cluster(log_directory: Path, **kwargs):
     """A :class:`dabc.cluster.SLURMCluster` on loopback with a unique job name (1 core,
@@ -291,24 +258,3 @@ def slurm_cluster(log_directory: Path, **kwargs):
                 cluster.close(timeout=30)
         cancel(name=name)
         wait_no_jobs(name, timeout=60)
-
-
-def plain_failures(test):
-    """Report a failing test as plain text (see tests/test_dask.py: CPython 3.11.7's
-    ``ast.parse`` in two threads at once can turn a failure into an INTERNALERROR while
-    distributed's threads format tracebacks)."""
-
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        try:
-            return test(*args, **kwargs)
-        except (pytest.fail.Exception, pytest.skip.Exception):
-            raise
-        except Exception as exc:
-            try:
-                text = "".join(traceback.format_exception(exc))
-            except Exception:
-                text = f"{type(exc).__name__}: {exc}"
-            pytest.fail(text, pytrace=False)
-
-    return wrapper

@@ -31,17 +31,8 @@ from distributed import Client
 
 import dabc
 from determinism import assert_same, snapshot
-from slurm import (
-    abc_run,
-    cancel,
-    job_state,
-    plain_failures,
-    reference,
-    slurm_cluster,
-    slurm_cluster_ready,
-    stored_generations,
-    when,
-)
+from slurm import abc_run, cancel, job_state, reference, slurm_cluster, slurm_cluster_ready
+from watch import plain_failures, stored_generations, when
 
 __all__ = ["slurm_cluster_ready"]  # the fixture, imported for pytest
 
@@ -93,9 +84,9 @@ def run_on_two_adaptive_jobs(cluster, tmp_path, tmp_path_factory, *, n, gens, sl
     return h, start, end, state
 
 
-def _mid_generation(h, at: float) -> list[int]:
+def _mid_generation(h, at: datetime) -> list[int]:
     pops = h.get_all_populations()
-    t = np.datetime64(int(at * 1e6), "us")
+    t = np.datetime64(at, "us")
     return pops[(pops.started.values <= t) & (pops.finished.values >= t)].t.tolist()
 
 
@@ -107,7 +98,8 @@ def scancel_case(tmp_path, tmp_path_factory):
         def kill(_):
             state["job"] = sorted(cluster.job_ids().values())[0]
             cancel(job_id=state["job"])
-        return when(lambda: stored_generations(db) >= 1, kill, state, delay=0.3)
+        return when(lambda: stored_generations(db) >= 1, kill, state, delay=0.3, limit=300,
+                poll=0.05)
 
     with slurm_cluster(logs) as cluster:
         h, start, end, state = run_on_two_adaptive_jobs(

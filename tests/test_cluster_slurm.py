@@ -42,7 +42,6 @@ from slurm import (
     ensure_slurm,
     job_state,
     jobs,
-    plain_failures,
     reference,
     slurm_cluster,
     slurm_cluster_ready,
@@ -51,6 +50,7 @@ from slurm import (
     wait_job_state,
     worker_tls_paths,
 )
+from watch import plain_failures
 
 __all__ = ["slurm_cluster_ready"]  # the fixture, imported for pytest
 

@@ -17,17 +17,12 @@ workers all leave mid-run.
 from __future__ import annotations
 
 import collections
-import functools
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
-import threading
 import time
-import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 
 import cloudpickle
@@ -39,6 +34,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 import dabc
 from determinism import assert_same, snapshot
+from watch import plain_failures, stored_generations, when
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -149,72 +145,6 @@ def task_ranges(stream: list[dict]) -> list[tuple[str, int, int, int, str]]:
             _, hexid, t, start, stop = key.split("-")[:5]
             out.append((f"{hexid}:{t}", int(t), int(start), int(stop), rec["worker"]))
     return out
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)  # as History stores started/finished
-
-
-def _stored_generations(db: Path) -> int:
-    """Generations stored so far, read with plain sqlite3 while the run is writing."""
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            return con.execute("SELECT count(*) FROM dabc_generations").fetchone()[0]
-    except sqlite3.Error:
-        return 0  # not created yet, or busy
-
-
-def _when(ready, action, delay: float, state: dict) -> threading.Thread:
-    """A thread that runs ``action(ready())`` ``delay`` s after ``ready()`` is truthy.
-
-    It records the time of the action in ``state["at"]`` and gives up once ``state["stop"]``.
-    """
-
-    def watch():
-        deadline = time.monotonic() + 120
-        while not state.get("stop") and time.monotonic() < deadline:
-            if value := ready():
-                time.sleep(delay)
-                state["at"] = _now()
-                action(value)
-                return
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
-def plain_failures(test):
-    """Report a failing test as plain text (``pytest.fail(..., pytrace=False)``).
-
-    On CPython 3.11.7, ``ast.parse`` running in two threads at once can raise SystemError
-    "AST constructor recursion depth mismatch" (gh-106905, fixed in 3.11.8). pytest parses
-    source files to format a failure while distributed's threads in this process (the
-    LocalCluster's scheduler, the clients) format tracebacks for their logs, which turned
-    failing tests into an INTERNALERROR that ended the whole session.
-    """
-
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        try:
-            return test(*args, **kwargs)
-        except (pytest.fail.Exception, pytest.skip.Exception):
-            raise
-        except Exception as exc:
-            pytest.fail(_format_exception(exc), pytrace=False)
-
-    return wrapper
-
-
-def _format_exception(exc: BaseException) -> str:
-    try:
-        return "".join(traceback.format_exception(exc))
-    except Exception:  # the same CPython bug; format without parsing the source
-        frames = [f'  File "{f.filename}", line {f.lineno}, in {f.name}\n    {f.line}'
-                  for f in traceback.extract_tb(exc.__traceback__)]
-        return "\n".join(["Traceback (most recent call last):", *frames,
-                          f"{type(exc).__name__}: {exc}"])
 
 
 # --- the cluster ---------------------------------------------------------------------------
@@ -648,12 +578,12 @@ def _kill_worker_mid_generation(dask_cluster, n_workers, tmp_path, tmp_path_fact
     if sole_holder:
         def ready():  # the current generation's work, on one worker only
             holders = list(client.run_on_scheduler(_work_holders).values())
-            if len(holders) == 1 and len(holders[0]) == 1 and _stored_generations(db) >= 1:
+            if len(holders) == 1 and len(holders[0]) == 1 and stored_generations(db) >= 1:
                 return holders[0][0]
             return None
-        killer = _when(ready, kill, 0.0, state)
+        killer = when(ready, kill, state, delay=0.0)
     else:  # generations 0 and 1 stored: kill in generation 2 (which lasts ~0.6 s or more)
-        killer = _when(lambda: _stored_generations(db) >= 2 and min(pids), kill, 0.2, state)
+        killer = when(lambda: stored_generations(db) >= 2 and min(pids), kill, state, delay=0.2)
     try:
         h = run(slow5, dabc.DaskDistributedSampler(client, **sampler_args), db, n=LOSS_N,
                 gens=LOSS_GENS)
@@ -755,8 +685,8 @@ def test_all_workers_gone_mid_run_is_a_worker_error(dask_cluster, tmp_path):
     dask_cluster.use(1)
     db = tmp_path / "g.db"
     state: dict = {}
-    watcher = _when(lambda: _stored_generations(db) >= 1,
-                    lambda _: dask_cluster.cluster.scale(0), 0.1, state)
+    watcher = when(lambda: stored_generations(db) >= 1,
+                   lambda _: dask_cluster.cluster.scale(0), state, delay=0.1)
     try:
         with pytest.raises(dabc.WorkerError, match="no live workers"):
             run(slow5, dabc.DaskDistributedSampler(dask_cluster.client, no_worker_timeout=3),
