@@ -294,6 +294,7 @@ class SLURMCluster(NodeLocalTLSMixin, dask_jobqueue.SLURMCluster):
                 f"jobqueue.{config_name}.name", "dask-worker") == "dask-worker":
             kwargs["job_name"] = DEFAULT_JOB_NAME
         walltime = _config(config_name, "walltime", kwargs)
+        self._walltime = walltime  # for the start-up log line
         if preflight:
             _check_request(
                 queue=_config(config_name, "queue", kwargs),
@@ -396,8 +397,7 @@ class SLURMCluster(NodeLocalTLSMixin, dask_jobqueue.SLURMCluster):
         if self.worker_lifetime is not None:
             lifetime, stagger = self.worker_lifetime
             log.info("workers retire %.0f-%.0f s after they start (walltime %s)",
-                     lifetime - stagger, lifetime + stagger, self._job_kwargs.get("walltime")
-                     or dask.config.get("jobqueue.slurm.walltime", None))
+                     lifetime - stagger, lifetime + stagger, self._walltime)
 
     # --- jobs ---------------------------------------------------------------------------
     def job_ids(self) -> dict[str, str]:
