@@ -4,8 +4,8 @@
 #
 #   bash scripts/test.sh [pytest arguments...]
 #
-# - apt packages (only when missing): redis-server, postgresql (and a C tool chain only if
-#   pip has to build something from source);
+# - apt packages (only when missing): redis-server, postgresql, chromium (and a C tool chain
+#   only if pip has to build something from source);
 # - SLURM: scripts/start-slurm.sh installs (slurmctld, slurmd, slurm-client, munge) and
 #   starts a single-node cluster on loopback, for the dabc.cluster tests;
 # - PostgreSQL: starts a cluster (creating one if there is none), then creates the role and
@@ -70,6 +70,10 @@ apt_install() {  # apt_install PACKAGE...: install those not yet installed
 
 # --- system packages -------------------------------------------------------------------
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+# headless Chromium for the dashboard's browser tests (tests/test_dashboard_browser.py, driven
+# by Playwright with executable_path=/usr/bin/chromium: Playwright's own browser download is
+# never used)
+command -v chromium >/dev/null 2>&1 || apt_install chromium
 if [ -z "${DABC_TEST_POSTGRES_URL:-}" ]; then
     if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb \
             >/dev/null 2>&1; then

@@ -36,7 +36,7 @@ from ..storage import (
     open_history,
     posterior_summary,
 )
-from . import cluster_cli, demo, redis_cli, scaling_cli
+from . import cluster_cli, dashboard_cli, demo, redis_cli, report_cli, scaling_cli
 from .argtypes import positive_int
 from .dispatch import dispatch
 
@@ -538,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     redis_cli.add_parsers(sub)
     cluster_cli.add_parsers(sub)
     scaling_cli.add_parsers(sub)
+    report_cli.add_parsers(sub)
+    dashboard_cli.add_parsers(sub)
     return parser
 
 
