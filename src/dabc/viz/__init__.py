@@ -1,4 +1,4 @@
-"""Plots of stored runs and a self-contained report (matplotlib, the ``viz`` extra).
+"""Plots of stored runs (matplotlib, the ``viz`` extra).
 
 Why it is built this way
 ------------------------
@@ -19,7 +19,6 @@ only, so the dashboard and users can compute them without a plotting library.
   :func:`plot_acceptance_rates`, :func:`plot_effective_sample_sizes`, :func:`plot_walltime`,
   :func:`plot_model_probabilities`, :func:`plot_credible_intervals`,
   :func:`plot_distance_weights`;
-- :mod:`dabc.viz.report`: :func:`write_report`, behind ``dabc report``.
 
 Every plot function takes one History or a list of them (``labels=`` names the runs), draws
 into ``ax=`` or a new figure and returns the Axes (an array of them for the matrix and the
@@ -32,14 +31,13 @@ __all__ = [
     "distance_weights", "plot_acceptance_rates", "plot_credible_intervals",
     "plot_distance_weights", "plot_effective_sample_sizes", "plot_epsilons", "plot_kde_1d",
     "plot_kde_2d", "plot_kde_matrix", "plot_model_probabilities", "plot_sample_numbers",
-    "plot_walltime", "walltimes", "write_report",
+    "plot_walltime", "walltimes",
 ]
 
 _WHERE = {
     "plot_kde_1d": "kde", "plot_kde_2d": "kde", "plot_kde_matrix": "kde",
-    "write_report": "report",
     **{name: "plots" for name in __all__ if name not in (
-        "plot_kde_1d", "plot_kde_2d", "plot_kde_matrix", "write_report")},
+        "plot_kde_1d", "plot_kde_2d", "plot_kde_matrix")},
 }
 
 
@@ -53,10 +51,8 @@ def __getattr__(name: str):
     _common.pyplot()  # a missing matplotlib: the InputError with the install hint
     if module == "kde":
         from . import kde as loaded
-    elif module == "plots":
-        from . import plots as loaded
     else:
-        from . import report as loaded
+        from . import plots as loaded
     value = getattr(loaded, name)
     globals()[name] = value
     return value
