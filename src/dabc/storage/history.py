@@ -35,66 +35,11 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ..errors import InputError
+from . import live as _live
+from .schema import _meta, checkpoints, generations, particles, runs
 from .urls import database_url, display_url, sqlite_path
 
 logger = logging.getLogger("dabc.storage")
-
-_meta = sa.MetaData()
-runs = sa.Table(
-    "dabc_runs", _meta,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("created", sa.DateTime),
-    sa.Column("seed", sa.BigInteger),
-    sa.Column("population_size", sa.Integer),
-    sa.Column("model_names", sa.Text),
-    sa.Column("param_names", sa.Text),
-    sa.Column("stat_columns", sa.Text),
-    sa.Column("observed", sa.LargeBinary),
-    sa.Column("config", sa.LargeBinary),
-    sa.Column("status", sa.String(32)),
-    sa.Column("stop_reason", sa.Text),
-    sa.Column("version", sa.String(32)),
-)
-generations = sa.Table(
-    "dabc_generations", _meta,
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("dabc_runs.id"), primary_key=True),
-    sa.Column("t", sa.Integer, primary_key=True),
-    sa.Column("epsilon", sa.Float),
-    sa.Column("n_simulations", sa.BigInteger),
-    sa.Column("n_evaluated", sa.BigInteger),
-    sa.Column("n_accepted", sa.Integer),
-    sa.Column("acceptance_rate", sa.Float),
-    sa.Column("ess", sa.Float),
-    sa.Column("walltime_s", sa.Float),
-    sa.Column("started", sa.DateTime),
-    sa.Column("finished", sa.DateTime),
-    sa.Column("model_probabilities", sa.Text),
-    sa.Column("state", sa.LargeBinary),
-)
-particles = sa.Table(
-    "dabc_particles", _meta,
-    sa.Column("run_id", sa.Integer, primary_key=True),
-    sa.Column("t", sa.Integer, primary_key=True),
-    sa.Column("m", sa.Integer, primary_key=True),
-    sa.Column("n", sa.Integer),
-    sa.Column("data", sa.LargeBinary),
-    sa.ForeignKeyConstraint(["run_id", "t"], ["dabc_generations.run_id", "dabc_generations.t"]),
-)
-#: Results of the generation that is running, saved in batches while it runs (one row per
-#: write): the rows of several tasks in one columnar npz blob. Deleted in the transaction
-#: that stores the generation.
-checkpoints = sa.Table(
-    "dabc_checkpoints", _meta,
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("dabc_runs.id"), primary_key=True),
-    sa.Column("t", sa.Integer, primary_key=True),
-    sa.Column("seq", sa.Integer, primary_key=True),
-    sa.Column("kind", sa.String(8)),
-    sa.Column("n_tasks", sa.Integer),
-    sa.Column("n_rows", sa.Integer),
-    sa.Column("first_failure", sa.Text),
-    sa.Column("written", sa.DateTime),
-    sa.Column("data", sa.LargeBinary),
-)
 
 
 def _pack(arrays: dict) -> bytes:
@@ -109,11 +54,6 @@ def _unpack(blob: bytes) -> dict:
         raise ValueError(f"not an npz archive (it starts with {head!r})")
     with np.load(io.BytesIO(blob), allow_pickle=False) as f:
         return {k: f[k] for k in f.files}
-
-
-@sa.event.listens_for(runs, "after_create")
-def _log_created(target, connection, **_) -> None:
-    logger.info("created the dabc tables in %s", display_url(str(connection.engine.url)))
 
 
 class CorruptGenerationError(InputError):
@@ -447,25 +387,206 @@ class History:
         self._cache.pop("run", None)
 
     def all_runs(self) -> pd.DataFrame:
-        """Every run in the database.
+        """Every run in the database, with its master's liveness.
+
+        A run whose status is ``"running"`` but whose master's heartbeat is older than
+        :data:`~dabc.storage.live.LIVE_TIMEOUT` seconds is shown as ``"interrupted"``, with
+        the stop reason "master stopped responding at <time> (no heartbeat for N s)" (the
+        stored status is left alone: a master that comes back shows as running again).
 
         Returns
         -------
         pandas.DataFrame
             One row per run, ordered by id: ``id``, ``created``, ``status``,
             ``stop_reason``, ``population_size``, ``model_names`` (JSON), ``generations``
-            (stored), ``simulations`` (over the stored generations) and ``last_epsilon``.
-            Empty (no columns) when no run is stored.
+            (stored), ``simulations`` (over the stored generations), ``last_epsilon``,
+            ``updated`` (the master's last heartbeat, naive UTC, None when it wrote none)
+            and ``alive`` (running, heartbeat within the timeout). Empty (no columns) when no
+            run is stored.
         """
-        g = generations
-        q = (sa.select(runs.c.id, runs.c.created, runs.c.status, runs.c.stop_reason,
-                       runs.c.population_size, runs.c.model_names,
-                       sa.func.count(g.c.t).label("generations"),
-                       sa.func.sum(g.c.n_simulations).label("simulations"),
-                       sa.func.min(g.c.epsilon).label("last_epsilon"))
-             .select_from(runs.outerjoin(g, g.c.run_id == runs.c.id))
-             .group_by(runs.c.id).order_by(runs.c.id))
-        return pd.DataFrame(self._read(q))
+        with_live = self._has_live_tables()
+        frame = pd.DataFrame(self._read(_live.runs_query(generations, with_live)))
+        if not len(frame):
+            return frame
+        if not with_live:
+            frame["updated"] = None
+        return _live.runs_with_liveness(frame)
+
+    def _has_live_tables(self) -> bool:
+        """Whether the database has the live tables (a read-only one written by an older
+        dabc has not; a writable one always has, History creates them)."""
+        if "live_tables" not in self._cache:
+            has = True
+            if self.read_only:
+                try:
+                    has = sa.inspect(self.engine).has_table("dabc_live")
+                except sa.exc.SQLAlchemyError:
+                    has = False
+            self._cache["live_tables"] = has
+        return self._cache["live_tables"]
+
+    # -- live state and steering ----------------------------------------------------------
+    def live_state(self, run_id: int | None = None) -> dict | None:
+        """The master's latest snapshot of a running (or ended) run, or None.
+
+        Parameters
+        ----------
+        run_id : int, optional
+            The run; default this History's.
+
+        Returns
+        -------
+        dict or None
+            None when the run's master never wrote one. Else: ``run_id``, ``t`` (the
+            generation in progress), ``epsilon``, ``accepted``, ``needed``,
+            ``evaluations``, ``worker_seconds`` (summed over the generation's finished
+            tasks), ``generation_started``, ``updated`` (the heartbeat; both naive UTC),
+            ``host``, ``pid``, ``rules`` (dict: ``max_generations``, ``minimum_epsilon``,
+            ``max_total_simulations``, ``max_walltime``, ``min_acceptance_rate``, as in
+            force now), ``steerable`` (whether the rules may be changed from outside) and
+            ``alive`` (the heartbeat is at most :func:`~dabc.storage.live.live_timeout`
+            seconds old).
+
+        Examples
+        --------
+        >>> state = History("runs.db").live_state()              # doctest: +SKIP
+        >>> state["accepted"], state["needed"], state["alive"]    # doctest: +SKIP
+        (412, 1000, True)
+        """
+        rid = self.id if run_id is None else run_id
+        if rid is None or not self._has_live_tables():
+            return None
+        return _live.states_from_rows(self._read(_live.live_query(rid))).get(int(rid))
+
+    def live_states(self) -> dict[int, dict]:
+        """The live state of every run that has one, in one query.
+
+        Returns
+        -------
+        dict of int to dict
+            Run id to the dict :meth:`live_state` gives.
+
+        Examples
+        --------
+        >>> alive = [r for r, s in History("runs.db").live_states().items()
+        ...          if s["alive"]]                                   # doctest: +SKIP
+        """
+        if not self._has_live_tables():
+            return {}
+        return _live.states_from_rows(self._read(_live.live_query()))
+
+    def write_live(self, snapshot: dict) -> None:
+        """Replace this run's live row (the master's heartbeat; used by the engine).
+
+        Parameters
+        ----------
+        snapshot : dict
+            Column values of ``dabc_live`` (see :meth:`live_state`; ``rules`` a dict);
+            ``updated`` defaults to now.
+        """
+        self._check_writable("recording the live state")
+        _live.write_live(self.engine, self._run_row()["id"], snapshot)
+
+    def request_control(self, action: str, value=None, source: str = "",
+                        run_id: int | None = None) -> int:
+        """Ask the run's master to stop or to change a stopping rule.
+
+        The master reads the request after the generation in progress is stored, applies it
+        (or refuses a rule change when the run was started with ``steering=False``) and
+        records when and with what outcome in :meth:`events`. It logs who changed what on
+        ``logging.getLogger("dabc.engine")``.
+
+        Parameters
+        ----------
+        action : {"stop", "max_generations", "minimum_epsilon", "max_total_simulations"}
+            ``"stop"``: end the run after the generation in progress (status "done", reason
+            "stopped from <source> after generation t"). The others replace that rule's
+            value; lowering ``max_generations`` below the generations stored already stops
+            the run after the generation in progress.
+        value : int, float or None
+            The rule's new value (whole number >= 1 for ``max_generations``, number >= 0
+            for ``minimum_epsilon``, whole number >= 1 or None for
+            ``max_total_simulations``); None for ``"stop"``.
+        source : str, optional
+            Who asks (e.g. ``"dashboard 127.0.0.1"``), shown in the log and stop reason.
+        run_id : int, optional
+            The run; default this History's.
+
+        Returns
+        -------
+        int
+            The request's id in :meth:`events`.
+
+        Raises
+        ------
+        InputError
+            When the action is unknown, the value is of the wrong type or out of range,
+            the run is not running (ended, or its master stopped responding), or a rule
+            change is asked of a run started with ``steering=False``.
+
+        Examples
+        --------
+        >>> h = History("runs.db")                                  # doctest: +SKIP
+        >>> h.request_control("max_generations", 5, source="notebook")  # doctest: +SKIP
+        1
+        >>> h.request_control("stop", source="notebook")            # doctest: +SKIP
+        2
+        """
+        value = _live.validate_control(action, value)
+        self._check_writable(f"requesting {action!r}")
+        rid = self.id if run_id is None else run_id
+        rows = self._read(sa.select(runs).where(runs.c.id == rid)) if rid is not None else []
+        if not rows:
+            raise InputError(f"No run with id {rid} in {display_url(self.url)}.")
+        _live.check_steerable(dict(rows[0]), self.live_state(rid), action,
+                              display_url(self.url))
+        event = _live.insert_event(self.engine, int(rid), action, value, source)
+        logger.info("run %s: %s%s requested by %s (request %d)", rid, action,
+                    "" if action == "stop" else f" = {value}", source or "(unnamed)", event)
+        return event
+
+    def events(self, run_id: int | None = None) -> pd.DataFrame:
+        """The run's steering log: every request and what the master did with it.
+
+        Parameters
+        ----------
+        run_id : int, optional
+            The run; default this History's.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per request, oldest first: ``id``, ``time`` (requested), ``source``,
+            ``action``, ``value``, ``applied`` (when the master handled it; None while
+            pending) and ``outcome`` (e.g. "max_generations 10 -> 5", "refused: ...").
+        """
+        rid = self.id if run_id is None else run_id
+        if rid is None or not self._has_live_tables():
+            return _live.events_frame([])
+        return _live.events_frame(self._read(_live.events_query(int(rid))))
+
+    def pending_controls(self) -> list[dict]:
+        """This run's requests not handled yet, oldest first (read by the master).
+
+        Returns
+        -------
+        list of dict
+            ``id``, ``time``, ``source``, ``action``, ``value`` per request.
+        """
+        return _live.pending_controls(self.engine, self._run_row()["id"])
+
+    def mark_applied(self, event_id: int, outcome: str) -> None:
+        """Record that request ``event_id`` was handled, and how.
+
+        Parameters
+        ----------
+        event_id : int
+            The request's id.
+        outcome : str
+            What the master did, in words ("max_generations 10 -> 5", "refused: ...").
+        """
+        self._check_writable("recording a steering outcome")
+        _live.mark_applied(self.engine, event_id, outcome)
 
     @property
     def config(self) -> bytes:
