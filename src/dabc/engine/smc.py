@@ -21,6 +21,7 @@ from . import config as _stored
 from .checkpoint import GenerationCheckpoint, RunInterrupted, StopGuard
 from .distance import as_distance, check_distances
 from .epsilon import MedianEpsilon, QuantileEpsilon, next_epsilon
+from .live import LiveRecorder, ProgressFanout, apply_controls, discard_pending
 from .model import Model, StatLayout
 from .prior import Prior
 from .progress import ProgressLine, notice
@@ -333,7 +334,8 @@ class ABCSMC:
     def run(self, observed: Mapping | None = None, db: str = "sqlite:///dabc.db",
             minimum_epsilon: float = 0.0, max_generations: int = 10,
             max_total_simulations: int | None = None, max_walltime: float | None = None,
-            min_acceptance_rate: float = 0.0, checkpoint: bool = True) -> History:
+            min_acceptance_rate: float = 0.0, checkpoint: bool = True,
+            steering: bool = True) -> History:
         """Run generations until a stopping rule holds, storing each one as it finishes.
 
         A new run is created in ``db`` on the first call. Called again (on the same object,
@@ -380,6 +382,14 @@ class ABCSMC:
             arrived, with the populations of an uninterrupted run. ``False`` saves nothing
             and ignores results saved earlier.
 
+        steering : bool, default True
+            Whether ``max_generations``, ``minimum_epsilon`` and ``max_total_simulations``
+            may be changed from outside while the run runs (the dashboard,
+            :meth:`History.request_control`). A change is applied after the generation in
+            progress is stored, logged with who asked, and recorded in
+            :meth:`History.events`; with ``False`` it is refused (and recorded as refused).
+            A request to stop after the generation in progress is always honoured.
+
         Returns
         -------
         History
@@ -420,7 +430,14 @@ class ABCSMC:
         generation t, r results saved". The status becomes "interrupted" after a signal or
         ``max_walltime``, "failed" after an error. Progress is logged on
         ``logging.getLogger("dabc.engine")`` at INFO: the run's start or resumption, each
-        stored generation, the stop reason; the error that ends a run at ERROR.
+        stored generation, each steering request applied or refused, the stop reason; the
+        error that ends a run at ERROR.
+
+        While it runs, the master records its live state in the database (the generation
+        in progress, accepted/needed, evaluations, worker seconds, the rules in force) from
+        a background thread, at least every 2 s: :meth:`History.live_state` reads it, and
+        :meth:`History.all_runs` shows a "running" run whose master has written nothing for
+        :data:`dabc.storage.live.LIVE_TIMEOUT` seconds as "interrupted".
 
         Examples
         --------
@@ -460,7 +477,11 @@ class ABCSMC:
             _log.info("run %s of %s resumed from generation %d: sampler %s, population size %d, "
                       "seed %d", history.id, display_url(history.url), t, type(sampler).__name__,
                       self.population_size, self.seed)
+        rules = {"max_generations": max_generations, "minimum_epsilon": minimum_epsilon,
+                 "max_total_simulations": max_total_simulations, "max_walltime": max_walltime,
+                 "min_acceptance_rate": min_acceptance_rate}
         reason = self._stop_before(t, eps, history, max_generations, max_total_simulations)
+        recorder = None
         stop: RunInterrupted | None = None
         t_first = t if not new else -1  # a new run has no saved results at all
         self._write_costs: list[float] = []  # checkpoint writes of this call, for their cost
@@ -468,20 +489,26 @@ class ABCSMC:
             try:
                 if not new and reason is None:
                     history.set_status("running", None)
+                    discard_pending(history, "requested before this run() call")
+                if reason is None:
+                    recorder = LiveRecorder(history, rules, steering).start()
                 while reason is None:
                     reason, eps_next, previous, info = self._generation(
-                        t, eps, previous, sampler, progress, history, max_total_simulations,
-                        guard, checkpoint, t_first)
+                        t, eps, previous, sampler, progress, history,
+                        rules["max_total_simulations"], guard, checkpoint, t_first, recorder)
                     if reason is not None:
                         break
                     _log_generation(history.id, t, info)
                     eps_done, eps = eps, eps_next
+                    reason = apply_controls(history, t, rules, steering, recorder)
+                    if reason is not None:
+                        break
                     if sampler.stop_requested():
                         reason = f"stop requested through the sampler after generation {t}"
                         break
                     reason = _stop_after(
-                        t, eps_done, eps, info, history, self.epsilon, minimum_epsilon,
-                        max_generations, max_total_simulations, max_walltime,
+                        t, eps_done, eps, info, history, self.epsilon, rules["minimum_epsilon"],
+                        rules["max_generations"], rules["max_total_simulations"], max_walltime,
                         min_acceptance_rate, time.monotonic() - t0_wall)
                     t += 1
             except RunInterrupted as exc:
@@ -493,6 +520,9 @@ class ABCSMC:
                 raise
             finally:
                 sampler.close()
+                if recorder is not None:
+                    recorder.stop()
+                    discard_pending(history, "the run ended first")
         if stop is not None and stop.signum is not None:
             message = f"{reason}. {_how_to_resume(history)}"
             _log.warning("run %s: %s", history.id, message)
@@ -544,7 +574,8 @@ class ABCSMC:
         return None
 
     def _generation(self, t, eps, previous, sampler, progress, history, max_total_simulations,
-                    guard: StopGuard, checkpoint: bool, first: int):
+                    guard: StopGuard, checkpoint: bool, first: int,
+                    recorder: LiveRecorder | None = None):
         """Sample, weight and store generation t (resuming from its checkpoint, if any).
 
         Returns (why the run stops or None, next epsilon, stored particles, summary row).
@@ -570,13 +601,17 @@ class ABCSMC:
         if max_total_simulations is not None:
             budget = max_total_simulations - history.total_simulations
         progress.start(t, eps)
+        feed = progress
+        if recorder is not None:
+            recorder.generation(t, eps, self.population_size)
+            feed = ProgressFanout(recorder, progress)
         cp = None
         if checkpoint:
             # only the first generation of a run() call can have results saved before
             cp = GenerationCheckpoint(history, t, IDS if sampler.dynamic else SLOTS, guard,
                                       fresh=t != first, costs=self._write_costs)
         try:
-            result = sampler.sample(WorkRequest(work, self.population_size, budget, progress,
+            result = sampler.sample(WorkRequest(work, self.population_size, budget, feed,
                                                 generation=t, checkpoint=cp))
             pop, evals = result.population, result.evaluations
             if not result.complete:

@@ -115,8 +115,12 @@ class SampleResult:
     complete: bool
 
 
-#: Progress callback: (accepted, needed, evaluations).
-Progress = Callable[[int, int, int], None]
+#: Progress callback, called after each result that counts:
+#: ``progress(accepted, needed, evaluations, worker_seconds)`` (the generation's accepted
+#: particles so far, capped at ``needed``; evaluations received; seconds the workers spent
+#: on them). A callable that takes only three positional arguments is called without
+#: ``worker_seconds``. It runs on the sampler's thread once per result: keep it cheap.
+Progress = Callable[..., None]
 
 
 class Checkpoint(Protocol):
@@ -155,7 +159,8 @@ class WorkRequest:
     n, max_evaluations : int
         Accepted particles needed; the evaluation budget (None: none).
     progress : callable or None
-        Called as ``progress(accepted, needed, evaluations)``.
+        Called as ``progress(accepted, needed, evaluations, worker_seconds)`` after each
+        result (see :data:`Progress`; three-argument callables get the first three).
     generation : int
         The generation's index, for messages.
     checkpoint : Checkpoint or None

@@ -17,6 +17,7 @@ one is one result per slot, the resumed generation is the uninterrupted one.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from collections.abc import Sequence
@@ -38,6 +39,24 @@ def check_batch_size(batch_size: int | str) -> int | None:
     return batch_size
 
 
+def _takes_four(progress) -> bool:
+    """Whether a progress callable accepts ``worker_seconds`` as a 4th positional argument
+    (the contract before it had three)."""
+    if progress is None:
+        return False
+    try:
+        params = inspect.signature(progress).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: the old contract
+        return False
+    positional = 0
+    for p in params:
+        if p.kind is p.VAR_POSITIONAL:
+            return True
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            positional += 1
+    return positional >= 4
+
+
 class _Scheduler:
     """Shared failure accounting and progress reporting."""
 
@@ -46,6 +65,7 @@ class _Scheduler:
         self.n, self.max_failure_rate = n, max_failure_rate
         self.model_names = list(model_names)
         self.progress = progress
+        self._progress_seconds = _takes_four(progress)
         self.timing_hint = timing_hint  # seconds per evaluation seen in an earlier generation
         self.n_evaluated = self.n_failed = self.n_accepted = 0
         self.first_failure: str | None = None
@@ -80,7 +100,11 @@ class _Scheduler:
 
     def _report(self, task: Task, batch: Batch) -> None:
         if self.progress is not None:
-            self.progress(min(self.n_accepted, self.n), self.n, self.n_evaluated)
+            if self._progress_seconds:
+                self.progress(min(self.n_accepted, self.n), self.n, self.n_evaluated,
+                              self.seconds)
+            else:
+                self.progress(min(self.n_accepted, self.n), self.n, self.n_evaluated)
         if self.checkpoint is not None:
             self.checkpoint.record(task, batch)
 
@@ -108,7 +132,8 @@ class DynamicScheduler(_Scheduler):
     model_names : sequence of str
         For messages.
     progress : callable, optional
-        Called as ``progress(accepted, needed, evaluations)`` after each result.
+        Called as ``progress(accepted, needed, evaluations, worker_seconds)`` after each
+        result (three-argument callables without ``worker_seconds``).
     target_seconds : float, default 0.05
         Aimed worker time per task.
     max_size : int, default 100000
@@ -276,7 +301,8 @@ class StaticScheduler(_Scheduler):
     model_names : sequence of str
         For messages.
     progress : callable, optional
-        Called as ``progress(accepted, needed, evaluations)`` after each result.
+        Called as ``progress(accepted, needed, evaluations, worker_seconds)`` after each
+        result (three-argument callables without ``worker_seconds``).
     chunk : int, optional
         Slots per task; default a quarter of an even share per worker.
     workers : int, default 1

@@ -445,7 +445,8 @@ class History:
             ``max_total_simulations``, ``max_walltime``, ``min_acceptance_rate``, as in
             force now), ``steerable`` (whether the rules may be changed from outside) and
             ``alive`` (the heartbeat is at most :func:`~dabc.storage.live.live_timeout`
-            seconds old).
+            seconds old and the run's stored status is ``"running"``); also ``status``, the
+            stored status.
 
         Examples
         --------

@@ -152,14 +152,16 @@ def _state(row, now: datetime, timeout: float) -> dict:
         d[col] = row[col]
     d["rules"] = json.loads(row["rules"]) if row["rules"] else {}
     d["steerable"] = bool(row["steerable"])
-    d["alive"] = row["updated"] is not None and \
+    d["status"] = row["status"]
+    d["alive"] = row["status"] == "running" and row["updated"] is not None and \
         (now - row["updated"]).total_seconds() <= timeout
     return d
 
 
 def live_query(run_id: int | None = None):
-    """The SELECT of ``dabc_live`` rows (one run, or all when ``run_id`` is None)."""
-    q = sa.select(live)
+    """The SELECT of ``dabc_live`` rows with their run's stored status (one run, or all
+    when ``run_id`` is None)."""
+    q = sa.select(live, runs.c.status).select_from(live.join(runs, runs.c.id == live.c.run_id))
     return q if run_id is None else q.where(live.c.run_id == run_id)
 
 
@@ -313,14 +315,4 @@ def runs_query(generations: sa.Table, with_live: bool):
         join = join.outerjoin(live, live.c.run_id == runs.c.id)
         group.append(live.c.updated)
     return sa.select(*cols).select_from(join).group_by(*group).order_by(runs.c.id)
-
-
-def age_text(seconds: float) -> str:
-    """A duration for people: ``"42 s"``, ``"3 min 5 s"``, ``"2 h 10 min"``."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s"
-    return f"{s // 3600} h {s % 3600 // 60} min"
 
