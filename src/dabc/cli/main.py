@@ -162,11 +162,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- info ------------------------------------------------------------------------------
+def _live_line(state: dict) -> str:
+    """``dabc info``'s line on a running run: where, the generation in progress, elapsed
+    time and the estimate of the time left."""
+    from ..engine.progress import estimate_remaining, format_duration
+
+    started = state["generation_started"]
+    elapsed = (state["updated"] - started).total_seconds() if started is not None else None
+    left = None if elapsed is None else estimate_remaining(state["accepted"], state["needed"],
+                                                           elapsed)
+    busy = (f", workers busy {state['worker_seconds'] / elapsed:.1f}"
+            if elapsed and state["worker_seconds"] else "")
+    return (f"running on {state['host']} (pid {state['pid']}): generation {state['t']}, "
+            f"accepted {state['accepted']:,}/{state['needed']:,}, evaluations "
+            f"{state['evaluations']:,}, {format_duration(elapsed)} elapsed, about "
+            f"{format_duration(left)} left{busy}; last heartbeat "
+            f"{state['updated']:%Y-%m-%d %H:%M:%S} UTC")
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """``dabc info``: list the runs of a database and the generations of one.
 
     Every generation of the selected run is read back; one that cannot be (a damaged
-    page or blob) is marked ``UNREADABLE`` in the table and named on stderr.
+    page or blob) is marked ``UNREADABLE`` in the table and named on stderr. A run whose
+    master is alive gets a line with the generation in progress, its elapsed time and an
+    estimate of the time left; a "running" run whose master stopped writing its heartbeat
+    (see :mod:`dabc.storage.live`) is listed as "interrupted".
 
     Parameters
     ----------
@@ -203,6 +224,9 @@ def cmd_info(args: argparse.Namespace) -> int:
           f"statistics {', '.join(history.stat_columns)}")
     for m, (name, ps) in enumerate(zip(names, params, strict=True)):
         print(f"  model {m} {name!r}: parameters {', '.join(ps)}")
+    state = history.live_state()
+    if state is not None and state["alive"]:
+        print("  " + _live_line(state))
     cp = saved.get(int(history.id))
     if cp is not None:
         live = " (or still running)" if run.status == "running" else ""

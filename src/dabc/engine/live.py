@@ -76,6 +76,7 @@ class LiveRecorder:
         self._numbers: tuple = (0, 0, 0.0)            # accepted, evaluations, worker seconds
         self._rules = dict(rules)
         self._stop = threading.Event()
+        self._started = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
         self.writes = 0
@@ -123,6 +124,8 @@ class LiveRecorder:
 
     def _loop(self) -> None:
         last_written, last_time = None, time.monotonic()
+        self.write()  # the first row at once: from now on the run can be steered
+        self._started.set()
         while not self._stop.wait(self.interval):
             snap = (self._gen, self._numbers, tuple(sorted(self._rules.items())))
             now = time.monotonic()
@@ -132,8 +135,8 @@ class LiveRecorder:
                 last_time = now  # a failed write is retried at the next heartbeat or change
 
     def start(self) -> LiveRecorder:
-        """Write the first snapshot (synchronously) and start the thread."""
-        self.write()
+        """Start the thread, which writes the first snapshot at once (off the run's path:
+        the first generation starts meanwhile)."""
         self._thread = threading.Thread(target=self._loop, name=f"dabc-live-{self.run_id}",
                                         daemon=True)
         self._thread.start()
@@ -141,6 +144,7 @@ class LiveRecorder:
 
     def stop(self) -> None:
         """Stop the thread and write the final snapshot."""
+        self._started.wait(timeout=5.0)  # the first row is written before the last
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=max(5.0, 2 * self.interval))

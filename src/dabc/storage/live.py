@@ -266,7 +266,8 @@ def events_frame(rows) -> pd.DataFrame:
     """The steering log as a DataFrame (``value`` decoded from JSON)."""
     cols = ["id", "time", "source", "action", "value", "applied", "outcome"]
     df = pd.DataFrame([dict(r) for r in rows], columns=cols)
-    df["value"] = [json.loads(v) if v else None for v in df["value"]]
+    df["value"] = pd.Series([json.loads(v) if v else None for v in df["value"]], index=df.index,
+                            dtype=object)  # ints stay ints, None stays None
     return df
 
 
