@@ -12,19 +12,24 @@
 #   database dabc_test (password dabc_test) through the local socket as the postgres user,
 #   so it works with Debian's default peer authentication; the URL reaches the tests as
 #   DABC_TEST_POSTGRES_URL (set it yourself to use another server and skip all of this);
-# - python3 -m pip install -e ".[test,redis,dask,stan,learn,cluster]" (test includes docs);
+# - a virtual environment of its own, .venv in the checkout (created with python3 -m venv when
+#   missing; apt-get installs python3-venv if the interpreter has no venv module), unless the
+#   script already runs inside one or PYTHON is set: PEP 668 is never overridden;
+# - pip install -e ".[test,redis,dask,stan,learn,cluster]" into it (test includes docs);
 # - the documentation: sphinx-build -W (warnings are errors) into docs/_build/html; a failure
 #   stops the script here, before the tests;
 # - python3 -m pytest; exits with pytest's status.
 #
-# Environment: PYTHON (default python3), DABC_TEST_POSTGRES_URL, DABC_TEST_PG_CLUSTER (which
+# Environment: PYTHON (the interpreter to install into and test with; default: .venv/bin/python,
+# or the active virtual environment's python), DABC_TEST_VENV (default .venv), DABC_TEST_POSTGRES_URL, DABC_TEST_PG_CLUSTER (which
 # local cluster to use, e.g. 15/main; default: the first online one), DABC_TEST_EXTRAS
 # (default test,redis,dask,stan,learn,cluster: the tests import redis, distributed, pystan,
 # numba and dask_jobqueue).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PYTHON=${PYTHON:-python3}
+BASE_PYTHON=python3
+VENV=${DABC_TEST_VENV:-.venv}
 EXTRAS=${DABC_TEST_EXTRAS:-test,redis,dask,stan,learn,cluster}
 PG_ROLE=dabc_test
 PG_PASSWORD=dabc_test
@@ -80,8 +85,7 @@ if [ -z "${DABC_TEST_POSTGRES_URL:-}" ]; then
         apt_install postgresql
     fi
 fi
-if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
-    [ "$PYTHON" = python3 ] || die "$PYTHON has no pip"
+if ! "$BASE_PYTHON" -m pip --version >/dev/null 2>&1 && [ -z "${PYTHON:-}" ]; then
     apt_install python3-pip
 fi
 
@@ -147,16 +151,28 @@ if [ -z "${DABC_TEST_POSTGRES_URL:-}" ]; then
     export DABC_TEST_POSTGRES_URL="postgresql+psycopg2://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$pg_port/$PG_DB"
 fi
 
-# --- Python packages ------------------------------------------------------------------------
-# A system interpreter under PEP 668 (Debian's python3) refuses pip installs outside a venv.
-if "$PYTHON" - <<'EOF'
-import os, sys, sysconfig
-marker = os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")
-sys.exit(0 if os.path.exists(marker) and sys.prefix == sys.base_prefix else 1)
-EOF
-then
-    export PIP_BREAK_SYSTEM_PACKAGES=1
+# --- Python packages: a virtual environment of the test command's own --------------------------
+# (Debian's python3 refuses pip installs outside one, PEP 668, and overriding that would write
+# into the system's packages.) An active venv or an explicit PYTHON is used as it is.
+if [ -z "${PYTHON:-}" ]; then
+    if [ -n "${VIRTUAL_ENV:-}" ] && [ -x "$VIRTUAL_ENV/bin/python" ]; then
+        PYTHON="$VIRTUAL_ENV/bin/python"
+    else
+        if [ ! -x "$VENV/bin/python" ]; then
+            log "creating the virtual environment $VENV ($BASE_PYTHON -m venv)"
+            if ! "$BASE_PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+                rm -rf "$VENV"
+                apt_install python3-venv
+                "$BASE_PYTHON" -m venv "$VENV" || die "cannot create the virtual environment $VENV"
+            fi
+            "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip \
+                >/dev/null 2>&1 || true
+        fi
+        PYTHON="$(cd "$VENV" && pwd)/bin/python"
+    fi
 fi
+# the tests start dabc's console scripts (dabc, redis-worker, ...) from the same environment
+export PATH="$(dirname "$PYTHON"):$PATH"
 pip_install() {
     PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install -q --disable-pip-version-check \
         -e ".[$EXTRAS]"
