@@ -75,6 +75,8 @@ import cloudpickle
 import numpy as np
 
 from ..errors import InputError
+from ..storage.observed import DataUnpickler as _DataUnpickler  # noqa: F401  (its old name)
+from ..storage.observed import load_observed
 from .distance import AdaptivePNormDistance, Distance, FunctionDistance, PNormDistance
 from .epsilon import ConstantEpsilon, Epsilon, ListEpsilon, MedianEpsilon, QuantileEpsilon
 from .learned import LearnedStatisticsDistance
@@ -467,51 +469,6 @@ def state_code(blob: bytes) -> list[str]:
     for k, v in doc.items():
         dec.value(v, k)
     return [c.field for c in dec.code]
-
-
-_SAFE_GLOBALS = {
-    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("builtins", "float"), ("builtins", "int"), ("builtins", "complex"),
-    ("builtins", "list"), ("builtins", "tuple"), ("builtins", "dict"), ("builtins", "bytes"),
-}
-
-
-class _DataUnpickler(pickle.Unpickler):
-    """Unpickles numbers, strings, containers and numpy arrays, and nothing else."""
-
-    def find_class(self, module, name):
-        if (module, name) in _SAFE_GLOBALS or (module.startswith(("numpy.dtypes",))
-                                               and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise InputError(f"The stored observed data refers to {module}.{name}, which would run "
-                         "code when read; load with trust=True if you trust the database.")
-
-
-def load_observed(blob: bytes, *, trust: bool = True) -> dict:
-    """The observed summary statistics stored with a run.
-
-    Parameters
-    ----------
-    blob : bytes
-        The run's ``observed`` column (a pickle of numbers and numpy arrays).
-    trust : bool, default True
-        With False, only numbers, containers and numpy arrays are unpickled.
-
-    Returns
-    -------
-    dict
-
-    Raises
-    ------
-    InputError
-        Without ``trust``, when the pickle refers to anything else.
-    """
-    if trust:
-        return cloudpickle.loads(blob)
-    return _DataUnpickler(io.BytesIO(bytes(blob))).load()
 
 
 def refuse_code(what: str) -> InputError:
