@@ -6,8 +6,8 @@ SQLite file and returns the History:
 - :func:`one_model_run`: ``mu``, ``sigma`` of a normal sample summarised by its mean and
   standard deviation, with an :class:`dabc.AdaptivePNormDistance` (so it also has distance
   weights);
-- :func:`two_model_run`: the same data explained by a narrow or a wide noise model, with the
-  default (non-adaptive) distance.
+- :func:`two_model_run`: the same data explained by a narrow or a wide noise model, also
+  with an adaptive distance (``adaptive=False``: the default, fixed distance).
 """
 
 from __future__ import annotations
@@ -49,10 +49,11 @@ def one_model_run(db: str, population: int = 200, generations: int = 4,
 
 
 def two_model_run(db: str, population: int = 200, generations: int = 4,
-                  seed: int = 12) -> dabc.History:
-    """A two-model run (one parameter each, default distance) stored in ``db``."""
+                  seed: int = 12, adaptive: bool = True) -> dabc.History:
+    """A two-model run (one parameter each) stored in ``db``."""
     priors = [dabc.Prior(mu=dabc.RV("norm", 0, 2)), dabc.Prior(mu=dabc.RV("norm", 0, 2))]
-    abc = dabc.ABCSMC([narrow, wide], priors, population_size=population,
+    distance = dabc.AdaptivePNormDistance() if adaptive else None
+    abc = dabc.ABCSMC([narrow, wide], priors, distance, population_size=population,
                       sampler=dabc.SingleCoreSampler(), seed=seed,
                       model_names=["narrow", "wide"], progress=False)
     return abc.run({"mean": 0.5, "sd": 1.1}, db=db, max_generations=generations)

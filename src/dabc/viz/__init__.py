@@ -19,6 +19,8 @@ only, so the dashboard and users can compute them without a plotting library.
   :func:`plot_acceptance_rates`, :func:`plot_effective_sample_sizes`, :func:`plot_walltime`,
   :func:`plot_model_probabilities`, :func:`plot_credible_intervals`,
   :func:`plot_distance_weights`;
+- :mod:`dabc.viz.report`: :func:`write_report`, one self-contained HTML file (or a PDF) with
+  every plot, the configuration and the generations of a run (``dabc report``).
 
 Every plot function takes one History or a list of them (``labels=`` names the runs), draws
 into ``ax=`` or a new figure and returns the Axes (an array of them for the matrix and the
@@ -31,13 +33,14 @@ __all__ = [
     "distance_weights", "plot_acceptance_rates", "plot_credible_intervals",
     "plot_distance_weights", "plot_effective_sample_sizes", "plot_epsilons", "plot_kde_1d",
     "plot_kde_2d", "plot_kde_matrix", "plot_model_probabilities", "plot_sample_numbers",
-    "plot_walltime", "walltimes",
+    "plot_walltime", "walltimes", "write_report",
 ]
 
 _WHERE = {
     "plot_kde_1d": "kde", "plot_kde_2d": "kde", "plot_kde_matrix": "kde",
+    "write_report": "report",
     **{name: "plots" for name in __all__ if name not in (
-        "plot_kde_1d", "plot_kde_2d", "plot_kde_matrix")},
+        "plot_kde_1d", "plot_kde_2d", "plot_kde_matrix", "write_report")},
 }
 
 
@@ -51,6 +54,8 @@ def __getattr__(name: str):
     _common.pyplot()  # a missing matplotlib: the InputError with the install hint
     if module == "kde":
         from . import kde as loaded
+    elif module == "report":
+        from . import report as loaded
     else:
         from . import plots as loaded
     value = getattr(loaded, name)

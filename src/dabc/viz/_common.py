@@ -7,6 +7,8 @@ what to install instead of a bare ``ModuleNotFoundError`` from deep inside dabc.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 from ..errors import InputError
@@ -48,6 +50,32 @@ def as_runs(histories, labels: Sequence[str] | None) -> list[tuple[History, str 
     return list(zip(hs, labs, strict=True))
 
 
+def check_model(h: History, m: int) -> None:
+    """An InputError unless ``m`` is a model index of run ``h``."""
+    n = len(h.model_names)
+    if isinstance(m, bool) or not isinstance(m, numbers.Integral) or not 0 <= m < n:
+        names = ", ".join(f"{i} ({name!r})" for i, name in enumerate(h.model_names))
+        raise InputError(f"Run {h.id} has {n} model(s); m={m!r} is not one. Give m as one of "
+                         f"{names}.")
+
+
+def generation(h: History, t: int | None) -> int:
+    """The stored generation ``t`` of run ``h`` (None: the last; negative: from the end)."""
+    n = h.n_populations
+    if n == 0:
+        raise InputError(f"Run {h.id} has no stored generation yet; plot it once its first "
+                         "generation is stored ('dabc info' shows its progress).")
+    if t is None:
+        return h.max_t
+    if isinstance(t, bool) or not isinstance(t, numbers.Integral):
+        raise InputError(f"t must be a whole number (a generation) or None, not {t!r}.")
+    k = n + int(t) if t < 0 else int(t)
+    if not 0 <= k < n:
+        raise InputError(f"Run {h.id} has no generation {t}: it stored generations 0 to "
+                         f"{n - 1} (negative t counts from the end, -1 the last).")
+    return k
+
+
 def axes(ax, figsize: tuple[float, float] = (6.0, 4.0)):
     """``ax``, or the Axes of a new figure."""
     if ax is not None:
@@ -80,3 +108,25 @@ def generation_axis(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def readable_log_axis(ax) -> None:
+    """Plain numbers (``0.5``, ``1``, ``20``) on a log-scaled y axis instead of ``5x10^-1``.
+
+    The decades are always labelled; within a narrow range (under 1.5 decades) also the
+    2, 3 and 5 of each decade, and under half a decade every minor tick, so a short axis
+    still has several labels.
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(v: float, _pos) -> str:
+        lo, hi = ax.get_ylim()
+        decades = math.log10(hi / lo) if 0 < lo < hi else math.inf
+        if not v > 0:
+            return ""
+        mantissa = round(v / 10 ** math.floor(math.log10(v) + 1e-9))
+        keep = range(2, 10) if decades < 0.5 else (2, 3, 5) if decades < 1.5 else ()
+        return f"{v:g}" if mantissa in keep else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(minor))

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..storage import History
-from ._common import as_runs, axes, colour, finish, pyplot
+from ._common import as_runs, axes, check_model, colour, finish, generation, pyplot
 from .weighted import weighted_kde_1d, weighted_kde_2d
 
 __all__ = ["plot_kde_1d", "plot_kde_2d", "plot_kde_matrix"]
@@ -28,8 +28,8 @@ Runs = History | Sequence[History]
 
 def _sample(h: History, m: int, t: int | None, names: Sequence[str]):
     """The parameters ``names`` of model ``m`` at generation ``t`` and their weights."""
-    if not 0 <= m < len(h.model_names):
-        raise InputError(f"Run {h.id} has {len(h.model_names)} model(s); m={m} is not one.")
+    check_model(h, m)
+    t = generation(h, t)
     unknown = [n for n in names if n not in h.param_names[m]]
     if unknown:
         raise InputError(f"Model {m} ({h.model_names[m]!r}) of run {h.id} has no parameter "
@@ -37,9 +37,8 @@ def _sample(h: History, m: int, t: int | None, names: Sequence[str]):
                          f"{', '.join(h.param_names[m])}.")
     params, w = h.get_distribution(m=m, t=t)
     if not len(w):
-        gen = h.max_t if t is None else t
         raise InputError(f"Model {m} ({h.model_names[m]!r}) of run {h.id} has no particles in "
-                         f"generation {gen}: it died out. Choose another generation or model.")
+                         f"generation {t}: it died out. Choose another generation or model.")
     return params, w
 
 
@@ -116,7 +115,7 @@ def plot_kde_1d(histories: Runs, x: str, m: int = 0, t: int | None = None,
         ax.axvline(float(refval[x]), color="black", linestyle="--", linewidth=1,
                    label="reference")
     h0 = runs[0][0]
-    gen = h0.max_t if t is None else t
+    gen = generation(h0, t)
     ax.set_ylim(bottom=0)
     finish(ax, runs, x, "posterior density",
            title if title is not None else f"{h0.model_names[m]}, generation {gen}")
@@ -195,7 +194,7 @@ def plot_kde_2d(histories: Runs, x: str, y: str, m: int = 0, t: int | None = Non
         ax.plot([float(refval[x])], [float(refval[y])], "x", color="black", markersize=9,
                 markeredgewidth=2, label="reference")
     h0 = runs[0][0]
-    gen = h0.max_t if t is None else t
+    gen = generation(h0, t)
     finish(ax, runs, x, y, title if title is not None else f"{h0.model_names[m]}, generation "
            f"{gen}")
     return ax
@@ -253,10 +252,8 @@ def plot_kde_matrix(histories: Runs, m: int = 0, t: int | None = None,
     >>> axs = dabc.viz.plot_kde_matrix(history, refval={"mu": 0.9, "sigma": 1.2})  # doctest: +SKIP
     """
     runs = as_runs(histories, labels)
-    params0 = runs[0][0].param_names[m] if 0 <= m < len(runs[0][0].model_names) else None
-    if params0 is None:
-        _sample(runs[0][0], m, t, [])  # raises the unknown-model error
-    names = list(names) if names is not None else list(params0)
+    check_model(runs[0][0], m)
+    names = list(names) if names is not None else list(runs[0][0].param_names[m])
     k = len(names)
     if ax is None:
         fig, axs = pyplot().subplots(k, k, figsize=(2.6 * k + 0.6, 2.4 * k + 0.6),
@@ -304,5 +301,5 @@ def plot_kde_matrix(histories: Runs, m: int = 0, t: int | None = None,
             if i != j:
                 a.set_ylabel(yi if j == 0 else "")
     h0 = runs[0][0]
-    fig.suptitle(f"{h0.model_names[m]}, generation {h0.max_t if t is None else t}")
+    fig.suptitle(f"{h0.model_names[m]}, generation {generation(h0, t)}")
     return axs

@@ -29,7 +29,16 @@ from ..engine.config import load_observed, load_state, read_config
 from ..engine.model import StatLayout
 from ..errors import InputError
 from ..storage import History
-from ._common import as_runs, axes, colour, finish, generation_axis, pyplot
+from ._common import (
+    as_runs,
+    axes,
+    check_model,
+    colour,
+    finish,
+    generation_axis,
+    pyplot,
+    readable_log_axis,
+)
 from .weighted import weighted_credible_interval
 
 __all__ = [
@@ -50,8 +59,12 @@ def _trajectory(histories: Runs, column, ylabel: str, title: str, labels, ax, ys
         y = column(h, g) if callable(column) else g[column].to_numpy(dtype=float)
         if transform is not None:
             y = transform(h, y)
-        ax.plot(g["t"].to_numpy(), y, "o-", color=colour(i), label=label)
+        t = g["t"].to_numpy()
+        finite = np.isfinite(y)  # generation 0's epsilon is inf: it accepts every draw
+        ax.plot(t[finite], y[finite], "o-", color=colour(i), label=label)
     ax.set_yscale(yscale)
+    if yscale == "log":
+        readable_log_axis(ax)
     generation_axis(ax)
     finish(ax, runs, "generation t", ylabel, title)
     return ax
@@ -60,6 +73,9 @@ def _trajectory(histories: Runs, column, ylabel: str, title: str, labels, ax, ys
 def plot_epsilons(histories: Runs, labels: Sequence[str] | None = None, ax=None,
                   yscale: str = "log"):
     """The acceptance threshold epsilon of each generation.
+
+    Generation 0 usually has no threshold (``epsilon = inf``: every draw from the prior is
+    accepted); a non-finite epsilon is left out of the line.
 
     Parameters
     ----------
@@ -75,7 +91,8 @@ def plot_epsilons(histories: Runs, labels: Sequence[str] | None = None, ax=None,
     Returns
     -------
     matplotlib.axes.Axes
-        The Axes drawn into; line ``i`` holds run ``i``'s ``t`` and ``epsilon``.
+        The Axes drawn into; line ``i`` holds run ``i``'s ``t`` and ``epsilon`` (the
+        generations with a finite epsilon).
 
     Examples
     --------
@@ -344,6 +361,8 @@ def plot_credible_intervals(histories: Runs, m: int = 0, par_names: Sequence[str
     """
     runs = as_runs(histories, labels)
     levs = _as_levels(levels)
+    for h, _ in runs:
+        check_model(h, m)
     names = list(par_names) if par_names is not None else runs[0][0].param_names[m]
     for h, _ in runs:
         unknown = set(names) - set(h.param_names[m])
