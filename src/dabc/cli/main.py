@@ -36,6 +36,7 @@ from ..storage import (
     open_history,
     posterior_summary,
 )
+from ..storage.export import export_inference_data
 from . import cluster_cli, dashboard_cli, demo, redis_cli, report_cli, scaling_cli
 from .argtypes import positive_int
 from .dispatch import dispatch
@@ -262,12 +263,14 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # --- export ----------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
-    """``dabc export``: write one row per particle to CSV, Parquet or JSON.
+    """``dabc export``: write one row per particle to CSV, Parquet or JSON, or one
+    generation of one model as an ArviZ netCDF file.
 
     Parameters
     ----------
     args : argparse.Namespace
-        ``db``, ``format``, ``generation``, ``out`` (``-``: stdout) and ``run``.
+        ``db``, ``format``, ``generation``, ``out`` (``-``: stdout), ``run``, and for
+        netcdf ``model`` and ``resample``.
 
     Returns
     -------
@@ -280,12 +283,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     InputError
         From :func:`dabc.storage.check_export_target`, :func:`dabc.storage.open_history`
         or :func:`dabc.storage.export_particles` (also when no selected generation is
-        readable).
+        readable), or :func:`dabc.storage.export.export_inference_data` (netcdf).
     """
     to_stdout = args.out == "-"
     target = sys.stdout if to_stdout else args.out
+    netcdf = args.format == "netcdf"
+    if not netcdf and (args.model is not None or args.resample is not None):
+        raise InputError("--model and --resample apply to --format netcdf (one model of one "
+                         f"generation); a {args.format} export holds every model (column m).")
     check_export_target(target, args.format)  # before the database is even opened
     history, _ = open_history(args.db, args.run)
+    if netcdf:
+        idata = export_inference_data(history, target, args.generation, args.model or 0,
+                                      args.resample)
+        attrs = idata.posterior.attrs
+        what = (f"{attrs['resample']:,} resampled draws" if attrs["resample"] else
+                f"{attrs['n_particles']:,} weighted particles")
+        print(f"wrote {what} of model {attrs['model_index']} ({attrs['model']}) of run "
+              f"{history.id} (generation {attrs['generation']}) to {args.out}", file=sys.stderr)
+        return 0
     df = export_particles(history, target, args.format, args.generation, skip_unreadable=True)
     skipped = df.attrs.get("unreadable", {})
     for t, reason in skipped.items():
@@ -455,6 +471,16 @@ def _run_id(text: str) -> int:
         raise argparse.ArgumentTypeError(f"a run id is a whole number, not {text!r}") from None
 
 
+def _model_index(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a model index is a whole number >= 0, not {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``dabc`` command line, the Redis subcommands included.
 
@@ -495,19 +521,28 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--run", type=_run_id, default=None, help="run id (default: the last run)")
     i.set_defaults(func=cmd_info)
 
-    e = sub.add_parser("export", help="write particles to CSV, Parquet or JSON",
+    e = sub.add_parser("export", help="write particles to CSV, Parquet, JSON or netCDF",
                        description="Write one row per particle: run, t, m, model, id, weight "
                        "(normalised within the generation), distance, par_<parameter> and "
                        "stat_<statistic> columns. A generation that cannot be read back (a "
                        "damaged database page or blob) is skipped with one line on stderr; "
                        "the others are written, and the exit code is then 1 (0 when "
-                       "everything was exported).")
+                       "everything was exported). --format netcdf writes one generation of one "
+                       "model (--model) as an ArviZ InferenceData file (arviz.from_netcdf reads "
+                       "it): the weighted particles with their weights in sample_stats (ArviZ's "
+                       "summaries of them are unweighted), or with --resample K, K equally "
+                       "weighted draws by systematic resampling, seeded from the run's seed.")
     e.add_argument("db", metavar="DB", help="SQLite file or database URL")
     e.add_argument("--format", choices=EXPORT_FORMATS, default="csv",
-                   help="csv (default), parquet (needs pyarrow: dabc[export]) or json "
-                   "(an array of records)")
+                   help="csv (default), parquet (needs pyarrow: dabc[export]), json "
+                   "(an array of records) or netcdf (ArviZ InferenceData; needs dabc[viz])")
     e.add_argument("--generation", default="last",
-                   help="'last' (default), 'all' or a generation number")
+                   help="'last' (default), 'all' (not for netcdf) or a generation number")
+    e.add_argument("--model", type=_model_index, default=None, metavar="M",
+                   help="netcdf: the model index (default: 0)")
+    e.add_argument("--resample", type=positive_int, default=None, metavar="K",
+                   help="netcdf: K equally weighted draws by systematic resampling instead "
+                   "of the weighted particles")
     e.add_argument("--out", required=True, help="output file ('-' for stdout, csv/json only)")
     e.add_argument("--run", type=_run_id, default=None, help="run id (default: the last run)")
     e.set_defaults(func=cmd_export)

@@ -1,4 +1,4 @@
-"""Exporting stored particles as one flat table (CSV, Parquet or JSON).
+"""Exporting stored particles as one flat table (CSV, Parquet or JSON), or as netCDF.
 
 A History stores a generation as one binary block per model, which is fast but useless to
 a spreadsheet, R or DuckDB. :func:`particles_frame` flattens generations into one row per
@@ -9,29 +9,36 @@ The columns are ``run``, ``t``, ``m`` (model index), ``model`` (its name), ``id`
 ``weight`` (normalised to sum to 1 within each generation, over all models), ``distance``,
 then ``par_<name>`` for every parameter of any model (NaN where a model lacks it) and
 ``stat_<name>`` for every summary statistic.
+
+``netcdf`` is not a table: :func:`export_inference_data` writes one generation of one model
+as an ArviZ ``InferenceData`` (see :mod:`dabc.storage.inference_data`), the file
+``arviz.from_netcdf`` reads back.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InputError
 from .history import CorruptGenerationError, History
+from .inference_data import to_inference_data
 from .urls import display_url
 
-__all__ = ["EXPORT_FORMATS", "check_export_target", "export_particles", "particles_frame",
-           "select_generations"]
+__all__ = ["EXPORT_FORMATS", "check_export_target", "export_inference_data", "export_particles",
+           "particles_frame", "select_generations"]
 
 logger = logging.getLogger("dabc.storage")
 
-#: The formats :func:`export_particles` writes.
-EXPORT_FORMATS = ("csv", "parquet", "json")
+#: The formats ``dabc export`` writes: the tables of :func:`export_particles` and ``netcdf``
+#: (:func:`export_inference_data`).
+EXPORT_FORMATS = ("csv", "parquet", "json", "netcdf")
 
 
 def select_generations(history: History, generation: str | int = "last") -> list[int]:
@@ -158,7 +165,8 @@ def check_export_target(target: str | os.PathLike[str] | TextIO, fmt: str) -> No
     ------
     InputError
         When ``fmt`` is unknown, Parquet is asked for without pyarrow installed or for a
-        text stream, or the target's folder does not exist or the target is a folder.
+        text stream, netCDF without ArviZ and h5netcdf (or netCDF4) installed or for a text
+        stream, or the target's folder does not exist or the target is a folder.
     """
     if fmt not in EXPORT_FORMATS:
         raise InputError(f"Unknown export format {fmt!r}; choose one of "
@@ -170,9 +178,11 @@ def check_export_target(target: str | os.PathLike[str] | TextIO, fmt: str) -> No
             raise InputError("Parquet export needs pyarrow, which is not installed. Install "
                              "it with: pip install 'dabc[export]' (or export as csv or "
                              "json).") from None
+    if fmt == "netcdf":
+        _check_netcdf_libraries()
     if not isinstance(target, str | os.PathLike):
-        if fmt == "parquet":
-            raise InputError("parquet cannot be written to stdout or another text stream; "
+        if fmt in ("parquet", "netcdf"):
+            raise InputError(f"{fmt} cannot be written to stdout or another text stream; "
                              "give a file to write to.")
         return
     path = Path(target)
@@ -227,6 +237,9 @@ def export_particles(history: History, target: str | os.PathLike[str] | TextIO,
     >>> history, _ = open_history("dabc-demo.db")               # doctest: +SKIP
     >>> export_particles(history, "particles.csv", generation="all")   # doctest: +SKIP
     """
+    if fmt == "netcdf":
+        raise InputError("netcdf is not a table of particles: write it with "
+                         "export_inference_data(history, target, generation, m, resample).")
     check_export_target(target, fmt)
     ts = select_generations(history, generation)
     df = particles_frame(history, ts, skip_unreadable)
@@ -252,3 +265,73 @@ def export_particles(history: History, target: str | os.PathLike[str] | TextIO,
         where = "the output stream" if is_stream else repr(str(target))
         raise InputError(f"Cannot write {where}: {exc.strerror or exc}.") from exc
     return df
+
+
+def _check_netcdf_libraries() -> None:
+    """ArviZ and a netCDF writer (h5netcdf or netCDF4) are importable, else an InputError."""
+    missing = [name for name, mods in (("arviz", ("arviz",)),
+                                       ("h5netcdf", ("h5netcdf", "netCDF4")))
+               if not any(importlib.util.find_spec(mod) for mod in mods)]
+    if missing:
+        raise InputError(f"netCDF export needs {' and '.join(missing)}, not installed. Install "
+                         'it with: pip install "dabc[viz]" (or export as csv or json).')
+
+
+def export_inference_data(history: History, target: str | os.PathLike[str],
+                          generation: str | int = "last", m: int = 0,
+                          resample: int | None = None) -> Any:
+    """Write one generation of one model as an ArviZ ``InferenceData`` netCDF file.
+
+    The file holds what :func:`~dabc.storage.inference_data.to_inference_data` returns
+    (posterior, sample_stats with the weights, observed_data, prior) and is read back with
+    ``arviz.from_netcdf``. Without ``resample`` the posterior holds the weighted particles:
+    ArviZ's summaries of it are unweighted (its ``attrs["weighted"]`` is 1).
+
+    Parameters
+    ----------
+    history : History
+        The run to export.
+    target : str or os.PathLike
+        The file to write (replaced if it exists).
+    generation : str or int, default "last"
+        ``"last"`` or a generation number (a netCDF file holds one generation, so not
+        ``"all"``).
+    m : int, default 0
+        The model index.
+    resample : int, optional
+        Write this many equally weighted draws (systematic resampling, seeded from the run's
+        seed) instead of the weighted particles.
+
+    Returns
+    -------
+    arviz.InferenceData
+        What was written.
+
+    Raises
+    ------
+    InputError
+        When ArviZ or h5netcdf/netCDF4 is missing, the target is not a writable file, the
+        generation is ``"all"`` or not stored, ``m`` has no particles there, ``resample`` <
+        1, or writing fails.
+    CorruptGenerationError
+        When the generation is stored but cannot be read back.
+
+    Examples
+    --------
+    >>> history, _ = open_history("dabc-demo.db")                       # doctest: +SKIP
+    >>> export_inference_data(history, "posterior.nc", resample=4000)   # doctest: +SKIP
+    """
+    check_export_target(target, "netcdf")
+    if generation == "all":
+        raise InputError("A netCDF export holds one generation of one model; give a "
+                         "generation ('last' or a number), not 'all'.")
+    t = select_generations(history, generation)[0]
+    idata = to_inference_data(history, t=t, m=m, resample=resample)
+    engine = "h5netcdf" if importlib.util.find_spec("h5netcdf") else "netcdf4"
+    try:
+        idata.to_netcdf(str(target), engine=engine)
+    except OSError as exc:
+        raise InputError(f"Cannot write {str(target)!r}: {exc.strerror or exc}.") from exc
+    logger.info("run %s generation %d model %d written as netCDF to %s", history.id, t, m,
+                target)
+    return idata

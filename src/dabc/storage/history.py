@@ -29,6 +29,7 @@ import sqlite3
 import time
 import urllib.parse
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -1092,6 +1093,46 @@ class History:
         parts = [pd.DataFrame({"m": m, "distance": a["distance"], "w": a["weight"]})
                  for m, a in sorted(self.get_arrays(t).items())]
         return pd.concat(parts, ignore_index=True)
+
+    def to_inference_data(self, t: int | None = None, m: int = 0,
+                          resample: int | None = None) -> Any:
+        """Generation ``t`` of model ``m`` as an ``arviz.InferenceData`` (needs ``dabc[viz]``).
+
+        Groups: ``posterior`` (the particles, one chain), ``sample_stats`` (``weight``,
+        ``distance``, ``particle``), ``observed_data`` and ``prior``; see
+        :func:`dabc.storage.inference_data.to_inference_data`. Without ``resample`` the
+        posterior holds the *weighted* particles and ArviZ's summaries of it are unweighted
+        (``attrs["weighted"] == 1``); ``resample=k`` gives ``k`` equally weighted draws by
+        systematic resampling, seeded from the run's seed.
+
+        Parameters
+        ----------
+        t : int, optional
+            The generation; default the last, negative counts from the end.
+        m : int, default 0
+            The model index.
+        resample : int, optional
+            The number of equally weighted draws; default None: the weighted particles.
+
+        Returns
+        -------
+        arviz.InferenceData
+
+        Raises
+        ------
+        InputError
+            When ArviZ is missing, there is no generation ``t``, model ``m`` has no particles
+            in it, or ``resample`` < 1.
+
+        Examples
+        --------
+        >>> import arviz as az                                          # doctest: +SKIP
+        >>> idata = History("runs.db").to_inference_data(resample=4000)  # doctest: +SKIP
+        >>> az.summary(idata, kind="stats")                             # doctest: +SKIP
+        """
+        from .inference_data import to_inference_data
+
+        return to_inference_data(self, t=t, m=m, resample=resample)
 
     def state(self, t: int) -> bytes:
         """The engine state stored after generation ``t`` (what a resume starts from).
