@@ -358,9 +358,11 @@ def _pair_figure(d: dict) -> dict:
     x, y = d["names"]
     if not d["density"]:
         return _empty_figure("no particle in this generation", 300)
+    what = "density" if d["method"] == "kde" else "histogram"
     return {"data": [{"type": "heatmap", "x": d["x"], "y": d["y"], "z": d["density"],
-                      "colorscale": "Viridis", "colorbar": {"thickness": 10}}],
-            "layout": {**_layout(f"{x} and {y}, generation {d['t']}", 300),
+                      "colorscale": "Viridis", "colorbar": {"thickness": 10},
+                      "zsmooth": "best" if d["method"] == "kde" else False}],
+            "layout": {**_layout(f"{x} and {y}, generation {d['t']} ({what})", 300),
                        "xaxis": {"title": {"text": x}}, "yaxis": {"title": {"text": y}}}}
 
 
@@ -405,6 +407,13 @@ def _live_children(row: dict | None, panel: dict | None) -> list:
         return [html.Span(["status ", html.B(row["status"], id="run-status")]), stored,
                 html.Span(f"ended{reason}{last}" if row["status"] != "running"
                           else "no live state from its master yet")]
+    if row["generations"] > panel["t"]:
+        # generation t is stored and the master's next snapshot (at most 0.5 s away) is not
+        # written yet: the next generation is starting, its numbers are not known
+        return [html.Span(["status ", html.B(row["status"], id="run-status")]),
+                html.Span(["generation ", html.B(str(row["generations"]), id="live-generation"),
+                           " starting"]), stored,
+                html.Span("waiting for the master's first numbers of it", className="muted")]
     rate = panel["acceptance_rate"]
     busy = panel["workers_busy"]
     return [

@@ -17,7 +17,7 @@ of many runs or with huge generations:
 - the runs table is one query (:meth:`History.all_runs`) and the live rows of all runs one
   more (:meth:`History.live_states`);
 - a stored generation never changes, so everything computed from its particles (the
-  marginal densities, the pair histograms) is cached under ``(url, run, t, ...)``
+  marginal densities, the pair densities) is cached under ``(url, run, t, ...)``
   (:data:`CACHE_SIZE` entries, least recently used dropped first) and read from the
   database once; the per-generation series are read again only when the number of stored
   generations changed.
@@ -42,16 +42,25 @@ import pandas as pd
 from ..engine.progress import estimate_remaining
 from ..errors import InputError
 from ..storage import History, database_url, display_url, has_runs_table, sqlite_path
-from .weighted import effective_sample_size, normalise_weights, weighted_kde_1d
+from .weighted import (
+    effective_sample_size,
+    normalise_weights,
+    weighted_kde_1d,
+    weighted_kde_2d,
+)
 
 __all__ = [
-    "CACHE_SIZE", "cache_info", "clear_caches", "events", "live_panel", "marginals",
-    "model_probabilities", "open_database", "pair", "run_history", "run_info", "runs_table",
-    "series",
+    "CACHE_SIZE", "PAIR_KDE_LIMIT", "cache_info", "clear_caches", "events", "live_panel",
+    "marginals", "model_probabilities", "open_database", "pair", "run_history", "run_info",
+    "runs_table", "series",
 ]
 
 CACHE_SIZE = 256
 """How many results computed from stored generations are kept (per process)."""
+
+PAIR_KDE_LIMIT = 5000
+"""Up to this many particles :func:`pair` draws a kernel density estimate, beyond it a
+histogram."""
 
 _lock = threading.RLock()
 _histories: dict[str, History] = {}
@@ -483,12 +492,13 @@ def marginals(db: str | os.PathLike[str], run_id: int, t: int, m: int = 0,
 
 
 def pair(db: str | os.PathLike[str], run_id: int, t: int, x: str, y: str, m: int = 0,
-         bins: int = 40) -> dict:
-    """The weighted 2-d histogram of two parameters of model ``m`` in generation ``t``.
+         bins: int = 40, method: str = "auto") -> dict:
+    """The weighted joint density of two parameters of model ``m`` in generation ``t``.
 
-    A histogram, not a kernel estimate: it costs one pass over the particles also for
-    100,000 of them, and shows the posterior's shape without a bandwidth. Cached like
-    :func:`marginals`.
+    A weighted kernel density estimate (:func:`dabc.viz.weighted.weighted_kde_2d`) for up
+    to :data:`PAIR_KDE_LIMIT` particles, else a weighted 2-d histogram: one pass over the
+    particles also for 100,000 of them, where a kernel estimate would take most of a
+    second, and enough particles to fill the bins. Cached like :func:`marginals`.
 
     Parameters
     ----------
@@ -503,26 +513,33 @@ def pair(db: str | os.PathLike[str], run_id: int, t: int, x: str, y: str, m: int
     m : int, default 0
         The model.
     bins : int, default 40
-        Bins along each axis.
+        Grid points (KDE) or bins (histogram) along each axis.
+    method : {"auto", "kde", "histogram"}, default "auto"
+        Force one of the two.
 
     Returns
     -------
     dict
-        ``x``, ``y`` (bin centres), ``density`` (``bins x bins`` lists, ``density[j][i]``
-        at ``(x[i], y[j])``; it integrates to 1), ``t``, ``m``, ``names`` ``(x, y)``;
-        ``density`` is empty when the model has no particle in that generation.
+        ``x``, ``y`` (grid points or bin centres), ``density`` (``bins x bins`` lists,
+        ``density[j][i]`` at ``(x[i], y[j])``; a histogram integrates to 1 exactly, a KDE
+        to 1 up to the mass beyond its grid), ``method`` (``"kde"`` or ``"histogram"``),
+        ``t``, ``m``, ``names`` ``(x, y)``; ``density`` is empty when the model has no
+        particle in that generation.
 
     Raises
     ------
     InputError
-        When generation ``t`` is not stored or a name is not a parameter of model ``m``.
+        When generation ``t`` is not stored, a name is not a parameter of model ``m``, or
+        ``method`` is unknown.
 
     Examples
     --------
-    >>> pair("runs.db", 1, 3, "mu", "sigma")["density"][0][:3]   # doctest: +SKIP
-    [0.0, 0.0, 0.013]
+    >>> pair("runs.db", 1, 3, "mu", "sigma")["method"]             # doctest: +SKIP
+    'kde'
     """
-    key = (database_url(db), int(run_id), int(t), int(m), "pair", x, y, int(bins))
+    if method not in ("auto", "kde", "histogram"):
+        raise InputError(f"method must be 'auto', 'kde' or 'histogram', not {method!r}.")
+    key = (database_url(db), int(run_id), int(t), int(m), "pair", x, y, int(bins), method)
 
     def compute():
         names = run_info(db, run_id)["params"][int(m)]
@@ -530,17 +547,23 @@ def pair(db: str | os.PathLike[str], run_id: int, t: int, x: str, y: str, m: int
             if name not in names:
                 raise InputError(f"{name!r} is not a parameter of model {m} of run {run_id}; "
                                  f"its parameters are {', '.join(names)}.")
-        empty = {"x": [], "y": [], "density": [], "t": int(t), "m": int(m), "names": (x, y)}
+        empty = {"x": [], "y": [], "density": [], "method": method, "t": int(t),
+                 "m": int(m), "names": (x, y)}
         gen = _generation(db, run_id, int(t), int(m))
         if gen is None:
             return empty
         theta, w = gen["theta"], gen["weight"]
         a, b = theta[:, names.index(x)], theta[:, names.index(y)]
-        ranges = [_span(a), _span(b)]
-        hist, ex, ey = np.histogram2d(a, b, bins=int(bins), range=ranges, weights=w,
-                                      density=True)
+        kind = method if method != "auto" else \
+            ("kde" if len(w) <= PAIR_KDE_LIMIT else "histogram")
+        base = {"method": kind, "t": int(t), "m": int(m), "names": (x, y)}
+        if kind == "kde":
+            gx, gy, dens = weighted_kde_2d(a, b, w, numx=int(bins), numy=int(bins))
+            return {"x": gx.tolist(), "y": gy.tolist(), "density": dens.tolist(), **base}
+        hist, ex, ey = np.histogram2d(a, b, bins=int(bins), range=[_span(a), _span(b)],
+                                      weights=w, density=True)
         return {"x": ((ex[:-1] + ex[1:]) / 2).tolist(), "y": ((ey[:-1] + ey[1:]) / 2).tolist(),
-                "density": hist.T.tolist(), "t": int(t), "m": int(m), "names": (x, y)}
+                "density": hist.T.tolist(), **base}
 
     return _cached(key, compute)
 
