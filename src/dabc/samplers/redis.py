@@ -11,8 +11,9 @@ Layout on the server (``P`` = ``dabc:a:<analysis id>``), every key with a TTL:
   exists, so results of a finished generation never reappear.
 - ``P:refused:<gen>`` (hash worker -> reason) names workers that refused the work (its
   signature did not verify with their secret).
-- ``dabc:worker:<id>`` is a worker's heartbeat (short TTL). The master re-queues the claims
-  of workers whose heartbeat expired, so a killed worker never stalls a generation.
+- ``dabc:worker:<id>`` is a worker's heartbeat (short TTL; its value, JSON, holds the
+  worker's start time and counts for ``redis-manager info``). The master re-queues the
+  claims of workers whose heartbeat expired, so a killed worker never stalls a generation.
 - The pub/sub channel ``dabc:wake`` (not a key) carries a message whenever tasks are queued
   on an empty queue; idle workers wait on it instead of polling.
 
@@ -38,10 +39,13 @@ user on one machine (or on machines sharing a home directory) needs no set-up; w
 other machines need a copy of that file. A secret file readable by group or others is
 refused.
 
-The server's password (``requirepass``) comes from ``password=`` (``--password``),
-``password_file=`` (``--password-file``), or the environment (``REDISCLI_AUTH``, then
-``DABC_REDIS_PASSWORD``). A server without a password draws a warning; one that is not on
-the loopback interface is refused unless ``insecure=True`` (``--insecure``).
+The server's password (``requirepass``) comes, first found wins, from a password inside the
+URL, ``password=`` (``--password``), ``password_file=`` (``--password-file``), or the
+environment (``REDISCLI_AUTH``, then ``DABC_REDIS_PASSWORD``); messages name where it came
+from (:func:`password_source`) and never show it (:func:`redact`). The server's URL comes
+from ``url=`` (``--url``), else host and port, else ``DABC_REDIS_URL`` when neither host nor
+port is given. A server without a password draws a warning; one that is not on the loopback
+interface is refused unless ``insecure=True`` (``--insecure``).
 
 Connection losses
 -----------------
@@ -72,6 +76,7 @@ import time
 import traceback
 import uuid
 import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -254,6 +259,74 @@ def resolve_password(password: str | None = None,
     return None
 
 
+def password_source(password: str | None = None,
+                    password_file: str | os.PathLike | None = None,
+                    url: str | None = None) -> str:
+    """Where :func:`connect` takes the Redis password from, for messages (never the password).
+
+    The order is that of :func:`resolve_password`; a password inside ``url`` wins over all
+    of them (redis-py lets the URL's options override its keyword arguments).
+
+    Parameters
+    ----------
+    password : str, optional
+        A password given directly (``password=`` or ``--password``).
+    password_file : path, optional
+        A file holding the password.
+    url : str, optional
+        A ``redis://`` URL, which may hold a password itself.
+
+    Returns
+    -------
+    str
+        ``"the URL"``, ``"--password"``, ``"the file <path>"``, the name of the environment
+        variable, or ``"none"``.
+
+    Examples
+    --------
+    >>> password_source(password_file="~/redis-password")
+    'the file ~/redis-password'
+    """
+    if url and urlparse(url).password:
+        return "the URL"
+    if password is not None:
+        return "--password"
+    if password_file is not None:
+        return f"the file {password_file}"
+    for env in PASSWORD_ENVS:
+        if os.environ.get(env):
+            return env
+    return "none"
+
+
+def redact(url: str | None) -> str | None:
+    """``url`` with its password (if any) replaced by ``***``, for messages and logs.
+
+    Parameters
+    ----------
+    url : str, optional
+        A ``redis://``, ``rediss://`` or ``unix://`` URL.
+
+    Returns
+    -------
+    str or None
+        The URL without its password; None for None.
+
+    Examples
+    --------
+    >>> redact("redis://:hunter2@db.example:6380/0")
+    'redis://:***@db.example:6380/0'
+    """
+    if not url:
+        return url
+    parsed = urlparse(url)
+    if not parsed.password:
+        return url
+    user = parsed.username or ""
+    host = parsed.netloc.rpartition("@")[2]
+    return parsed._replace(netloc=f"{user}:***@{host}").geturl()
+
+
 def _is_loopback(host: str | None) -> bool:
     if not host or host == "localhost":
         return True
@@ -278,8 +351,9 @@ def connect(host: str = "localhost", port: int = 6379, password: str | None = No
     from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
     from redis.retry import Retry
 
+    source = password_source(password, password_file, url)
     password = resolve_password(password, password_file)
-    where = url or f"{host}:{port}"
+    where = redact(url) or f"{host}:{port}"
     parsed = urlparse(url) if url else None
 
     def make(**extra):
@@ -309,8 +383,8 @@ def connect(host: str = "localhost", port: int = 6379, password: str | None = No
     except redis.AuthenticationError as exc:
         if password is None:
             raise InputError(f"Redis at {where} needs a password ({exc}). {how}") from exc
-        raise InputError(f"Redis at {where} refused the password ({exc}). Pass the server's "
-                         f"requirepass: {how}") from exc
+        raise InputError(f"Redis at {where} refused the password from {source} ({exc}). "
+                         f"Pass the server's requirepass: {how}") from exc
     except redis.ResponseError as exc:
         if "NOAUTH" in str(exc) or "AUTH" in str(exc).upper():
             raise InputError(f"Redis at {where} needs a password ({exc}). {how}") from exc
@@ -438,8 +512,8 @@ class RedisEvalParallelSampler(Sampler):
 
     @property
     def where(self) -> str:
-        """The server, for messages."""
-        return self.url or f"{self.host}:{self.port}"
+        """The server, for messages (a URL's password replaced by ``***``)."""
+        return redact(self.url) or f"{self.host}:{self.port}"
 
     def _client(self):
         if self._secret is None:
@@ -450,6 +524,17 @@ class RedisEvalParallelSampler(Sampler):
             self._claim = self._r.register_script(_CLAIM)
             self._release = self._r.register_script(_RELEASE)
         return self._r
+
+    def start(self) -> None:
+        """Connect to the server and read the secret, before a run is created.
+
+        Raises
+        ------
+        dabc.InputError
+            When the server cannot be reached or refuses the password, or the secret file
+            is unusable.
+        """
+        self._client()
 
     def stop_requested(self) -> bool:
         """Whether ``dabc redis-manager stop`` asked this analysis to end."""
@@ -493,7 +578,8 @@ class RedisEvalParallelSampler(Sampler):
         pipe.hset(f"{P}:info", mapping={"generation": request.generation,
                                         "n": request.n, "accepted": sched.n_accepted,
                                         "evaluations": sched.n_evaluated,
-                                        "failures": sched.n_failed, "started": time.time()})
+                                        "failures": sched.n_failed, "started": time.time(),
+                                        "master": f"{socket.gethostname()}-{os.getpid()}"})
         pipe.expire(f"{P}:info", KEY_TTL)
         requeue = []
         if not fresh:
@@ -734,7 +820,7 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
               url: str | None = None, runtime: float | None = None, idle_sleep: float = 0.5,
               install_signals: bool = True, secret_file: str | os.PathLike | None = None,
               password_file: str | os.PathLike | None = None, insecure: bool = False,
-              reconnect_timeout: float = 300.0) -> dict:
+              reconnect_timeout: float = 300.0, stats: dict | None = None) -> dict:
     """Serve every analysis on the server until ``runtime`` seconds pass or SIGTERM/SIGINT.
 
     An idle worker waits up to ``idle_sleep`` seconds for a master's wake-up message (sent
@@ -758,11 +844,18 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
         The HMAC secret's file (see :func:`load_secret`).
     reconnect_timeout : float, default 300
         Seconds without a connection before giving up.
+    stats : dict, optional
+        A dict to keep the counts in (updated as the worker goes), so that a caller has them
+        even when this function raises; by default a new one.
 
     Returns
     -------
     dict
-        Counts of what this worker did: ``worker``, ``tasks``, ``evaluations``, ``refused``.
+        Counts of what this worker did: ``worker``, ``tasks``, ``evaluations``, ``refused``,
+        and ``stopped``, why it stopped: ``"runtime"`` (``runtime`` passed), the signal's
+        name (``"SIGTERM"``, ``"SIGINT"``) or, when it raises, ``"error"``. While it runs, its
+        heartbeat key on the server holds the counts and its start time (``redis-manager
+        info`` shows them).
 
     Raises
     ------
@@ -774,19 +867,24 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
     import redis
 
     secret = load_secret(secret_file)
-    where = url or f"{host}:{port}"
+    where = redact(url) or f"{host}:{port}"
     r = connect(host, port, password, url, insecure, password_file)
     wake = None
     claim, deliver = r.register_script(_CLAIM), r.register_script(_DELIVER)
     release = r.register_script(_RELEASE)
     wid = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    stats = {"worker": wid, "tasks": 0, "evaluations": 0, "refused": 0}
+    stats = {} if stats is None else stats
+    stats.update(worker=wid, tasks=0, evaluations=0, refused=0)
+    started = time.time()
     stopping = threading.Event()
 
     def on_signal(signum, frame):
         if stopping.is_set():
             return  # already stopping: let the clean-up finish
         stopping.set()
+        # SIGUSR1 is the relay of a SIGTERM/SIGINT another thread received
+        stats.setdefault("stopped", "SIGTERM" if signum == signal.SIGUSR1
+                         else signal.Signals(signum).name)
         raise _Stop()
 
     if install_signals:
@@ -798,7 +896,9 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
         pipe = r.pipeline()
         pipe.zadd(WORKERS, {wid: time.time()})
         pipe.expire(WORKERS, int(HEARTBEAT_TTL) + 1)  # gone soon after the last worker
-        pipe.set(f"dabc:worker:{wid}", "1", ex=int(HEARTBEAT_TTL) + 1)
+        pipe.set(f"dabc:worker:{wid}", json.dumps(
+            {"started": started, "tasks": stats["tasks"], "evaluations": stats["evaluations"],
+             "refused": stats["refused"]}), ex=int(HEARTBEAT_TTL) + 1)
         pipe.execute()
 
     def beat():
@@ -903,8 +1003,12 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
                         "Restart the server,"
                         " then start the worker again.") from exc
                 stopping.wait(0.5)
+        stats.setdefault("stopped", "runtime")
     except _Stop:
         pass
+    except BaseException:
+        stats.setdefault("stopped", "error")
+        raise
     finally:
         stopping.set()
         try:
@@ -924,11 +1028,155 @@ def work_loop(host: str = "localhost", port: int = 6379, password: str | None = 
     return stats
 
 
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def _number(raw: bytes | None) -> int | float | None:
+    if raw is None:
+        return None
+    text = raw.decode()
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _status(r) -> dict:
+    """What :func:`status` returns, from an open client (drops analyses whose master died)."""
+    now = time.time()
+    out: dict = {"time": _iso(now), "workers": [], "analyses": []}
+    busy: dict[str, str] = {}  # worker -> analysis it holds a claim of
+    for aid_raw in r.zrange(ANALYSES, 0, -1):
+        aid = aid_raw.decode(errors="replace")
+        P = f"dabc:a:{aid}"
+        if not r.exists(f"{P}:alive"):
+            r.zrem(ANALYSES, aid_raw)  # its master died; its keys expire by TTL
+            continue
+        pipe = r.pipeline()
+        pipe.hgetall(f"{P}:info")
+        pipe.get(f"{P}:gen")
+        pipe.exists(f"{P}:stop")
+        info, gen, stop = pipe.execute()
+        info = {k.decode(): v for k, v in info.items()}
+        queued = claimed = results = refused = 0
+        if gen is not None:
+            gen = gen.decode(errors="replace")
+            pipe = r.pipeline()
+            pipe.llen(f"{P}:queue:{gen}")
+            pipe.hgetall(f"{P}:claims:{gen}")
+            pipe.llen(f"{P}:results:{gen}")
+            pipe.hlen(f"{P}:refused:{gen}")
+            queued, claims, results, refused = pipe.execute()
+            claimed = len(claims)
+            for wid in claims.values():
+                busy[wid.decode(errors="replace")] = aid
+        started = _number(info.get("started"))
+        out["analyses"].append({
+            "analysis": aid,
+            "master": info["master"].decode(errors="replace") if "master" in info else None,
+            "generation": _number(info.get("generation")),
+            "n": _number(info.get("n")),
+            "accepted": _number(info.get("accepted")),
+            "evaluations": _number(info.get("evaluations")),
+            "failures": _number(info.get("failures")),
+            "generation_started": _iso(started),
+            "generation_seconds": None if started is None else round(now - started, 1),
+            "queued": queued, "claimed": claimed, "results": results, "refused": refused,
+            "stop_requested": bool(stop)})
+    r.zremrangebyscore(WORKERS, "-inf", now - HEARTBEAT_TTL)
+    seen = r.zrangebyscore(WORKERS, now - HEARTBEAT_TTL, "+inf", withscores=True)
+    beats = r.mget([f"dabc:worker:{w.decode()}" for w, _ in seen]) if seen else []
+    for (wid_raw, last), beat in zip(seen, beats, strict=True):
+        wid = wid_raw.decode(errors="replace")
+        host, _, rest = wid.rpartition("-")[0].rpartition("-")
+        try:
+            extra = json.loads(beat) if beat else {}
+        except ValueError:  # a worker of an older dabc: "1"
+            extra = {}
+        extra = extra if isinstance(extra, dict) else {}
+        out["workers"].append({
+            "worker": wid, "host": host, "pid": int(rest) if rest.isdigit() else None,
+            "state": "busy" if wid in busy else "idle", "analysis": busy.get(wid),
+            "tasks": extra.get("tasks"), "evaluations": extra.get("evaluations"),
+            "refused": extra.get("refused"), "started": _iso(extra.get("started")),
+            "last_seen": _iso(last), "last_seen_seconds": round(max(now - last, 0.0), 1)})
+    return out
+
+
+def status(host: str = "localhost", port: int = 6379, password: str | None = None,
+           url: str | None = None, insecure: bool = False,
+           password_file: str | os.PathLike | None = None) -> dict:
+    """The worker pool and the analyses on a Redis server, as ``redis-manager info`` shows them.
+
+    Parameters
+    ----------
+    host, port, password, url, insecure, password_file
+        The server, as for :func:`connect`.
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``server`` (no password in it), ``time`` (ISO 8601, UTC), ``workers``
+        (one dict per live worker process: ``worker``, ``host``, ``pid``, ``state``
+        ``"busy"`` or ``"idle"``, ``analysis`` it works for, ``tasks``, ``evaluations``,
+        ``refused``, ``started``, ``last_seen`` and ``last_seen_seconds``) and ``analyses``
+        (one dict per live analysis: ``analysis``, ``master``, ``generation``, ``n``,
+        ``accepted``, ``evaluations``, ``failures``, ``generation_started``,
+        ``generation_seconds``, the lengths ``queued``, ``claimed``, ``results`` and
+        ``refused`` of its generation's queue, claims, results and refusals, and
+        ``stop_requested``). Numbers are numbers; times are ISO strings.
+
+    Raises
+    ------
+    dabc.InputError
+        When the server cannot be reached or refuses the password.
+
+    Examples
+    --------
+    >>> status("127.0.0.1", 6379)["workers"]  # doctest: +SKIP
+    [{'worker': 'node1-4242-1a2b3c', 'host': 'node1', 'pid': 4242, 'state': 'idle', ...}]
+    """
+    r = connect(host, port, password, url, insecure, password_file)
+    try:
+        return {"server": redact(url) or f"{host}:{port}", **_status(r)}
+    finally:
+        r.close()
+
+
 def manager(command: str, host: str = "localhost", port: int = 6379,
             password: str | None = None, url: str | None = None, insecure: bool = False,
             password_file: str | os.PathLike | None = None) -> list[dict]:
-    """``info``: one dict per analysis; ``stop``: end all analyses after this generation;
-    ``reset``: delete every dabc key (emergencies only)."""
+    """Inspect or stop the analyses on a Redis server (``dabc redis-manager``).
+
+    Parameters
+    ----------
+    command : {"info", "stop", "reset"}
+        ``info``: one dict per analysis; ``stop``: end all analyses after their current
+        generation; ``reset``: delete every dabc key (emergencies only).
+    host, port, password, url, insecure, password_file
+        The server, as for :func:`connect`.
+
+    Returns
+    -------
+    list of dict
+        ``info`` and ``stop``: per live analysis ``analysis``, ``generation``, ``n``,
+        ``accepted``, ``evaluations``, ``failures``, ``started`` (epoch seconds) and
+        ``live_workers``; with no analysis, ``info`` gives one row with ``analysis`` None.
+        ``reset``: one row ``{"deleted_keys": n}``. See :func:`status` for more detail.
+
+    Raises
+    ------
+    dabc.InputError
+        When the server cannot be reached or refuses the password.
+
+    Examples
+    --------
+    >>> manager("stop", "127.0.0.1", 6379)  # doctest: +SKIP
+    [{'analysis': '3f2a9c1b2d3e4f5a', 'generation': 4, ...}]
+    """
     r = connect(host, port, password, url, insecure, password_file)
     try:
         if command == "reset":
@@ -944,8 +1192,10 @@ def manager(command: str, host: str = "localhost", port: int = 6379,
                 continue
             if command == "stop":
                 r.set(f"{P}:stop", 1, ex=KEY_TTL)
-            info = {k.decode(): v.decode() for k, v in r.hgetall(f"{P}:info").items()}
-            out.append({"analysis": aid.decode(), **info})
+            info = {k.decode(): v for k, v in r.hgetall(f"{P}:info").items()}
+            out.append({"analysis": aid.decode(),
+                        **{k: (v.decode(errors="replace") if k == "master" else _number(v))
+                           for k, v in info.items()}})
         workers = live_workers(r)
         for item in out:
             item["live_workers"] = len(workers)
