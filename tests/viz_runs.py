@@ -6,8 +6,10 @@ SQLite file and returns the History:
 - :func:`one_model_run`: ``mu``, ``sigma`` of a normal sample summarised by its mean and
   standard deviation, with an :class:`dabc.AdaptivePNormDistance` (so it also has distance
   weights);
-- :func:`two_model_run`: the same data explained by a narrow or a wide noise model, also
-  with an adaptive distance (``adaptive=False``: the default, fixed distance).
+- :func:`two_model_run`: the same data explained by noise of sd 1 (model ``narrow``,
+  parameter ``mu``) or of an unknown sd of at least 1 (model ``wide``, parameters ``mu``
+  and ``sigma``), also with an adaptive distance (``adaptive=False``: the default, fixed
+  distance).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ def narrow(params, rng):
 
 
 def wide(params, rng):
-    """Mean and sd of 20 draws from N(mu, 2)."""
-    y = rng.normal(params["mu"], 2.0, N_DRAWS)
+    """Mean and sd of 20 draws from N(mu, sigma)."""
+    y = rng.normal(params["mu"], params["sigma"], N_DRAWS)
     return {"mean": float(y.mean()), "sd": float(y.std())}
 
 
@@ -50,8 +52,9 @@ def one_model_run(db: str, population: int = 200, generations: int = 4,
 
 def two_model_run(db: str, population: int = 200, generations: int = 4,
                   seed: int = 12, adaptive: bool = True) -> dabc.History:
-    """A two-model run (one parameter each) stored in ``db``."""
-    priors = [dabc.Prior(mu=dabc.RV("norm", 0, 2)), dabc.Prior(mu=dabc.RV("norm", 0, 2))]
+    """A two-model run (one and two parameters) stored in ``db``."""
+    priors = [dabc.Prior(mu=dabc.RV("norm", 0, 2)),
+              dabc.Prior(mu=dabc.RV("norm", 0, 2), sigma=dabc.RV("uniform", 1.0, 2.0))]
     distance = dabc.AdaptivePNormDistance() if adaptive else None
     abc = dabc.ABCSMC([narrow, wide], priors, distance, population_size=population,
                       sampler=dabc.SingleCoreSampler(), seed=seed,
