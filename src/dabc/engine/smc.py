@@ -448,15 +448,17 @@ class ABCSMC:
         if hasattr(max_walltime, "total_seconds"):
             max_walltime = max_walltime.total_seconds()
         new = self.history is None or self._observed is None
+        sampler = self.sampler if self.sampler is not None else _default_sampler()
         if new:
             if observed is None:
                 raise InputError("run() needs the observed summary statistics, e.g. {'y': 1.0}.")
-            self._start(observed, db)
+            self._start(observed, db, sampler)
         elif observed is not None and not _same(observed, self._observed):
             raise InputError("This run was started with other observed data; start a new "
                              "ABCSMC to analyse different data.")
+        else:
+            _start_sampler(sampler)
         history = self.history
-        sampler = self.sampler if self.sampler is not None else _default_sampler()
         progress = ProgressLine(self.progress)
         t0_wall = time.monotonic()
         self.stopped_by_walltime = False
@@ -548,19 +550,26 @@ class ABCSMC:
         history.set_status("interrupted", reason)
         return reason
 
-    def _start(self, observed, db):
-        self._layout = StatLayout(observed)
-        self._observed = {k: observed[k] for k in observed}
-        self._trust = True  # this process wrote the run's code itself
-        self.distance.initialize(self._layout)
+    def _start(self, observed, db, sampler):
+        layout = StatLayout(observed)
+        self.distance.initialize(layout)
         self.distance.check_priors(self.priors)
         history = History(db)
-        history.create_run(
-            seed=self.seed, population_size=self.population_size,
-            model_names=[m.name for m in self.models],
-            param_names=[p.names for p in self.priors], stat_columns=self._layout.columns(),
-            observed=cloudpickle.dumps(self._observed), config=self._config(),
-            version=_version())
+        _start_sampler(sampler)  # before the run row: a sampler that cannot start leaves none
+        self._layout = layout
+        self._observed = {k: observed[k] for k in observed}
+        self._trust = True  # this process wrote the run's code itself
+        try:
+            history.create_run(
+                seed=self.seed, population_size=self.population_size,
+                model_names=[m.name for m in self.models],
+                param_names=[p.names for p in self.priors], stat_columns=layout.columns(),
+                observed=cloudpickle.dumps(self._observed), config=self._config(),
+                version=_version())
+        except BaseException:
+            self._observed = None
+            sampler.close()
+            raise
         self.history = history
 
     def _stop_before(self, t, eps, history, max_generations, max_total_simulations):
@@ -682,6 +691,19 @@ class ABCSMC:
             logw[rows] += self.priors[m].logpdf(theta) - np.log(kernel) \
                 - transitions[m].logpdf(theta)
         return logw
+
+
+def _start_sampler(sampler: Sampler) -> None:
+    """Start the sampler's workers or connections (``Sampler.start``) before a run is written
+    or resumed; when that fails, close what started and raise."""
+    start = getattr(sampler, "start", None)
+    if start is None:
+        return
+    try:
+        start()
+    except BaseException:
+        sampler.close()
+        raise
 
 
 def _save_quietly(cp: GenerationCheckpoint) -> None:

@@ -190,6 +190,15 @@ class Sampler:
 
     dynamic: ClassVar[bool] = True
 
+    def start(self) -> None:
+        """Start workers or connect, and raise at once when that fails (say why).
+
+        :meth:`dabc.ABCSMC.run` calls it before it writes a new run into the database or
+        resumes one, so a sampler that cannot start leaves no run behind. It may be called
+        again before each run; :meth:`sample` starts the sampler too when it was not.
+        Default: nothing to start.
+        """
+
     def sample(self, request: WorkRequest) -> SampleResult:
         """Sample one generation; raise ``dabc.WorkerError`` when workers cannot do it."""
         raise NotImplementedError

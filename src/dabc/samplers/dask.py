@@ -92,6 +92,12 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
     authentication even with ``dashboard_address=None``; here the scheduler and the workers
     listen only on their loopback comm ports (:mod:`dabc._compat.distributed_http`).
 
+    The worker processes are forked, as the multicore sampler's are (where the platform can
+    fork: not on Windows), so a plain script without an ``if __name__ == "__main__":`` guard
+    works: a spawned worker would run the script again before starting
+    (:mod:`dabc._compat.distributed_fork`). A forked worker starts as a copy of the master,
+    so its memory use starts at the master's.
+
     Parameters
     ----------
     n_workers : int, optional
@@ -110,10 +116,18 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
     -------
     distributed.LocalCluster
         The started cluster (close it, or let :class:`DaskDistributedSampler` do so).
+
+    Examples
+    --------
+    >>> from distributed import Client
+    >>> from dabc.samplers.dask import local_cluster
+    >>> with local_cluster(n_workers=2) as cluster, Client(cluster) as client:  # doctest: +SKIP
+    ...     sampler = DaskDistributedSampler(client)
     """
     import dask
     from distributed import LocalCluster
 
+    from .._compat import distributed_fork as forked
     from .._compat import distributed_http as quiet
 
     dashboard_address = _loopback(dashboard_address, "dashboard_address")
@@ -121,12 +135,17 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
     kwargs = {"processes": True, "host": "127.0.0.1", "dashboard_address": dashboard_address,
               "worker_dashboard_address": worker_dashboard_address, **kwargs}
     cls = LocalCluster
-    if quiet.quiet_cluster_supported():
-        if dashboard_address is None:
-            cls = quiet.QuietLocalCluster
-        if worker_dashboard_address is None and kwargs["processes"]:
-            kwargs.setdefault("worker_class", quiet.QuietNanny)
-    else:
+    forking = kwargs["processes"] and forked.fork_available()
+    quiet_ok = quiet.quiet_cluster_supported()
+    if quiet_ok and dashboard_address is None:
+        cls = quiet.QuietLocalCluster
+    if kwargs["processes"] and "worker_class" not in kwargs:
+        silent = quiet_ok and worker_dashboard_address is None
+        if forking:
+            kwargs["worker_class"] = forked.QuietForkingNanny if silent else forked.ForkingNanny
+        elif silent:
+            kwargs["worker_class"] = quiet.QuietNanny
+    if not quiet_ok:
         log.warning("this version of distributed cannot start without HTTP ports: the "
                     "scheduler serves its HTTP pages on 127.0.0.1:8787 (loopback only)")
     with dask.config.set(LEAN_CONFIG):
@@ -186,10 +205,27 @@ class DaskDistributedSampler(Sampler):
         if self.client is None:
             from distributed import Client
 
-            self._cluster = local_cluster()
-            self.client = Client(self._cluster)
+            cluster = local_cluster()
+            try:
+                self.client = Client(cluster)
+            except BaseException:
+                cluster.close()
+                raise
+            self._cluster = cluster
             self._own_client = True
+            log.info("started a local Dask cluster of %d worker processes on loopback "
+                     "(scheduler %s)", len(cluster.workers), cluster.scheduler_address)
         return self.client
+
+    def start(self) -> None:
+        """Start the local cluster, when no client was given (a given client is used as is).
+
+        Raises
+        ------
+        Exception
+            Whatever ``distributed`` raises when the cluster cannot start.
+        """
+        self._client()
 
     def _threads(self, client) -> int:
         waited = time.monotonic()

@@ -536,6 +536,17 @@ class RedisEvalParallelSampler(Sampler):
         """
         self._client()
 
+    def start(self) -> None:
+        """Connect to the server and read the secret, before a run is created.
+
+        Raises
+        ------
+        dabc.InputError
+            When the server cannot be reached or refuses the password, or the secret file
+            is unusable.
+        """
+        self._client()
+
     def stop_requested(self) -> bool:
         """Whether ``dabc redis-manager stop`` asked this analysis to end."""
         return self._stop_requested
