@@ -33,20 +33,21 @@ def main() -> None:
         two = viz_runs.two_model_run(f"{tmp}/two.db", population=400, generations=6)
         other = viz_runs.one_model_run(f"{tmp}/one.db", population=400, generations=6, seed=5)
         ref = viz_runs.TRUTH
+        labels = ["one model", "two models"]
         figures = {
             "plot_kde_1d": lambda: viz.plot_kde_1d([one, other], "mu", refval=ref,
                                                    labels=["seed 11", "seed 5"]),
             "plot_kde_2d": lambda: viz.plot_kde_2d(one, "mu", "sigma", refval=ref),
             "plot_kde_matrix": lambda: viz.plot_kde_matrix(one, refval=ref),
             "plot_credible_intervals": lambda: viz.plot_credible_intervals(one, refval=ref),
-            "plot_epsilons": lambda: viz.plot_epsilons([one, two], labels=["one", "two"]),
+            "plot_epsilons": lambda: viz.plot_epsilons([one, two], labels=labels),
             "plot_sample_numbers": lambda: viz.plot_sample_numbers([one, two],
-                                                                   labels=["one", "two"]),
+                                                                   labels=labels),
             "plot_acceptance_rates": lambda: viz.plot_acceptance_rates([one, two],
-                                                                       labels=["one", "two"]),
+                                                                       labels=labels),
             "plot_effective_sample_sizes": lambda: viz.plot_effective_sample_sizes(
-                [one, two], labels=["one", "two"]),
-            "plot_walltime": lambda: viz.plot_walltime([one, two], labels=["one", "two"]),
+                [one, two], labels=labels),
+            "plot_walltime": lambda: viz.plot_walltime([one, two], labels=labels),
             "plot_model_probabilities": lambda: viz.plot_model_probabilities(two),
             "plot_distance_weights": lambda: viz.plot_distance_weights(one),
         }

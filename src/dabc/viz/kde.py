@@ -239,7 +239,8 @@ def plot_kde_matrix(histories: Runs, m: int = 0, t: int | None = None,
     numpy.ndarray of matplotlib.axes.Axes
         Shape ``(k, k)`` for ``k`` parameters: ``[i, i]`` as :func:`plot_kde_1d`,
         ``[i, j]`` with ``i > j`` as :func:`plot_kde_2d` (x ``names[j]``, y ``names[i]``),
-        ``[i, j]`` with ``i < j`` a scatter of the particles.
+        ``[i, j]`` with ``i < j`` a scatter of the particles (x ``names[j]``, named on top;
+        y ``names[i]``, named on the right).
 
     Raises
     ------
@@ -297,6 +298,14 @@ def plot_kde_matrix(histories: Runs, m: int = 0, t: int | None = None,
                            markeredgewidth=2)
                 a.set_xlim(*lims[xj])
                 a.set_ylim(*lims[yi])
+                # above the diagonal the axes are mirrored: x named on top, y on the right
+                a.xaxis.tick_top()
+                a.xaxis.set_label_position("top")
+                a.yaxis.tick_right()
+                a.yaxis.set_label_position("right")
+                a.set_xlabel(xj if i == 0 else "")
+                a.set_ylabel(yi if j == k - 1 else "")
+                continue
             a.set_xlabel(xj if i == k - 1 else "")
             if i != j:
                 a.set_ylabel(yi if j == 0 else "")
