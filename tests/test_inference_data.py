@@ -43,6 +43,7 @@ from scipy import stats
 import dabc
 from dabc.cli.main import main
 from dabc.storage import posterior_summary
+from dabc.storage.export import export_inference_data
 from dabc.storage.inference_data import prior_distributions, systematic_resample
 
 matplotlib.use("Agg")
@@ -436,3 +437,18 @@ def test_netcdf_export_by_the_installed_command(two_models, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "wrote 500 resampled draws of model 1 (gauss_b)" in res.stderr
     check_round_trip(two_models, out)
+
+
+def slash(p, rng):
+    return {"y": p["a/b"] + rng.normal(0, 1), "v": np.array([1.0, 2.0])}
+
+
+def test_netcdf_export_of_a_name_netcdf_forbids(tmp_path):
+    """A parameter named "a/b" is fine in memory; netCDF refuses "/", clearly."""
+    h = run(tmp_path, slash, dabc.Prior({"a/b": dabc.RV("norm", 0, 1)}), 1, n=50,
+            generations=1)
+    assert list(h.to_inference_data().posterior.data_vars) == ["a/b"]
+    with pytest.raises(dabc.InputError, match=r"as netCDF: Forward slashes .*rename"):
+        export_inference_data(h, tmp_path / "x.nc")
+    h.to_inference_data().rename({"a/b": "a_b"}).to_netcdf(str(tmp_path / "y.nc"))
+    assert list(az.from_netcdf(tmp_path / "y.nc").posterior.data_vars) == ["a_b"]

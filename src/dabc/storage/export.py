@@ -332,6 +332,10 @@ def export_inference_data(history: History, target: str | os.PathLike[str],
         idata.to_netcdf(str(target), engine=engine)
     except OSError as exc:
         raise InputError(f"Cannot write {str(target)!r}: {exc.strerror or exc}.") from exc
+    except ValueError as exc:  # e.g. a parameter named "a/b": netCDF forbids "/" in names
+        raise InputError(f"Cannot write {str(target)!r} as netCDF: {exc} Export as csv or json "
+                         "instead, or rename in Python before writing: history."
+                         "to_inference_data(...).rename({'a/b': 'a_b'}).to_netcdf(path).") from exc
     logger.info("run %s generation %d model %d written as netCDF to %s", history.id, t, m,
                 target)
     return idata
