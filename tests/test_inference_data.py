@@ -19,7 +19,8 @@ with m2, m4 the weighted central moments. With n = ESS these are the errors of d
 estimates themselves, the acceptance criterion of issue 13 ("within 3 Monte Carlo standard
 errors"). The resampled draws add an error of their own: given the particles, the mean of K
 resampled draws has expectation the weighted mean, and variance at most m2/K (that of
-multinomial resampling; systematic resampling's is lower), and the same delta method gives
+multinomial resampling; systematic resampling's is usually far lower, though not in
+every case), and the same delta method gives
 the sd's. So the test asserts |ArviZ - dabc| <= 3 MCSE with n = ESS (the criterion) *and*
 with n = K (the resampling error alone, K = 4000 > ESS: a much tighter check, which a
 resampler that ignored the weights fails by 11.8-19.8 MCSE, see
