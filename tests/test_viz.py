@@ -294,7 +294,7 @@ def test_model_probabilities_equal_history_and_sum_to_one(runs, kind):
     ys = np.array([ln.get_ydata() for ln in lines])
     for m, ln in enumerate(lines):
         np.testing.assert_array_equal(ln.get_xdata(), probs.index.to_numpy())
-        np.testing.assert_array_equal(ln.get_ydata(), probs[m].to_numpy())
+        np.testing.assert_array_equal(ln.get_ydata(), probs.iloc[:, m].to_numpy())
     np.testing.assert_allclose(ys.sum(axis=0), 1.0, atol=1e-12)
     if kind == "two":
         assert ys[0, -1] > ys[1, -1]  # sd 1.1 observed: the sd-1 model gains

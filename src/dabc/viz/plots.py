@@ -286,7 +286,7 @@ def plot_model_probabilities(histories: Runs, labels: Sequence[str] | None = Non
     -------
     matplotlib.axes.Axes
         The Axes drawn into; for run ``r`` and model ``m`` a line of ``t`` against
-        ``History.get_model_probabilities()[m]``.
+        ``History.get_model_probabilities().iloc[:, m]``.
 
     Examples
     --------
@@ -299,7 +299,7 @@ def plot_model_probabilities(histories: Runs, labels: Sequence[str] | None = Non
         probs = h.get_model_probabilities()
         for m, name in enumerate(h.model_names):
             text = name if label is None else f"{label}: {name}"
-            ax.plot(probs.index.to_numpy(), probs[m].to_numpy(dtype=float), marker="o",
+            ax.plot(probs.index.to_numpy(), probs.iloc[:, m].to_numpy(dtype=float), marker="o",
                     linestyle=styles[r % len(styles)], color=colour(m), label=text)
     ax.set_ylim(-0.03, 1.03)
     generation_axis(ax)

@@ -232,7 +232,7 @@ def _posterior_table(h: History) -> tuple[list[str], list[list[str]], list[str]]
             continue
         for p in params.columns:
             s = posterior_summary(params[p].to_numpy(), w)
-            rows.append([name, f"{probs[m]:.3f}", p, f"{s['mean']:.4g}", f"{s['sd']:.4g}",
+            rows.append([name, f"{probs.iloc[m]:.3f}", p, f"{s['mean']:.4g}", f"{s['sd']:.4g}",
                          f"{s['q025']:.4g}", f"{s['q975']:.4g}"])
     return headers, rows, notes
 
