@@ -82,6 +82,7 @@ def fill_in(block: str, server: RedisServer, secret_file: Path) -> str:
         f"to every user:\n{block}")
     filled = block.replace("HOST", server.host).replace("6379", str(server.port))
     filled = filled.replace("~/dabc-secret", str(secret_file))
+    filled = re.sub(r"=PW\b", f"={server.password}", filled)  # export REDISCLI_AUTH=PW
     filled, n = re.subn(r"--processes \d+", "--processes 2", filled)
     assert n == 1, f"the README's worker block has no --processes N:\n{block}"
     return filled

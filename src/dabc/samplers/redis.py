@@ -390,7 +390,8 @@ def connect(host: str = "localhost", port: int = 6379, password: str | None = No
             raise InputError(f"Redis at {where} needs a password ({exc}). {how}") from exc
         raise
     except redis.ConnectionError as exc:
-        raise InputError(f"Cannot reach Redis at {where}: {exc}. Start redis-server or "
+        raise InputError(f"Cannot reach Redis at {where}: {str(exc).rstrip('.')}. Start "
+                         "redis-server or "
                          "check host, port and TLS settings.") from exc
     if no_password:  # and the server accepted us: it has none
         warnings.warn(f"Redis at {where} has no password: anyone who can connect to it can "
@@ -479,6 +480,16 @@ class RedisEvalParallelSampler(Sampler):
     dabc.WorkerError
         From ``sample``, when no worker is alive for ``no_worker_timeout`` seconds, or the
         connection stays lost for ``reconnect_timeout`` seconds.
+
+    Examples
+    --------
+    Workers started elsewhere with ``dabc redis-worker --host HOST``; the password from
+    ``REDISCLI_AUTH``:
+
+    >>> import dabc
+    >>> sampler = dabc.RedisEvalParallelSampler(host="HOST", port=6379)  # doctest: +SKIP
+    >>> abc = dabc.ABCSMC(model, prior, sampler=sampler)                  # doctest: +SKIP
+    >>> history = abc.run(observed, db="sqlite:///results.db")            # doctest: +SKIP
     """
 
     dynamic = True
@@ -524,17 +535,6 @@ class RedisEvalParallelSampler(Sampler):
             self._claim = self._r.register_script(_CLAIM)
             self._release = self._r.register_script(_RELEASE)
         return self._r
-
-    def start(self) -> None:
-        """Connect to the server and read the secret, before a run is created.
-
-        Raises
-        ------
-        dabc.InputError
-            When the server cannot be reached or refuses the password, or the secret file
-            is unusable.
-        """
-        self._client()
 
     def start(self) -> None:
         """Connect to the server and read the secret, before a run is created.
@@ -792,6 +792,11 @@ class RedisStaticSampler(RedisEvalParallelSampler):
         not apply to STAT).
     secret_file, password_file, insecure, reconnect_timeout, simulation_timeout
         As for :class:`RedisEvalParallelSampler`.
+
+    Examples
+    --------
+    >>> import dabc
+    >>> sampler = dabc.RedisStaticSampler(host="HOST", port=6379)  # doctest: +SKIP
     """
 
     dynamic = False
