@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ import dabc
 from dabc.cli.main import main
 from dabc.errors import InputError
 from dabc.viz import dashboard, dashboard_data
-from dabc.viz.weighted import effective_sample_size
+from dabc.viz.weighted import effective_sample_size, weighted_kde_1d
 
 sys.path.insert(0, str(Path(__file__).parent))
 import viz_runs  # noqa: E402
@@ -77,11 +78,15 @@ def test_runs_table_is_history_all_runs_plus_live_rows(db):
 
 def test_runs_table_and_live_states_take_one_query_each(db):
     h = dashboard_data.open_database(db)
+    dashboard_data.runs_table(db)  # the first also asks once whether the live tables exist
     statements = []
     sa.event.listen(h.engine, "before_cursor_execute",
                     lambda *args, **kw: statements.append(args[2]))
     dashboard_data.runs_table(db)
     assert len(statements) == 2, statements
+    statements.clear()
+    dashboard_data.live_panel(db, 1)  # a run's view shares that answer: one query
+    assert len(statements) == 1, statements
 
 
 def test_series_are_history_numbers(db):
@@ -96,7 +101,7 @@ def test_series_are_history_numbers(db):
     probs = _history(db, 2).get_model_probabilities()
     p = dashboard_data.model_probabilities(db, 2)
     assert p["models"] == ["narrow", "wide"]
-    assert p["probabilities"] == [probs[0].tolist(), probs[1].tolist()]
+    assert p["probabilities"] == [probs.iloc[:, 0].tolist(), probs.iloc[:, 1].tolist()]
     assert np.allclose(np.sum(p["probabilities"], axis=0), 1.0)
 
 
@@ -147,6 +152,36 @@ def test_pair_densities_integrate_to_one_and_keep_the_weighted_means(db):
         dashboard_data.pair(db, 1, 3, "mu", "nope")
     with pytest.raises(InputError, match="no stored generation 9"):
         dashboard_data.marginals(db, 1, 9)
+
+
+def test_a_large_sample_is_binned_first_with_the_particles_bandwidth():
+    rng = np.random.default_rng(4)
+    n = 100_000  # above BIN_ABOVE: the binned path
+    x = np.concatenate([rng.normal(0, 1, 70_000), rng.normal(3, 0.3, 30_000)])
+    w = rng.random(n) ** 3  # uneven weights: the ESS (and bandwidth) is well below n
+    w /= w.sum()
+    assert n > dashboard_data.BIN_ABOVE
+    grid, dens = dashboard_data.marginal_density(x, w)
+    direct_grid, direct = weighted_kde_1d(x, w)
+    # the same grid up to the bandwidth's change (the binned sample's sd, a 1e-4 effect)
+    assert np.allclose(grid, direct_grid, atol=1e-4 * np.ptp(grid))
+    # linear binning on 1,024 points: an error of order (bin width / bandwidth) ** 2
+    assert np.max(np.abs(np.interp(direct_grid, grid, dens) - direct)) < 1e-3 * direct.max()
+    # with the bins' own ESS (about the number of bins) the bandwidth would be far off
+    small, small_w = x[:500], w[:500] / w[:500].sum()
+    assert np.array_equal(dashboard_data.marginal_density(small, small_w)[1],
+                          weighted_kde_1d(small, small_w)[1])  # small: the direct path
+
+
+def test_warming_a_generation_fills_the_cache_from_a_thread(db):
+    dashboard_data.warm(db, 1, 2)
+    deadline = time.monotonic() + 30
+    while dashboard_data.cache_info()["size"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert dashboard_data.cache_info() == {"hits": 0, "misses": 2, "size": 2}
+    dashboard_data.marginals(db, 1, 2)
+    dashboard_data.pair(db, 1, 2, "mu", "sigma")
+    assert dashboard_data.cache_info()["hits"] == 2
 
 
 def test_a_stored_generation_is_read_once_then_served_from_the_cache(db):
