@@ -430,8 +430,8 @@ def test_bad_password_is_an_input_error_at_once(password, message, server, tmp_p
     elapsed = time.monotonic() - t0
     # one round trip on the loopback interface; a refused password is not worth retrying
     assert elapsed < 2.0, f"InputError after {elapsed:.1f} s"
-    assert dabc.History(f"sqlite:///{tmp_path / 'pw.db'}").all_runs().status.tolist() \
-        == ["failed"]
+    db = tmp_path / "pw.db"  # the sampler starts before the run is written: no run behind
+    assert not db.exists() or dabc.History(f"sqlite:///{db}").all_runs().empty
     assert server.dbsize() == 0
 
 
@@ -532,12 +532,12 @@ def test_manager_info_and_stop(server, workers, rc, tmp_path, tmp_path_factory):
     db = tmp_path / "stop.db"
     bg = Background(run_abc, Sleepy(0.005), PRIOR_X, s, db, gens=30)
     wait_generation(rc, s, 0, bg)
-    info = server.cli("redis-manager", "info")
+    info = server.cli("redis-manager", "info", "--json")
     assert info.returncode == 0, info.stderr
-    rows = [json.loads(line) for line in info.stdout.splitlines()]
-    (row,) = [r for r in rows if r["analysis"] == s.analysis_id]
-    assert int(row["generation"]) >= 0 and int(row["n"]) == N
-    assert row["live_workers"] == 3
+    got = json.loads(info.stdout)
+    (row,) = [r for r in got["analyses"] if r["analysis"] == s.analysis_id]
+    assert row["generation"] >= 0 and row["n"] == N
+    assert len(got["workers"]) == 3
     assert not bg.done
     seen: dict = {}
 
@@ -568,9 +568,8 @@ def test_manager_info_and_stop(server, workers, rc, tmp_path, tmp_path_factory):
     assert h.all_runs().status.tolist() == ["done"]
     assert_same(snapshot(h), reference("dyn", tmp_path_factory, gens=k))
     finish(server, ws)
-    idle = server.cli("redis-manager", "info")
-    assert [json.loads(x) for x in idle.stdout.splitlines()] == \
-        [{"analysis": None, "live_workers": 0}]
+    idle = json.loads(server.cli("redis-manager", "info", "--json").stdout)
+    assert (idle["workers"], idle["analyses"]) == ([], [])
     assert server.dbsize() == 0
 
 
