@@ -80,6 +80,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         :func:`dabc.viz.report.write_report` (no stored generation, matplotlib missing,
         a bad output path).
     """
+    if Path(args.out).is_dir():
+        raise InputError(f"--out {args.out!r} is a folder; give a file name such as "
+                         f"{str(Path(args.out) / 'report.html')!r}.")
     fmt = report_format(args.out, args.format)
     history, _ = open_history(args.db, args.run)  # never creates a database
     from ..viz.report import write_report

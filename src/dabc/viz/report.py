@@ -48,7 +48,7 @@ import numpy as np
 from .._version import __version__
 from ..engine.config import StoredCode, load_observed, read_config
 from ..errors import DabcError, InputError
-from ..storage import History, display_url, open_history, posterior_summary
+from ..storage import History, display_url, open_history, posterior_summary, sqlite_path
 from ._common import INSTALL_HINT
 
 __all__ = ["REPORT_FORMATS", "write_report"]
@@ -534,12 +534,18 @@ def write_report(history_or_db: History | str | os.PathLike[str], out: str | os.
     path = _check_out(out, fmt)
     _matplotlib()
     h = _history(history_or_db, run_id)
-    if h.n_populations == 0:
-        raise InputError(f"Run {h.id} in {display_url(h.url)} has no stored generation yet; "
-                         "write its report once the first generation is stored ('dabc info' "
-                         "shows its progress).")
     runs = h.all_runs()
     row = runs.loc[runs["id"] == h.id].iloc[0].to_dict()
+    if h.n_populations == 0:
+        where = sqlite_path(h.url) or display_url(h.url)
+        if row.get("status") == "running":
+            raise InputError(f"Run {h.id} in {where!r} has no stored generation yet; write "
+                             "its report once the first generation is stored ('dabc info' "
+                             "shows its progress).")
+        raise InputError(f"Run {h.id} in {where!r} stored no generation (status "
+                         f"{row.get('status')}: {_mask(str(row.get('stop_reason') or '-'))}); "
+                         "there is nothing to report. Choose another run with --run / "
+                         "run_id ('dabc info' lists them).")
     config = _configuration(h, row)
     gens = _generation_table(h)
     post = _posterior_table(h)
