@@ -25,7 +25,8 @@ Every group's ``attrs`` (and the object's own) hold ``run_id``, ``generation``,
 ``epsilon``, ``model`` (name), ``model_index``, ``model_probability``, ``n_particles``,
 ``ess`` (Kish's effective sample size of the weights, 1/Σw²), ``weighted``, ``resample``
 (``k``, 0 when not resampled), ``seed``, ``dabc_version`` (this dabc),
-``run_dabc_version`` (the dabc that wrote the run) and ``inference_library`` ("dabc").
+``run_dabc_version`` (the dabc that wrote the run), ``inference_library`` ("dabc") and
+``note`` (what the draws are, in words, for whoever opens the file).
 ``weighted`` is 1 or 0, not a bool, because netCDF files cannot hold booleans.
 
 Weights are never dropped silently
@@ -301,7 +302,7 @@ def to_inference_data(history, t: int | None = None, m: int = 0,
     arrays = history.get_arrays(gen, m).get(m)
     if arrays is None or len(arrays["weight"]) == 0:
         probs = history.get_model_probabilities()
-        alive = [int(j) for j in probs.columns if probs.loc[gen, j] > 0]
+        alive = [j for j in range(probs.shape[1]) if probs.loc[gen].iloc[j] > 0]
         raise InputError(f"Model {m} ({names[m]!r}) has no particles in generation {gen} of "
                          f"run {history.id} (its probability is 0 there); choose a model that "
                          f"has some (m in {alive}) or an earlier generation.")
@@ -332,7 +333,7 @@ def to_inference_data(history, t: int | None = None, m: int = 0,
     groups: dict[str, Any] = {"posterior": posterior, "sample_stats": sample_stats,
                               "observed_data": observed}
     pops = history.get_all_populations().set_index("t")
-    prob = float(history.get_model_probabilities().loc[gen, m])
+    prob = float(history.get_model_probabilities().loc[gen].iloc[m])
     ess = float(1.0 / np.sum(w**2))
     attrs: dict[str, Any] = {
         "inference_library": "dabc", "dabc_version": __version__,
@@ -342,6 +343,10 @@ def to_inference_data(history, t: int | None = None, m: int = 0,
         "model_index": m, "model_probability": prob, "n_particles": int(len(w)),
         "ess": ess, "weighted": 0 if resample is not None else 1,
         "resample": int(resample or 0), "seed": seed,
+        "note": (f"{resample} equally weighted draws from the {len(w)} weighted particles "
+                 "by systematic resampling" if resample is not None else
+                 "weighted particles: ArviZ summaries of this posterior are UNWEIGHTED; the "
+                 "weights are sample_stats.weight (or export with resample=k)"),
     }
     try:
         prior = prior_distributions(history.config, m)
