@@ -384,7 +384,25 @@ def _el(kind: str, children=None, namespace: str = "dash_html_components", **pro
 
 
 def runs_rows(db: str) -> list:
-    """The runs table's rows (the runs page's update), as component dicts."""
+    """The runs table's rows (the runs page's update), as component dicts.
+
+    Parameters
+    ----------
+    db : str
+        The database.
+
+    Returns
+    -------
+    list of dict
+        A header row, then one ``Tr`` per run (id ``run-row-<id>``, with a link
+        ``run-link-<id>`` to its page).
+
+    Examples
+    --------
+    >>> rows = runs_rows("runs.db")                    # doctest: +SKIP
+    >>> rows[1]["props"]["id"]                          # doctest: +SKIP
+    'run-row-1'
+    """
     head = _el("Tr", [_el("Th", c) for c in ("Run", "Status", "Generations", "Simulations",
                                              "In progress", "Stop reason")])
     rows = [head]
@@ -488,6 +506,12 @@ def run_update(db: str, run_id: int, seen: int | None, slider_value: int | None,
         ``note`` (text), ``rules`` (dict), ``generations``; and, when they changed,
         ``figures`` (epsilon, samples, ESS, acceptance rate, model probabilities),
         ``slider`` (max, value, marks).
+
+    Examples
+    --------
+    >>> u = run_update("runs.db", 1, None, None, None)  # doctest: +SKIP
+    >>> u["generations"], u["slider"]["value"]          # doctest: +SKIP
+    (4, 3)
     """
     rows = {r["id"]: r for r in data.runs_table(db)}
     row = rows.get(int(run_id))
@@ -549,6 +573,12 @@ def posterior_update(db: str, run_id: int, t: int | None, m: int | None, x: str 
     -------
     tuple of dict
         The two plotly figures.
+
+    Examples
+    --------
+    >>> marginals, pair = posterior_update("runs.db", 1, 3, 0, "mu", "sigma")  # doctest: +SKIP
+    >>> pair["data"][0]["type"]                         # doctest: +SKIP
+    'heatmap'
     """
     info = data.run_info(db, run_id)
     m = int(m or 0)
