@@ -42,6 +42,12 @@ seeded from ``(run seed, t, m)``, so the same call gives the same draws, and put
 order. ArviZ's ESS and MCSE of resampled draws overstate the information in them (duplicates
 of one particle are not independent draws); ``attrs["ess"]`` is the particles' Kish ESS.
 
+Choosing ``k``: the error resampling adds to a mean is at most ``sd/sqrt(k)``, so a large
+``k`` (several times the number of particles) makes ArviZ's summaries match dabc's weighted
+ones closely. For *plots* a ``k`` near ``attrs["ess"]`` is better: ArviZ picks its KDE
+bandwidth for ``k`` independent draws, and with ``k`` much larger than the number of
+particles, which it then repeats, the density looks bumpy.
+
 ArviZ is optional (the ``viz`` extra: ``pip install "dabc[viz]"``) and imported only when
 called. Writing netCDF (``InferenceData.to_netcdf``) needs h5netcdf (in the ``viz`` extra) or
 netCDF4.
