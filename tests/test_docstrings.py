@@ -104,3 +104,80 @@ def test_public_name_has_numpydoc_docstring(module_name, name):
 def _names(params) -> list[str]:
     """Parameter names of a numpydoc section; ``x, y : float`` names two, ``**kwargs`` one."""
     return [n.strip().lstrip("*") for p in params for n in p.name.split(",")]
+
+
+# -- help() that teaches: the names a newcomer meets first ------------------------------------
+#: History's reading methods and properties; each states what it returns and shows its use.
+HISTORY_READERS = ["all_runs", "get_all_populations", "get_distribution",
+                   "get_model_probabilities", "get_weighted_distances", "get_statistics",
+                   "get_arrays", "interruption", "events", "checkpoint_summary", "checkpoints",
+                   "load_checkpoint", "check_generation", "unreadable_generations", "state",
+                   "live_state", "live_states"]
+HISTORY_PROPERTIES = ["config", "observed", "seed", "model_names", "param_names",
+                      "stat_columns", "max_t", "n_populations", "total_simulations"]
+
+
+def _teaching():
+    import dabc
+    from dabc.engine.distance import Distance
+    from dabc.engine.epsilon import Epsilon
+    from dabc.engine.transition import Transition
+    from dabc.samplers import Sampler
+
+    params = [pytest.param(dabc.ABCSMC, "class", id="ABCSMC"),
+              pytest.param(dabc.ABCSMC.run, "function", id="ABCSMC.run"),
+              pytest.param(dabc.ABCSMC.load, "function", id="ABCSMC.load"),
+              pytest.param(dabc.History, "class", id="History")]
+    params += [pytest.param(getattr(dabc.History, n), "function", id=f"History.{n}")
+               for n in HISTORY_READERS if hasattr(dabc.History, n)]
+    params += [pytest.param(getattr(dabc.History, n).fget, "property", id=f"History.{n}")
+               for n in HISTORY_PROPERTIES]
+    seen = set()
+    for module in (dabc, importlib.import_module("dabc.samplers")):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if (inspect.isclass(obj) and issubclass(obj, (Sampler, Distance, Epsilon, Transition))
+                    and obj not in seen):
+                seen.add(obj)
+                params.append(pytest.param(obj, "class", id=name))
+    return params
+
+
+@pytest.mark.parametrize(("obj", "kind"), _teaching())
+def test_teaching_docstrings_have_parameters_returns_and_examples(obj, kind):
+    """ABCSMC, run, load, History (its reading methods and properties), and every sampler,
+    distance, epsilon and transition class: Parameters (when it takes any), Returns (for a
+    function or property that returns something) and an Examples section."""
+    name = getattr(obj, "__qualname__", repr(obj))
+    doc = _own_doc(obj)
+    assert doc, f"{name} has no docstring"
+    sections = _sections(doc)
+    wanted = _parameters(obj) if kind != "property" else []
+    if wanted:
+        documented = sections["Parameters"]
+        if not documented and kind == "class" and "__init__" in obj.__dict__:
+            documented = _sections(inspect.cleandoc(obj.__init__.__doc__ or ""))["Parameters"]
+        assert documented, f"{name}: add a 'Parameters' section ({', '.join(wanted)})"
+    if kind in ("function", "property"):
+        returns = inspect.signature(obj).return_annotation
+        if returns not in (None, "None"):
+            assert sections["Returns"] or sections["Yields"], (
+                f"{name}: add a 'Returns' section saying what it returns ({returns})")
+    assert sections["Examples"], f"{name}: add an 'Examples' section showing its use"
+
+
+@pytest.mark.parametrize(("obj", "kind"), _teaching())
+def test_teaching_examples_run(obj, kind, tmp_path, monkeypatch):
+    """The examples not marked ``+SKIP`` run and print what they show (in a fresh folder:
+    some write a small SQLite file)."""
+    import doctest
+
+    import dabc
+
+    monkeypatch.chdir(tmp_path)
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for test in finder.find(obj, globs={"dabc": dabc}):
+        runner.run(test)
+    result = runner.summarize(verbose=False)
+    assert result.failed == 0, f"{getattr(obj, '__qualname__', obj)}: an example failed (above)"

@@ -49,6 +49,21 @@ class Transition:
     --------
     MultivariateNormalTransition : One Gaussian covariance for all particles (the default).
     LocalTransition : One covariance per particle, from its nearest neighbours.
+
+    Examples
+    --------
+    What the engine does with a kernel between two generations:
+
+    >>> import numpy as np
+    >>> import dabc
+    >>> rng = np.random.default_rng(0)
+    >>> theta = rng.normal(size=(100, 2))                  # last generation's particles
+    >>> kernel = dabc.MultivariateNormalTransition()
+    >>> kernel.fit(theta, np.full(100, 0.01))
+    >>> kernel.propose_many(5, rng).shape                   # 5 proposals
+    (5, 2)
+    >>> kernel.logpdf(theta[:3]).shape                      # their density, for the weights
+    (3,)
     """
 
     def fit(self, theta: np.ndarray, weights: np.ndarray) -> None:

@@ -186,7 +186,25 @@ class WorkRequest:
 
 class Sampler:
     """Base class of all samplers: implement :meth:`sample`; :meth:`close` if you hold
-    resources. ``dynamic`` says which contract (DYN or STAT) the sampler follows."""
+    resources. ``dynamic`` says which contract (DYN or STAT) the sampler follows.
+
+    Examples
+    --------
+    A sampler that evaluates one id range after another in this process (what
+    :class:`~dabc.SingleCoreSampler` does), built on the DYN scheduler:
+
+    >>> from dabc.samplers.base import Sampler
+    >>> from dabc.samplers.scheduling import make_scheduler
+    >>> from dabc.samplers.worker import execute
+    >>> class InProcess(Sampler):
+    ...     dynamic = True
+    ...     def sample(self, request):
+    ...         sched = make_scheduler(request, dynamic=True)
+    ...         while not sched.done:
+    ...             task = sched.next_task()
+    ...             sched.add(task, execute(request.work, task))
+    ...         return sched.result()
+    """
 
     dynamic: ClassVar[bool] = True
 

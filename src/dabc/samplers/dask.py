@@ -185,6 +185,22 @@ class DaskDistributedSampler(Sampler):
     ------
     ValueError
         If ``batch_size`` or ``simulation_timeout`` is out of range.
+
+    Examples
+    --------
+    A local cluster started with the run and closed after it (worker processes on
+    loopback; a plain script needs no ``if __name__ == "__main__":`` guard):
+
+    >>> import dabc
+    >>> sampler = dabc.DaskDistributedSampler()
+    >>> abc = dabc.ABCSMC(model, prior, sampler=sampler)      # doctest: +SKIP
+    >>> history = abc.run(observed, db="sqlite:///results.db")  # doctest: +SKIP
+
+    An existing cluster, through its scheduler's address:
+
+    >>> from distributed import Client
+    >>> client = Client("tls://scheduler:8786", security=sec)  # doctest: +SKIP
+    >>> sampler = dabc.DaskDistributedSampler(client)           # doctest: +SKIP
     """
 
     dynamic = True

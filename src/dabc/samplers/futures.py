@@ -28,6 +28,23 @@ class ConcurrentFutureSampler(Sampler):
     ------
     ValueError
         If ``batch_size`` is neither a positive integer nor ``"auto"``.
+
+    Examples
+    --------
+    A thread pool (the model must then release the GIL to gain anything; a process pool or
+    a cluster's executor runs Python models in parallel):
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> import dabc
+    >>> def model(params, rng):
+    ...     return {"y": rng.normal(params["mu"], 1.0)}
+    >>> with ThreadPoolExecutor(2) as pool:
+    ...     sampler = dabc.ConcurrentFutureSampler(pool)
+    ...     abc = dabc.ABCSMC(model, dabc.Prior(mu=dabc.RV("norm", 0, 1)),
+    ...                       population_size=50, sampler=sampler, seed=1, progress=False)
+    ...     history = abc.run({"y": 0.5}, db="sqlite:///futures.db", max_generations=2)
+    >>> history.n_populations
+    2
     """
 
     dynamic = True

@@ -22,6 +22,17 @@ class MappingSampler(Sampler):
         Called as ``map_(function, tasks)``; must return the results (in any order).
     chunks : int, optional
         How many tasks the particle slots are cut into (default: 4 per CPU).
+
+    Examples
+    --------
+    The built-in ``map`` (in this process), or a pool's map:
+
+    >>> import dabc
+    >>> sampler = dabc.MappingSampler()                       # builtins.map
+    >>> from multiprocessing import Pool
+    >>> with Pool(4) as pool:                                 # doctest: +SKIP
+    ...     abc = dabc.ABCSMC(model, prior, sampler=dabc.MappingSampler(pool.map))
+    ...     history = abc.run(observed, db="sqlite:///results.db")
     """
 
     dynamic = False

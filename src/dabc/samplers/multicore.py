@@ -450,6 +450,12 @@ class MulticoreParticleParallelSampler(_MulticoreSampler):
     ------
     ValueError
         If an argument is out of range.
+
+    Examples
+    --------
+    >>> import dabc
+    >>> sampler = dabc.MulticoreParticleParallelSampler(n_procs=4)
+    >>> abc = dabc.ABCSMC(model, prior, sampler=sampler)      # doctest: +SKIP
     """
 
     dynamic = False

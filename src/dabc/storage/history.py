@@ -404,6 +404,13 @@ class History:
             ``updated`` (the master's last heartbeat, naive UTC, None when it wrote none)
             and ``alive`` (running, heartbeat within the timeout). Empty (no columns) when no
             run is stored.
+
+        Examples
+        --------
+        >>> dabc.History("sqlite:///results.db").all_runs()[["id", "status", "stop_reason"]]
+        ... # doctest: +SKIP
+           id status                      stop_reason
+        0   1   done  max_generations=8 reached
         """
         with_live = self._has_live_tables()
         frame = pd.DataFrame(self._read(_live.runs_query(generations, with_live)))
@@ -561,6 +568,10 @@ class History:
             One row per request, oldest first: ``id``, ``time`` (requested), ``source``,
             ``action``, ``value``, ``applied`` (when the master handled it; None while
             pending) and ``outcome`` (e.g. "max_generations 10 -> 5", "refused: ...").
+
+        Examples
+        --------
+        >>> history.events()[["action", "value", "outcome"]]  # doctest: +SKIP
         """
         rid = self.id if run_id is None else run_id
         if rid is None or not self._has_live_tables():
@@ -594,37 +605,106 @@ class History:
     def config(self) -> bytes:
         """The pickled engine configuration of this run (for resuming).
 
+        Returns
+        -------
+        bytes
+            The stored configuration; :func:`dabc.engine.config.read_config` shows its plain
+            fields without running code, :meth:`dabc.ABCSMC.load` rebuilds the engine.
+
         Raises
         ------
         InputError
             When no run is stored, or the run :attr:`id` does not exist (likewise for the
             other run properties).
+
+        Examples
+        --------
+        >>> from dabc.engine.config import read_config
+        >>> read_config(history.config)  # doctest: +SKIP
         """
         return self._run_row()["config"]
 
     @property
     def observed(self) -> bytes:
-        """The pickled observed summary statistics of this run."""
+        """The pickled observed summary statistics of this run.
+
+        Returns
+        -------
+        bytes
+            The observed data as given to :meth:`dabc.ABCSMC.run`, pickled (numbers and
+            arrays only; :func:`dabc.engine.config.load_observed` reads it back).
+
+        Examples
+        --------
+        >>> from dabc.engine.config import load_observed
+        >>> load_observed(history.observed, trust=False)  # doctest: +SKIP
+        {'mean': 1.03}
+        """
         return self._run_row()["observed"]
 
     @property
     def seed(self) -> int:
-        """The random seed of this run."""
+        """The random seed of this run.
+
+        Returns
+        -------
+        int
+            The seed given to :class:`~dabc.ABCSMC`, or the one drawn for it.
+
+        Examples
+        --------
+        >>> history.seed  # doctest: +SKIP
+        42
+        """
         return int(self._run_row()["seed"])
 
     @property
     def model_names(self) -> list[str]:
-        """The names of this run's models, in model index order."""
+        """The names of this run's models, in model index order.
+
+        Returns
+        -------
+        list of str
+            One name per model (``model_names=`` or each function's ``__name__``).
+
+        Examples
+        --------
+        >>> history.model_names  # doctest: +SKIP
+        ['narrow', 'wide']
+        """
         return json.loads(self._run_row()["model_names"])
 
     @property
     def param_names(self) -> list[list[str]]:
-        """Each model's parameter names, in model index order."""
+        """Each model's parameter names, in model index order.
+
+        Returns
+        -------
+        list of list of str
+            For each model, the names of its prior's parameters.
+
+        Examples
+        --------
+        >>> history.param_names  # doctest: +SKIP
+        [['mu']]
+        """
         return json.loads(self._run_row()["param_names"])
 
     @property
     def stat_columns(self) -> list[str]:
-        """The names of the flattened summary statistics."""
+        """The names of the flattened summary statistics.
+
+        Returns
+        -------
+        list of str
+            One name per number: a scalar statistic keeps its key, an array's elements are
+            ``key[0]``, ``key[1]``, ... in flattened (row-major) order.
+
+        Examples
+        --------
+        >>> history.stat_columns  # doctest: +SKIP
+        ['mean']
+        """
         return json.loads(self._run_row()["stat_columns"])
 
     # -- writing -------------------------------------------------------------------------
@@ -776,6 +856,12 @@ class History:
             ``arrays`` (the columns given to :meth:`save_checkpoint`). A batch whose blob
             is damaged is left out (logged at WARNING): its results are simply computed
             again.
+
+        Examples
+        --------
+        >>> batches = history.load_checkpoint(4)  # doctest: +SKIP
+        >>> sum(b["n_rows"] for b in batches)  # doctest: +SKIP
+        812
         """
         rows = self._checkpoint_rows(sa.select(checkpoints).where(
             (checkpoints.c.run_id == self.id) & (checkpoints.c.t == int(t)))
@@ -801,6 +887,11 @@ class History:
         dict or None
             ``t`` (the generation that was running), ``results`` (evaluations saved),
             ``batches`` and ``written`` (when the last batch was saved).
+
+        Examples
+        --------
+        >>> history.checkpoint_summary()  # doctest: +SKIP
+        {'t': 4, 'results': 812, 'batches': 9, 'written': datetime.datetime(...)}
         """
         if self.id is None:
             return None
@@ -814,6 +905,11 @@ class History:
         dict of int to dict
             Run id to ``t``, ``results``, ``batches`` and ``written`` (as in
             :meth:`checkpoint_summary`).
+
+        Examples
+        --------
+        >>> sorted(history.checkpoints())  # runs with a checkpoint  # doctest: +SKIP
+        [3]
         """
         c = checkpoints
         rows = self._checkpoint_rows(
@@ -833,6 +929,11 @@ class History:
         -------
         str or None
             The description.
+
+        Examples
+        --------
+        >>> history.interruption()  # doctest: +SKIP
+        'interrupted in generation 4, 812 results saved'
         """
         cp = self.checkpoint_summary()
         if cp is None:
@@ -866,18 +967,53 @@ class History:
 
     @property
     def max_t(self) -> int:
-        """Index of the last stored generation (-1 when none)."""
+        """Index of the last stored generation (-1 when none).
+
+        Returns
+        -------
+        int
+            Generations are numbered from 0 (the prior generation).
+
+        Examples
+        --------
+        >>> history = dabc.History("sqlite:///results.db")  # doctest: +SKIP
+        >>> history.max_t  # doctest: +SKIP
+        7
+        """
         g = self._generations()
         return int(g.t.max()) if len(g) else -1
 
     @property
     def n_populations(self) -> int:
-        """Number of stored generations."""
+        """Number of stored generations.
+
+        Returns
+        -------
+        int
+            ``max_t + 1``.
+
+        Examples
+        --------
+        >>> history.n_populations  # doctest: +SKIP
+        8
+        """
         return len(self._generations())
 
     @property
     def total_simulations(self) -> int:
-        """Simulations counted over all stored generations."""
+        """Simulations counted over all stored generations.
+
+        Returns
+        -------
+        int
+            The sum of the generations' ``n_simulations`` (a generation that was not
+            finished is not counted).
+
+        Examples
+        --------
+        >>> history.total_simulations  # doctest: +SKIP
+        23587
+        """
         return int(self._generations().n_simulations.sum())
 
     def get_all_populations(self) -> pd.DataFrame:
@@ -889,6 +1025,10 @@ class History:
             One row per generation, ordered by ``t``: ``t``, ``epsilon``,
             ``n_simulations``, ``n_evaluated``, ``n_accepted``, ``acceptance_rate``,
             ``ess``, ``walltime_s``, ``started``, ``finished``.
+
+        Examples
+        --------
+        >>> history.get_all_populations()[["t", "epsilon", "n_simulations"]]  # doctest: +SKIP
         """
         g = self._generations()
         return g.drop(columns=["run_id", "model_probabilities"]).reset_index(drop=True)
@@ -939,6 +1079,12 @@ class History:
         CorruptGenerationError
             (an InputError) When generation ``t`` is stored but cannot be read back: a
             damaged page of the database file, or a damaged particle blob.
+
+        Examples
+        --------
+        >>> arrays = history.get_arrays()  # doctest: +SKIP
+        >>> arrays[0]["theta"].shape  # (particles, parameters) of model 0  # doctest: +SKIP
+        (1000, 1)
         """
         t = self._resolve_t(t)
         q = sa.select(particles.c.m, particles.c.data).where(
@@ -983,6 +1129,11 @@ class History:
         -------
         str or None
             The reason it is unreadable (as in :class:`CorruptGenerationError`), or None.
+
+        Examples
+        --------
+        >>> history.check_generation(0) is None  # doctest: +SKIP
+        True
         """
         try:
             self.get_arrays(t)
@@ -1000,6 +1151,11 @@ class History:
         -------
         dict of int to str
             Generation to reason; empty when every generation reads.
+
+        Examples
+        --------
+        >>> history.unreadable_generations()  # doctest: +SKIP
+        {}
         """
         reasons = {int(t): self.check_generation(int(t)) for t in self._generations().t}
         return {t: r for t, r in reasons.items() if r is not None}
@@ -1065,6 +1221,11 @@ class History:
         ------
         InputError
             When the run has no stored generation.
+
+        Examples
+        --------
+        >>> stats, weights = history.get_statistics()  # doctest: +SKIP
+        >>> (stats["mean"] * weights).sum()  # weighted mean of a statistic  # doctest: +SKIP
         """
         arrays = self.get_arrays(t, m).get(m)
         if arrays is None:
@@ -1089,6 +1250,11 @@ class History:
         ------
         InputError
             When the run has no stored generation.
+
+        Examples
+        --------
+        >>> d = history.get_weighted_distances()  # doctest: +SKIP
+        >>> float(d["distance"].max())  # at most the last generation's epsilon  # doctest: +SKIP
         """
         parts = [pd.DataFrame({"m": m, "distance": a["distance"], "w": a["weight"]})
                  for m, a in sorted(self.get_arrays(t).items())]
@@ -1151,6 +1317,12 @@ class History:
         ------
         CorruptGenerationError
             When the state's database pages are damaged.
+
+        Examples
+        --------
+        >>> from dabc.engine.config import load_state  # doctest: +SKIP
+        >>> distance, epsilon, next_eps = load_state(history.state(history.max_t), layout)
+        ... # doctest: +SKIP
         """
         q = sa.select(generations.c.state).where(
             (generations.c.run_id == self.id) & (generations.c.t == int(t)))
