@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -451,6 +452,147 @@ def test_the_command_errors_say_what_to_do(db, tmp_path, capsys):
     # no --token: a command line is visible to every user (ps); not even as an abbreviation
     code, err = dabc_main(db, "--token", TOKEN)
     assert code == 2 and "unrecognized arguments: --token" in err
+
+
+# -- steering through the page's callback, on real runs -------------------------------------
+def _sleepy(p, rng):
+    time.sleep(0.003)
+    return {"y": p["theta"] + 0.5 * rng.standard_normal()}
+
+
+class _Run:
+    """A real run in a daemon thread (StopGuard installs no signal handlers there)."""
+
+    def __init__(self, db: Path, **kwargs):
+        abc = dabc.ABCSMC(_sleepy, dabc.Prior(theta=dabc.RV("uniform", 0, 4)),
+                          population_size=40, sampler=dabc.SingleCoreSampler(), seed=9,
+                          epsilon=dabc.ConstantEpsilon(1.0), progress=False)
+        self.result, self.error = None, None
+
+        def target():
+            try:
+                self.result = abc.run({"y": 2.0}, db=f"sqlite:///{db}", **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                h = dabc.History(f"sqlite:///{db}")
+                if h.id is not None and h.max_t >= 0 and (h.live_state() or {}).get("alive"):
+                    return
+            except InputError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("the run did not start")
+
+    def join(self) -> dabc.History:
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the run did not end"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def _text(r: requests.Response) -> str:
+    """A callback's response decoded (Dash escapes <, > and & in its JSON)."""
+    return json.dumps(r.json(), ensure_ascii=False)
+
+
+def _rules(max_gen=None, min_eps=None, max_sims=None) -> dict:
+    return _callback("steer-message", "children",
+                     [("stop", "n_clicks", None), ("apply-rules", "n_clicks", 1)],
+                     [("max-generations", "value", max_gen),
+                      ("minimum-epsilon", "value", min_eps),
+                      ("max-simulations", "value", max_sims), ("run-id", "data", 1)],
+                     changed=["apply-rules.n_clicks"])
+
+
+@pytest.mark.timeout(120)
+def test_the_rule_inputs_change_a_running_runs_stopping_rules(tmp_path):
+    db = tmp_path / "steer.db"
+    run = _Run(db, max_generations=200, steering=True)
+    srv = dashboard.start(db, port=0, token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        u = dashboard.run_update(str(db), 1, None, None, None)
+        assert u["alive"] and u["steerable"] and u["note"] == ""
+        assert u["rules"]["max_generations"] == 200
+        r = requests.post(srv.base + "/_dash-update-component", headers=auth, timeout=30,
+                          json=_rules())
+        assert r.status_code == 200 and "Enter a new value for a rule first" in _text(r)
+        r = requests.post(srv.base + "/_dash-update-component", headers=auth, timeout=30,
+                          json=_rules(max_gen=0))
+        assert "max_generations must be a whole number >= 1, not 0" in _text(r)
+        stored = dabc.History(f"sqlite:///{db}").max_t + 1
+        target = stored + 5  # ~0.3 s per generation: applied well before that
+        r = requests.post(srv.base + "/_dash-update-component", headers=auth, timeout=30,
+                          json=_rules(max_gen=target, min_eps=0.0001))
+        assert r.status_code == 200
+        assert f"Requested max_generations = {target} (request 1), minimum_epsilon = " \
+            "0.0001 (request 2)" in _text(r)
+        h = run.join()
+    finally:
+        srv.stop()
+        if run.thread.is_alive():
+            dabc.History(f"sqlite:///{db}").request_control("stop", source="test cleanup")
+            run.thread.join(30)
+    assert h.n_populations == target  # the new limit ended the run, long before 200
+    log = h.events()
+    assert list(log["source"]) == ["dashboard 127.0.0.1"] * 2
+    assert list(log["outcome"]) == [f"max_generations 200 -> {target}",
+                                    "minimum_epsilon 0 -> 0.0001"]
+    row = h.all_runs().set_index("id").loc[1]
+    assert row["stop_reason"] == f"max_generations={target} reached"
+    after = dashboard.run_update(str(db), 1, None, None, None)
+    assert not after["alive"] and "cannot be steered" in after["note"]
+    assert after["slider"]["max"] == target - 1 and len(after["figures"]) == 5
+
+
+@pytest.mark.timeout(120)
+def test_a_run_without_steering_gets_disabled_rule_inputs_but_can_be_stopped(tmp_path):
+    db = tmp_path / "fixed.db"
+    run = _Run(db, max_generations=200, steering=False)
+    srv = dashboard.start(db, port=0, token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        u = dashboard.run_update(str(db), 1, None, None, None)
+        assert u["alive"] and not u["steerable"] and "steering=False" in u["note"]
+        # the page's outputs: stop enabled, apply and the three inputs disabled
+        body = _callback("live", "children", [("tick", "n_intervals", 1),
+                                              ("run-id", "data", 1)],
+                         [("seen", "data", None), ("generation", "value", None),
+                          ("generation", "max", None)])
+        outs = [o.split(".") for o in (
+            "live.children", "events.children", "stop.disabled", "apply-rules.disabled",
+            "max-generations.disabled", "minimum-epsilon.disabled",
+            "max-simulations.disabled")]
+        key = next(k for k in srv.app.callback_map if k.startswith("..live.children"))
+        parts = [p.rsplit(".", 1) for p in key.strip(".").split("...")]
+        body.update(output=key, outputs=[{"id": i, "property": p} for i, p in parts])
+        r = requests.post(srv.base + "/_dash-update-component", headers=auth, timeout=30,
+                          json=body)
+        assert r.status_code == 200, r.text[:300]
+        resp = r.json()["response"]
+        for (i, prop), want in zip(outs[2:], [False, True, True, True, True], strict=True):
+            assert resp[i][prop] is want, (i, prop, resp[i])
+        r = requests.post(srv.base + "/_dash-update-component", headers=auth, timeout=30,
+                          json=_rules(max_gen=3))
+        assert "does not permit changing its stopping rules" in _text(r)
+        r = requests.post(srv.base + "/_dash-update-component", headers=auth, timeout=30,
+                          json=STEER)
+        assert "Requested stop (request 1)" in _text(r)
+        h = run.join()
+    finally:
+        srv.stop()
+        if run.thread.is_alive():
+            dabc.History(f"sqlite:///{db}").request_control("stop", source="test cleanup")
+            run.thread.join(30)
+    assert list(h.events()["action"]) == ["stop"]  # the refused change was never recorded
+    assert h.all_runs().set_index("id").loc[1]["stop_reason"] == \
+        f"stopped from dashboard 127.0.0.1 after generation {h.max_t}"
 
 
 # -- passwords -------------------------------------------------------------------------------

@@ -842,6 +842,8 @@ class DashboardServer:
         Where it listens (``port`` is the real one when 0 was asked for).
     token : str or None
         The token (None without one).
+    app : dash.Dash
+        The app it serves (see :func:`make_app`).
     url : str
         The address to open, with ``?token=`` when there is a token.
 
@@ -853,8 +855,9 @@ class DashboardServer:
     >>> server.stop()                                           # doctest: +SKIP
     """
 
-    def __init__(self, httpd, host: str, token: str | None, path: str = "/"):
+    def __init__(self, httpd, host: str, token: str | None, path: str = "/", app=None):
         self._httpd = httpd
+        self.app = app
         self.host, self.port, self.token = host, int(httpd.port), token
         shown = f"[{host}]" if ":" in host else host
         query = "" if token is None else "?token=" + urllib.parse.quote(token, safe="")
@@ -925,7 +928,7 @@ def _make_server(db, host: str, port: int, token: str | None, no_token: bool,
     if no_token:
         _log.warning("dashboard without a token on %s:%s: every local user can read the runs "
                      "and stop them", host, httpd.port)
-    return DashboardServer(httpd, host, token, "/" if run is None else f"/run/{run}")
+    return DashboardServer(httpd, host, token, "/" if run is None else f"/run/{run}", app)
 
 
 def start(db: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8050,
