@@ -249,7 +249,7 @@ def _resolve(history, t: int | None, m: int) -> int:
     return gen
 
 
-def to_inference_data(history, t: int | None = None, m: int = 0,
+def to_inference_data(history: Any, t: int | None = None, m: int = 0,
                       resample: int | None = None) -> Any:
     """Generation ``t`` of model ``m`` of a stored run as an ``arviz.InferenceData``.
 
@@ -263,7 +263,8 @@ def to_inference_data(history, t: int | None = None, m: int = 0,
     Parameters
     ----------
     history : History
-        A :class:`~dabc.History` opened on the run.
+        A :class:`~dabc.History` opened on the run (typed ``Any`` here only because
+        ``History.to_inference_data`` calls this module: an import back would be a cycle).
     t : int, optional
         The generation; default the last, negative counts from the end.
     m : int, default 0
