@@ -303,3 +303,23 @@ def test_no_password_in_a_postgres_report(pg_url, tmp_path, cli):
     assert f":{url.password}@" not in text and ":***@" in text
     assert dict(Page(text).tables["config-table"])["database"].startswith(
         f"postgresql+{url.drivername.split('+')[-1]}://{url.username}:***@")
+
+
+def test_a_run_stored_by_dabc_0_1_0_is_reported_without_unpickling(tmp_path, cli):
+    """The stored-run fixture's configuration is a pickle: the report says so instead of
+    running it, and still draws the plots."""
+    import shutil
+
+    db = tmp_path / "legacy.db"
+    shutil.copyfile(Path(__file__).parent / "data" / "stored_run_v0.1.0.db", db)
+    out = tmp_path / "legacy.html"
+    rc, _, err = cli("report", db, "--out", out)
+    assert rc == 0, err
+    page = Page(out.read_text(encoding="utf-8"))
+    config = dict(page.tables["config-table"])
+    assert "pickled format of dabc 0.1.0" in config["configuration"]
+    assert "distance" not in config and "stored code" not in config
+    assert len(page.tables["generation-table"]) == 3
+    functions = {img["data-function"] for img in page.images}
+    assert {"plot_epsilons", "plot_model_probabilities", "plot_kde_1d",
+            "plot_kde_matrix"} <= functions and "plot_distance_weights" not in functions

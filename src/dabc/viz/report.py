@@ -431,10 +431,14 @@ _LINES_PER_PAGE = 62
 def _text_table(headers, rows) -> list[str]:
     cells = [[str(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    numeric = [bool(cells) and all(_is_number(r[i]) for r in cells)
+               for i in range(len(headers))]
+    line = "  ".join(h.rjust(w) if num else h.ljust(w)
+                     for h, w, num in zip(headers, widths, numeric, strict=True))
     out = [line.rstrip(), "-" * len(line.rstrip())]
-    out += ["  ".join(c.rjust(w) if _is_number(c) else c.ljust(w)
-                      for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    out += ["  ".join(c.rjust(w) if num else c.ljust(w)
+                      for c, w, num in zip(r, widths, numeric, strict=True)).rstrip()
+            for r in cells]
     return out
 
 
