@@ -323,3 +323,18 @@ def test_a_run_stored_by_dabc_0_1_0_is_reported_without_unpickling(tmp_path, cli
     functions = {img["data-function"] for img in page.images}
     assert {"plot_epsilons", "plot_model_probabilities", "plot_kde_1d",
             "plot_kde_matrix"} <= functions and "plot_distance_weights" not in functions
+
+
+def test_a_model_that_died_out_is_named_not_plotted(tmp_path, cli):
+    h = viz_runs.dying_model_run(str(tmp_path / "dying.db"))
+    h.engine.dispose()
+    out = tmp_path / "dying.html"
+    rc, _, err = cli("report", tmp_path / "dying.db", "--out", out)
+    assert rc == 0, err
+    text = out.read_text(encoding="utf-8")
+    page = Page(text)
+    assert [r[0] for r in page.tables["posterior-table"]] == ["narrow"]
+    assert [img["data-function"] for img in page.images].count("plot_credible_intervals") == 1
+    assert "No posterior plots of model 1 (&#x27;far_off&#x27;): it has no particles in " \
+           "generation 2." in text
+    assert page.tables["generation-table"][-1][-1] == "0.000"

@@ -217,7 +217,8 @@ def test_degenerate_samples_give_a_narrow_spike_not_an_error():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """{"one": one-model run, "two": two-model run, "other": a second one-model run in the
-    first database, "plain": a small two-model run with a fixed distance}."""
+    first database, "plain": a small two-model run with a fixed distance, "dying": a
+    two-model run whose model 1 dies out}."""
     d = tmp_path_factory.mktemp("viz")
     made = {
         "one": viz_runs.one_model_run(str(d / "one.db")),
@@ -225,6 +226,7 @@ def runs(tmp_path_factory):
         "other": viz_runs.one_model_run(str(d / "one.db"), seed=5, generations=3),
         "plain": viz_runs.two_model_run(str(d / "plain.db"), population=50, generations=2,
                                         adaptive=False),
+        "dying": viz_runs.dying_model_run(str(d / "dying.db")),
     }
     yield made
     for h in made.values():
@@ -483,3 +485,18 @@ def test_negative_generation_counts_from_the_end(runs):
     b = viz.plot_kde_1d(h, "mu", t=h.max_t - 1)
     np.testing.assert_array_equal(a.get_lines()[0].get_ydata(), b.get_lines()[0].get_ydata())
     assert a.get_title().endswith(f"generation {h.max_t - 1}")
+
+
+def test_a_model_that_died_out(runs):
+    h = runs["dying"]
+    probs = h.get_model_probabilities().iloc[:, 1].to_numpy()
+    alive = [t for t in range(h.n_populations) if probs[t] > 0]
+    assert probs[-1] == 0 and alive and alive == list(range(len(alive)))
+    with pytest.raises(dabc.InputError, match="has no particles in generation 2: it died out"):
+        viz.plot_kde_1d(h, "mu", m=1)
+    assert viz.plot_kde_1d(h, "mu", m=1, t=0).get_lines()
+    (ax,) = viz.plot_credible_intervals(h, m=1)
+    (coll,) = [c for c in ax.collections if c.get_gid() == "ci 0 0.95"]
+    assert [seg[0][0] for seg in coll.get_segments()] == alive  # the generations it lived
+    ys = viz.plot_model_probabilities(h).get_lines()[1].get_ydata()
+    np.testing.assert_array_equal(ys, probs)

@@ -6,6 +6,8 @@ SQLite file and returns the History:
 - :func:`one_model_run`: ``mu``, ``sigma`` of a normal sample summarised by its mean and
   standard deviation, with an :class:`dabc.AdaptivePNormDistance` (so it also has distance
   weights);
+- :func:`dying_model_run`: two models, the second of which dies out before the last
+  generation;
 - :func:`two_model_run`: the same data explained by noise of sd 1 (model ``narrow``,
   parameter ``mu``) or of an unknown sd of at least 1 (model ``wide``, parameters ``mu``
   and ``sigma``), also with an adaptive distance (``adaptive=False``: the default, fixed
@@ -65,3 +67,18 @@ def two_model_run(db: str, population: int = 200, generations: int = 4,
 def all_finite(a) -> bool:
     """Whether every value of ``a`` is finite."""
     return bool(np.all(np.isfinite(np.asarray(a, dtype=float))))
+
+
+def far_off(params, rng):
+    """A model whose statistics are always far from the observed ones."""
+    return {"mean": 100.0 + params["mu"], "sd": 100.0}
+
+
+def dying_model_run(db: str, population: int = 60, generations: int = 3,
+                    seed: int = 13) -> dabc.History:
+    """Two models; the second (``far_off``) dies out before the last generation."""
+    priors = [dabc.Prior(mu=dabc.RV("norm", 0, 2)), dabc.Prior(mu=dabc.RV("norm", 0, 2))]
+    abc = dabc.ABCSMC([narrow, far_off], priors, population_size=population,
+                      sampler=dabc.SingleCoreSampler(), seed=seed,
+                      model_names=["narrow", "far_off"], progress=False)
+    return abc.run({"mean": 0.5, "sd": 1.1}, db=db, max_generations=generations)
