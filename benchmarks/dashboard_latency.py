@@ -16,7 +16,9 @@ authentication, Dash's dispatch, the database reads, the JSON encoding).
 Printed as JSON: per case, the server milliseconds (median, p95, max, n) and the response
 size. Cases:
 
-- ``runs_page_tick``: the runs table's one-second update (database a);
+- ``runs_page_tick``: the runs table's one-second update (database a); ``open_runs_page``
+  and ``open_run_page``: the page switch (the layout of the runs page with its table, or of
+  a run's page);
 - ``run_page_tick``: a run page's one-second update when nothing new was stored (the
   steady state: live row, runs table, steering log) and ``run_page_tick_new_generation``:
   the same when a generation was stored since (the series and figures are sent again);
@@ -191,6 +193,12 @@ def main() -> None:
             "runs-table.children", [("tick", "n_intervals", k)], [], "tick.n_intervals")
             for k in range(args.repeats)])
         last = args.runs
+        cases["open_runs_page"] = summary([srv.post(
+            "page.children", [("url", "pathname", "/")], [], "url.pathname")
+            for _ in range(args.repeats)])
+        cases["open_run_page"] = summary([srv.post(
+            "page.children", [("url", "pathname", f"/run/{last}")], [], "url.pathname")
+            for _ in range(args.repeats)])
         run_tick(srv, last, None, None, 0)
         cases["run_page_tick"] = summary([run_tick(srv, last, 10, 9, k)
                                           for k in range(args.repeats)])

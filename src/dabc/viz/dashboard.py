@@ -384,7 +384,7 @@ def _el(kind: str, children=None, namespace: str = "dash_html_components", **pro
 
 
 def runs_rows(db: str) -> list:
-    """The runs table's rows (the runs page's update), as component dicts.
+    """The runs table's rows (the runs page's update), newest run first, as component dicts.
 
     Parameters
     ----------
@@ -406,7 +406,7 @@ def runs_rows(db: str) -> list:
     head = _el("Tr", [_el("Th", c) for c in ("Run", "Status", "Generations", "Simulations",
                                              "In progress", "Stop reason")])
     rows = [head]
-    for r in data.runs_table(db):
+    for r in reversed(data.runs_table(db)):
         live = r["live"]
         progress = (f"generation {r['t']}: {live['accepted']:,}/{live['needed']:,} accepted"
                     if r["alive"] and live is not None else "")
