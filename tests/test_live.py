@@ -130,7 +130,7 @@ def test_live_rows_advance_and_live_states_reads_all_runs_in_one_query(tmp_path)
     assert final["worker_seconds"] >= final["evaluations"] * SLEEP_S * 0.9
     assert final["rules"] == {"max_generations": 3, "minimum_epsilon": 0.0,
                               "max_total_simulations": None, "max_walltime": None,
-                              "min_acceptance_rate": 0.0}
+                              "min_acceptance_rate": 0.0, "min_eps_diff": 0.05}
     assert final["steerable"] is True and final["pid"] == os.getpid()
     assert final["alive"] is False and final["status"] == "done"  # ended: not alive
 

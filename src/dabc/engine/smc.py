@@ -31,6 +31,10 @@ from .work import GenerationWork
 _log = logging.getLogger("dabc.engine")
 
 
+#: ``ABCSMC.run``'s default ``min_eps_diff``: stop once epsilon would fall by less than 5 %.
+DEFAULT_MIN_EPS_DIFF: float = 0.05
+
+
 class EpsilonStallWarning(UserWarning):
     """Warned when a quantile epsilon schedule stops decreasing; the run then ends.
 
@@ -223,6 +227,7 @@ class ABCSMC:
         self.sampler = sampler
         self.history: History | None = None
         self.stopped_by_walltime = False  # set by run(): it stopped at max_walltime
+        self._eps_reached: float | None = None  # see _generation (min_eps_diff)
         self._layout: StatLayout | None = None
         self._observed = None
 
@@ -335,14 +340,17 @@ class ABCSMC:
             minimum_epsilon: float = 0.0, max_generations: int = 10,
             max_total_simulations: int | None = None, max_walltime: float | None = None,
             min_acceptance_rate: float = 0.0, checkpoint: bool = True,
-            steering: bool = True) -> History:
+            steering: bool = True, min_eps_diff: float = DEFAULT_MIN_EPS_DIFF) -> History:
         """Run generations until a stopping rule holds, storing each one as it finishes.
 
         A new run is created in ``db`` on the first call. Called again (on the same object,
         or on one from :meth:`load`), ``run`` continues the stored run after its last
         generation, in that run's database. Every stopping rule is checked after each
         generation; the first one that holds ends the run, and its reason is stored with the
-        run (``History.all_runs()``, ``dabc info``) and logged.
+        run (``History.all_runs()``, ``dabc info``) and logged. By default a run ends after
+        10 generations (``max_generations``) or once epsilon no longer decreases by 5 %
+        (``min_eps_diff``), whichever comes first. Without ``db=``, the run is stored in
+        ``dabc.db`` in the current folder; the path is logged at INFO when the run starts.
 
         Parameters
         ----------
@@ -389,6 +397,29 @@ class ABCSMC:
             progress is stored, logged with who asked, and recorded in
             :meth:`History.events`; with ``False`` it is refused (and recorded as refused).
             A request to stop after the generation in progress is always honoured.
+        min_eps_diff : float, default 0.05
+            Stop when epsilon no longer decreases meaningfully: after a generation, when the
+            next threshold would be less than this fraction below the largest distance
+            among the particles just accepted (which is at most this generation's epsilon;
+            it is re-measured by the next generation's distance, so that the rule also holds
+            for adaptive distances that re-weight their statistics). For example 0.05: stop
+            when epsilon would fall by less than 5 %. It applies to the quantile schedules
+            (:class:`QuantileEpsilon`, the default :class:`MedianEpsilon`), not to thresholds
+            given in advance. ``0`` turns it off. Like pyABC's ``min_eps_diff``, but relative,
+            so that one default suits any distance scale.
+
+            Why 5 %: with the median schedule each generation needs about twice the
+            simulations of the one before, since it accepts about half as many proposals. Once
+            the simulation noise dominates the distances, the threshold of a run with d
+            noisy statistics falls by only about ``1 - 0.5**(1/d)`` per generation (13 % for
+            5 statistics, 5 % for 14). A generation that lowers epsilon by less than 5 % buys
+            little for its doubled cost; so do those of a model that cannot come close to
+            the data at all (a floor under its distances). Measured with 300 particles: a
+            model whose distances cannot fall below 1 stopped after 5 generations (4,082
+            simulations), one with 20 noisy statistics after 6 (9,399 simulations). The rule
+            does not end a run on one or a few informative statistics, where epsilon keeps
+            halving (the Quick start's model): there ``max_generations``, ``minimum_epsilon``
+            or ``min_acceptance_rate`` end it.
 
         Returns
         -------
@@ -447,6 +478,7 @@ class ABCSMC:
         """
         if hasattr(max_walltime, "total_seconds"):
             max_walltime = max_walltime.total_seconds()
+        min_eps_diff = _check_min_eps_diff(min_eps_diff)
         new = self.history is None or self._observed is None
         sampler = self.sampler if self.sampler is not None else _default_sampler()
         if new:
@@ -481,7 +513,7 @@ class ABCSMC:
                       self.population_size, self.seed)
         rules = {"max_generations": max_generations, "minimum_epsilon": minimum_epsilon,
                  "max_total_simulations": max_total_simulations, "max_walltime": max_walltime,
-                 "min_acceptance_rate": min_acceptance_rate}
+                 "min_acceptance_rate": min_acceptance_rate, "min_eps_diff": min_eps_diff}
         reason = self._stop_before(t, eps, history, max_generations, max_total_simulations)
         recorder = None
         stop: RunInterrupted | None = None
@@ -511,7 +543,8 @@ class ABCSMC:
                     reason = _stop_after(
                         t, eps_done, eps, info, history, self.epsilon, rules["minimum_epsilon"],
                         rules["max_generations"], rules["max_total_simulations"], max_walltime,
-                        min_acceptance_rate, time.monotonic() - t0_wall)
+                        min_acceptance_rate, time.monotonic() - t0_wall,
+                        min_eps_diff=min_eps_diff, eps_reached=self._eps_reached)
                     t += 1
             except RunInterrupted as exc:
                 stop = exc
@@ -648,6 +681,10 @@ class ABCSMC:
                                     obs, self._layout)
             eps_next = next_epsilon(self.epsilon, t + 1, new_d, w)
             eps_next = None if eps_next is None else float(eps_next)
+            # this generation's epsilon in the next generation's units (for min_eps_diff):
+            # the largest accepted distance, re-measured by the possibly re-weighted distance
+            finite = new_d[np.isfinite(new_d)]
+            self._eps_reached = float(finite.max()) if finite.size else None
             state = _stored.dump_state(self.distance, self.epsilon, eps_next)
             ess = 1 / (w**2).sum()
             info = {"epsilon": eps, "n_simulations": len(evals), "n_evaluated": result.n_evaluated,
@@ -743,8 +780,21 @@ def _log_failure(run_id, t, exc: BaseException) -> None:
         _log.warning("run %s interrupted in generation %d (%s)", run_id, t, type(exc).__name__)
 
 
+def _check_min_eps_diff(value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise InputError(f"min_eps_diff must be a relative decrease in [0, 1), e.g. 0.05 "
+                         f"(stop when epsilon would fall by less than 5%), or 0 to turn the "
+                         f"rule off; got {value!r}.")
+    return value
+
+
 def _stop_after(t, eps_done, eps_next, info, history, epsilon, minimum_epsilon, max_generations,
-                max_total_simulations, max_walltime, min_acceptance_rate, elapsed):
+                max_total_simulations, max_walltime, min_acceptance_rate, elapsed, *,
+                min_eps_diff=0.0, eps_reached=None):
     if eps_done <= minimum_epsilon:
         return f"minimum_epsilon={minimum_epsilon} reached (epsilon {eps_done:.4g})"
     if t + 1 >= max_generations:
@@ -765,6 +815,14 @@ def _stop_after(t, eps_done, eps_next, info, history, epsilon, minimum_epsilon, 
                "QuantileEpsilon with a smaller alpha, a ListEpsilon, or a continuous distance.")
         warnings.warn(msg, EpsilonStallWarning, stacklevel=3)
         return msg
+    if (min_eps_diff > 0 and isinstance(epsilon, QuantileEpsilon) and eps_reached
+            and np.isfinite(eps_done)):
+        decrease = 1 - eps_next / eps_reached
+        if decrease < min_eps_diff:
+            return (f"epsilon no longer decreases meaningfully: the next threshold {eps_next:.4g} "
+                    f"is only {100 * decrease:.3g}% below this generation's accepted distances "
+                    f"(up to {eps_reached:.4g}), under min_eps_diff={min_eps_diff:g} "
+                    "(pass min_eps_diff=0 to run on)")
     return None
 
 

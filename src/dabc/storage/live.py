@@ -45,7 +45,7 @@ LIVE_TIMEOUT: float = 10.0
 HEARTBEAT: float = 2.0
 #: The stopping rules a live row reports (``rules``), in this order.
 RULES = ("max_generations", "minimum_epsilon", "max_total_simulations", "max_walltime",
-         "min_acceptance_rate")
+         "min_acceptance_rate", "min_eps_diff")
 #: What :func:`request_control` accepts: a stop, or a new value of one of three rules.
 ACTIONS = ("stop", "max_generations", "minimum_epsilon", "max_total_simulations")
 
