@@ -78,7 +78,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         0 after Ctrl-C.
     """
     dabc_log = logging.getLogger("dabc")
-    if not dabc_log.handlers and not logging.getLogger().handlers:
+    if not any(not isinstance(h, logging.NullHandler) for h in dabc_log.handlers) and \
+            not logging.getLogger().handlers:  # warnings (e.g. --no-token) on stderr
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("dabc dashboard: %(levelname)s: %(message)s"))
         handler.setLevel(logging.WARNING)
