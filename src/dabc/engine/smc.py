@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import signal
 import time
 import uuid
@@ -72,7 +73,9 @@ class ABCSMC:
     epsilon, proposes parameters by perturbing the previous generation's particles with a
     *transition* kernel, and weights the accepted ones by prior density over proposal
     density. Each generation is stored as it finishes (see :meth:`run`), so a run can be read
-    while it goes on and resumed after it stops (:meth:`load`).
+    while it goes on and resumed after it stops (:meth:`load`). Without ``db=``, :meth:`run`
+    stores it in the SQLite file ``dabc.db`` in the current folder, and logs that file's path
+    at INFO (``logging.getLogger("dabc")``) when the run starts.
 
     Parameters
     ----------
@@ -505,7 +508,7 @@ class ABCSMC:
             previous = history.get_arrays(t - 1)
         if new:
             _log.info("run %s started in %s: sampler %s, population size %d, seed %d",
-                      history.id, display_url(history.url), type(sampler).__name__,
+                      history.id, _where(history), type(sampler).__name__,
                       self.population_size, self.seed)
         else:
             _log.info("run %s of %s resumed from generation %d: sampler %s, population size %d, "
@@ -728,6 +731,13 @@ class ABCSMC:
             logw[rows] += self.priors[m].logpdf(theta) - np.log(kernel) \
                 - transitions[m].logpdf(theta)
         return logw
+
+
+def _where(history: History) -> str:
+    """The run's database for logs: a SQLite file's absolute path (the default ``dabc.db``
+    lands in the current folder), else the URL with its password hidden."""
+    path = sqlite_path(history.url)
+    return os.path.abspath(path) if path is not None else display_url(history.url)
 
 
 def _start_sampler(sampler: Sampler) -> None:
