@@ -58,6 +58,14 @@ def _info(t: int, n: int, rng) -> dict:
             "finished": now, "model_probabilities": [1.0]}
 
 
+def writer(path: Path) -> History:
+    """A History that creates the database (``create=True`` where History has it)."""
+    try:
+        return History(path, create=True)
+    except TypeError:  # a History that creates by default
+        return History(path)
+
+
 def write_run(h: History, n_gens: int, n: int, rng, running: bool) -> int:
     """One run of ``n_gens`` generations of ``n`` particles, through the storage API."""
     rid = h.create_run(seed=1, population_size=n, model_names=["m"],
@@ -181,7 +189,7 @@ def main() -> None:
     many = folder / "many.db"
     tic = time.perf_counter()
     if not many.exists():
-        h = History(many)
+        h = writer(many)
         for i in range(args.runs):
             write_run(h, 10, 1000, rng, running=i >= args.runs - 5)
         h.engine.dispose()
@@ -213,7 +221,7 @@ def main() -> None:
     big = folder / "big.db"
     tic = time.perf_counter()
     if not big.exists():
-        h = History(big)
+        h = writer(big)
         write_run(h, args.generations, args.particles, rng, running=True)
         h.engine.dispose()
     out["write_big_s"] = round(time.perf_counter() - tic, 1)
