@@ -268,7 +268,8 @@ def test_every_request_without_the_token_gets_401(server, db):
     asset = _asset(server)
     cases = [("GET", "/", None), ("GET", "/run/1", None), ("GET", asset, None),
              ("GET", "/_dash-layout", None), ("GET", "/_dash-dependencies", None),
-             ("GET", "/no/such/page", None),
+             ("GET", "/no/such/page", None), ("HEAD", "/", None), ("OPTIONS", "/", None),
+             ("OPTIONS", "/_dash-update-component", None),
              ("POST", "/_dash-update-component",
               _callback("page", "children", [("url", "pathname", "/")])),
              ("POST", "/_dash-update-component", STEER)]
@@ -279,7 +280,7 @@ def test_every_request_without_the_token_gets_401(server, db):
             r = requests.request(method, base + path, json=body, headers=headers, timeout=10,
                                  allow_redirects=False)
             assert r.status_code == 401, (method, path, headers, r.status_code)
-            assert "needs its token" in r.text and TOKEN not in r.text
+            assert method == "HEAD" or "needs its token" in r.text and TOKEN not in r.text
     r = requests.get(base + "/?token=wrong-token-xxxxxxx", allow_redirects=False, timeout=10)
     assert r.status_code == 401 and "set-cookie" not in r.headers
     # nothing was requested of the run (the steering POSTs never reached it)
@@ -295,6 +296,9 @@ def test_the_token_in_the_url_sets_a_strict_cookie_and_is_dropped(server):
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN in cookie
     r = s.get(server.base + r.headers["Location"], timeout=10)
     assert r.status_code == 200 and "react-entry-point" in r.text
+    r = requests.get(server.base + "//evil.example/?token=" + TOKEN, allow_redirects=False,
+                     timeout=10)
+    assert r.headers["Location"] == "/evil.example/"  # a path on this host, not a host
     asset = _asset(server)
     assert s.get(server.base + asset, timeout=10).status_code == 200
     r = s.post(server.base + "/_dash-update-component", timeout=10,

@@ -268,7 +268,8 @@ def _install_auth(server, token: str | None) -> None:
                 return _refuse()
             if req.method in ("GET", "HEAD"):
                 rest = [(k, v) for k, v in req.args.items(multi=True) if k != "token"]
-                target = req.path + ("?" + urllib.parse.urlencode(rest) if rest else "")
+                path = "/" + req.path.lstrip("/")  # never "//host": no open redirect
+                target = path + ("?" + urllib.parse.urlencode(rest) if rest else "")
                 resp = flask.redirect(target, code=303)
                 resp.set_cookie(cookie, token, httponly=True, samesite="Strict", path="/")
                 resp.headers["Cache-Control"] = "no-store"
