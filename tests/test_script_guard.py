@@ -200,3 +200,41 @@ def test_unguarded_stan_fleet_on_dabcs_local_cluster(tmp_path):
     fits = [line for line in proc.stdout.splitlines() if line.startswith("fit ")]
     assert len(fits) == 4 and all(" True None" in line for line in fits), proc.stdout
 
+
+
+NO_FORK = """\
+import dabc._compat.distributed_fork as forked
+forked.fork_available = lambda: False  # as on a platform that cannot fork (Windows)
+"""
+
+
+def test_without_fork_an_unguarded_script_stops_at_once_with_one_line(tmp_path):
+    proc = _run_script(tmp_path, prelude=NO_FORK + MODEL, body="""
+    abc = dabc.ABCSMC(model, prior, population_size=50, seed=1,
+                      sampler=dabc.DaskDistributedSampler(), progress=False)
+    history = abc.run({"mean": 1.03}, db="sqlite:///r.db", max_generations=2)
+    """)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    script = tmp_path / "script.py"
+    run_line = next(i for i, text in enumerate(script.read_text().splitlines(), 1)
+                    if "abc.run(" in text)
+    assert lines[0].startswith(f"dabc: {script}, line {run_line}: "), lines
+    assert 'if __name__ == "__main__":' in lines[0]
+    assert len(_started(proc.stdout)) == 1
+    assert dabc.History(f"sqlite:///{tmp_path / 'r.db'}").all_runs().empty  # no run row
+
+
+def test_without_fork_a_guarded_script_works(tmp_path):
+    proc = _run_script(tmp_path, prelude=NO_FORK + MODEL, body="""
+    if __name__ == "__main__":
+        abc = dabc.ABCSMC(model, prior, population_size=20, seed=1,
+                          sampler=dabc.DaskDistributedSampler(), progress=False)
+        history = abc.run({"mean": 1.03}, db="sqlite:///r.db", max_generations=1)
+        print("generations", history.n_populations)
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "generations 1" in proc.stdout
+    # spawned workers import the script (as __mp_main__): the marker shows once per worker
+    assert len(_started(proc.stdout)) >= 2, proc.stdout

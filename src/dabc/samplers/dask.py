@@ -14,8 +14,11 @@ runs 100 times longer than the median draws one warning per generation.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import logging
 import statistics
+import sys
 import threading
 import time
 import warnings
@@ -82,6 +85,57 @@ def _loopback(address: str | None, what: str) -> str | None:
     return f"{host}:{port}" if port else f"{host}:8787"
 
 
+def _is_main_test(node: ast.expr) -> bool:
+    """Whether ``node`` is ``__name__ == "__main__"`` (either way round)."""
+    if not (isinstance(node, ast.Compare) and len(node.ops) == 1
+            and isinstance(node.ops[0], ast.Eq)):
+        return False
+    sides = [node.left, node.comparators[0]]
+    return (any(isinstance(x, ast.Name) and x.id == "__name__" for x in sides)
+            and any(isinstance(x, ast.Constant) and x.value == "__main__" for x in sides))
+
+
+def unguarded_main_line() -> tuple[str, int] | None:
+    """Where the main script, run as ``python script.py``, is starting worker processes
+    outside an ``if __name__ == "__main__":`` block: (file, line); None when it is inside
+    one, or when there is no such script (an interactive session, ``python -m``).
+
+    A spawned worker process runs the main script again before it starts; code outside the
+    guard then runs again in every worker.
+
+    Returns
+    -------
+    tuple of (str, int) or None
+        The script's path and the line of its top-level code that led here.
+
+    Examples
+    --------
+    >>> unguarded_main_line() is None  # in an interactive session or a doctest
+    True
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(main, "__spec__", None) is not None:
+        return None
+    frame = inspect.currentframe()
+    while frame is not None and not (frame.f_globals is vars(main)
+                                     and frame.f_code.co_name == "<module>"):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    line = frame.f_lineno
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in tree.body:
+        if (isinstance(node, ast.If) and _is_main_test(node.test)
+                and node.lineno <= line <= (node.end_lineno or line)):
+            return None
+    return path, line
+
+
 def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
                   dashboard_address: str | None = None,
                   worker_dashboard_address: str | None = None, **kwargs):
@@ -96,7 +150,9 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
     fork: not on Windows), so a plain script without an ``if __name__ == "__main__":`` guard
     works: a spawned worker would run the script again before starting
     (:mod:`dabc._compat.distributed_fork`). A forked worker starts as a copy of the master,
-    so its memory use starts at the master's.
+    so its memory use starts at the master's. Where the platform cannot fork, a script that
+    starts the cluster outside the guard stops at once with one line naming its line
+    (:func:`unguarded_main_line`).
 
     Parameters
     ----------
@@ -117,6 +173,14 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
     distributed.LocalCluster
         The started cluster (close it, or let :class:`DaskDistributedSampler` do so).
 
+    Raises
+    ------
+    SystemExit
+        (exit status 1) Where worker processes cannot be forked, when a script run as
+        ``python script.py`` starts the cluster outside ``if __name__ == "__main__":``.
+    ValueError
+        When a dashboard address is not on loopback.
+
     Examples
     --------
     >>> from distributed import Client
@@ -136,6 +200,11 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
               "worker_dashboard_address": worker_dashboard_address, **kwargs}
     cls = LocalCluster
     forking = kwargs["processes"] and forked.fork_available()
+    if kwargs["processes"] and not forking and (where := unguarded_main_line()) is not None:
+        raise SystemExit(
+            f"dabc: {where[0]}, line {where[1]}: this platform cannot fork Dask's worker "
+            "processes, and a spawned worker runs the script again; put the script's code "
+            'under  if __name__ == "__main__":  (or pass a Client to DaskDistributedSampler).')
     quiet_ok = quiet.quiet_cluster_supported()
     if quiet_ok and dashboard_address is None:
         cls = quiet.QuietLocalCluster
