@@ -131,6 +131,9 @@ def test_the_dashboard_follows_and_stops_a_live_run_in_chromium(tmp_path):
                     ".length >= 2 && document.querySelectorAll('#pair-graph .hm, "
                     "#pair-graph .heatmaplayer image').length >= 1", timeout=15000)
                 page.wait_for_timeout(600)
+                # a moment with the generation in progress shown (not "starting")
+                page.wait_for_function("() => document.querySelector('#live-accepted')",
+                                       timeout=10000, polling=50)
                 SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT), full_page=True)
                 # stop after this generation
