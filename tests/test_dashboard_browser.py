@@ -7,8 +7,9 @@ background thread with a model that sleeps, so that each generation takes about 
 second. The test asserts on the page's DOM: the run is listed, the generation counter grows
 without a reload, and the "stop after this generation" button stops the run after its
 current generation (status, stop reason and steering log checked in the database). Every
-request the page makes is recorded: none may leave the host. The screenshot
-docs/figures/dashboard.png is taken on the way.
+request the page makes is recorded: none may leave the host. A screenshot is taken on the
+way, into the test's folder; with ``DABC_UPDATE_FIGURES=1`` it replaces
+docs/figures/dashboard.png (so a test run never changes a tracked file by itself).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from dabc.viz import dashboard, dashboard_data
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "figures" / "dashboard.png"
+FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "dashboard.png"
 TOKEN = "browser-test-token-0123456789"
 SLEEP_S = 0.003
 POP = 50
@@ -135,7 +136,9 @@ def test_the_dashboard_follows_and_stops_a_live_run_in_chromium(tmp_path):
                 page.wait_for_function("() => document.querySelector('#live-accepted')",
                                        timeout=10000, polling=50)
                 SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
+                shot = (FIGURE if os.environ.get("DABC_UPDATE_FIGURES") == "1"
+                        else tmp_path / "dashboard.png")
+                page.screenshot(path=str(shot), full_page=True)
                 # stop after this generation
                 assert page.locator("#stop").is_enabled()
                 page.click("#stop")
