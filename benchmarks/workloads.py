@@ -73,7 +73,7 @@ def storage_dabc(n: int = 100_000, n_stats: int = 10, seed: int = 0) -> dict:
             "acceptance_rate": 1.0, "ess": float(n), "walltime_s": 0.0, "started": None,
             "finished": None, "model_probabilities": [1.0]}
     with tempfile.TemporaryDirectory() as tmp:
-        h = History(f"sqlite:///{os.path.join(tmp, 'storage.db')}")
+        h = History(f"sqlite:///{os.path.join(tmp, 'storage.db')}", create=True)
         h.create_run(seed=0, population_size=n, model_names=["m"], param_names=[["theta"]],
                      stat_columns=[f"s{i}" for i in range(n_stats)], observed=b"",
                      config=b"", version=dabc.__version__)

@@ -15,7 +15,7 @@ def start_run(db: str, barrier, results) -> None:
 
     barrier.wait(timeout=120)
     try:
-        history = dabc.History(db)
+        history = dabc.History(db, create=True)
         run_id = history.create_run(seed=1, population_size=10, model_names=["m"],
                                     param_names=[["a"]], stat_columns=["y"], observed=b"",
                                     config=b"", version="fault-suite")

@@ -229,7 +229,7 @@ def test_database_in_an_unwritable_folder():
 
 
 def test_database_path_that_is_a_folder(tmp_path):
-    with pytest.raises(dabc.InputError, match="unable to open database file"):
+    with pytest.raises(dabc.InputError, match="Cannot create the database .*: it is a folder"):
         run(gauss, tmp_path, db=f"sqlite:///{tmp_path}")
 
 

@@ -254,7 +254,7 @@ def test_info_and_export_on_postgres(pg_url, tmp_path, cli):
     import cloudpickle
     import numpy as np
 
-    h = dabc.History(pg_url)
+    h = dabc.History(pg_url, create=True)
     h.create_run(seed=4, population_size=30, model_names=["m"], param_names=[["mu"]],
                  stat_columns=["y"], observed=cloudpickle.dumps({"y": 0.2}), config=b"",
                  version="test")

@@ -664,7 +664,7 @@ def test_case9_database_on_a_read_only_file_system_is_read(tmp_path, read_only_m
         abc.run({"y": 0.0}, db=ro_db, max_generations=1)
     # a new database there cannot be created, and says so
     with _pytest.raises(_dabc.InputError, match="Cannot write the database"):
-        _dabc.History(where / "new.db")
+        _dabc.History(where / "new.db", create=True)
 
 
 @_pytest.mark.timeout(180)

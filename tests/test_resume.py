@@ -169,5 +169,6 @@ def test_resume_with_other_observed_data_is_refused(tmp_path):
 
 
 def test_load_from_an_empty_database(tmp_path):
+    dabc.History(tmp_path / "empty.db", create=True).engine.dispose()  # tables, no run
     with pytest.raises(dabc.InputError, match="No run stored in .*nothing to resume"):
         dabc.ABCSMC.load(f"sqlite:///{tmp_path / 'empty.db'}")

@@ -37,7 +37,7 @@ def write_run(db, seed, n_gens, sizes, model_names=("m0",), param_names=(("a",),
     """A synthetic run: generation t has ``sizes[m]`` particles of model m (model ``absent``
     has none in the last generation). Returns the run id and what was written."""
     rng = np.random.default_rng(seed)
-    h = History(db)
+    h = History(db, create=True)
     run_id = h.create_run(seed=seed, population_size=sum(sizes),
                           model_names=list(model_names),
                           param_names=[list(p) for p in param_names],
@@ -131,7 +131,7 @@ def test_several_runs_round_trip(db_url):
 def test_large_generation_round_trip(db_url):
     n, k = 100_000, 10
     rng = np.random.default_rng(7)
-    h = History(db_url)
+    h = History(db_url, create=True)
     h.create_run(seed=7, population_size=n, model_names=["big"], param_names=[["a", "b"]],
                  stat_columns=[f"s[{i}]" for i in range(k)], observed=b"", config=b"",
                  version="test")
@@ -154,20 +154,20 @@ def test_large_generation_round_trip(db_url):
 
 def test_unwritable_path_is_an_input_error(tmp_path):
     with pytest.raises(dabc.InputError, match="does not exist"):
-        History(tmp_path / "no-such-folder" / "h.db")
+        History(tmp_path / "no-such-folder" / "h.db", create=True)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(dabc.InputError):
-        History(f"sqlite:///{blocker}/h.db")
+        History(f"sqlite:///{blocker}/h.db", create=True)
     with pytest.raises(dabc.InputError):
-        History("/proc/dabc-cannot-write-here.db")  # unwritable even for root
+        History("/proc/dabc-cannot-write-here.db", create=True)  # unwritable even for root
     if os.geteuid() != 0:  # root may write anywhere
         ro = tmp_path / "read-only"
         ro.mkdir()
         ro.chmod(0o500)
         try:
             with pytest.raises(dabc.InputError, match="permission"):
-                History(ro / "h.db")
+                History(ro / "h.db", create=True)
         finally:
             ro.chmod(0o700)
 
@@ -234,7 +234,7 @@ def test_database_names_are_parsed_in_one_place(tmp_path):
     assert display_url("plain/path.db") == "plain/path.db"
     # History checks the folder of a SQLite URL with a query string like any other
     with pytest.raises(dabc.InputError, match="does not exist"):
-        History(f"sqlite:///{tmp_path / 'no-such-folder' / 'h.db'}?timeout=1")
+        History(f"sqlite:///{tmp_path / 'no-such-folder' / 'h.db'}?timeout=1", create=True)
 
 
 def test_open_history_never_creates_a_database(tmp_path):

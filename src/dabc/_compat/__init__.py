@@ -6,7 +6,8 @@ that names the version to install). ``tests/test_compat.py`` and ``tests/test_st
 exercise each on the installed versions.
 
 - :mod:`.scipy`: ``rv_generic._parse_args`` (how :class:`dabc.RV` reads a distribution's
-  loc, scale and shapes for its fast numpy draws).
+  loc, scale and shapes for its fast numpy draws), ``_argcheck`` and ``_shape_info`` (its
+  check of the parameters when the prior is built).
 - :mod:`.sklearn`: ``sklearn.linear_model._base.LinearClassifierMixin`` (predictions of
   :class:`dabc.learn.SAGAClassifier`).
 - :mod:`.dask_array`: ``dask.array.Array._meta`` (the chunk type of a Dask ``X`` in
@@ -14,6 +15,8 @@ exercise each on the installed versions.
 - :mod:`.distributed`: ``Client._scatter`` and a worker's task state (the Dask sampler).
 - :mod:`.futures`: ``Executor._max_workers`` (:class:`dabc.ConcurrentFutureSampler`).
 - :mod:`.httpstan`: httpstan's build, cache layout and socket protocol (:mod:`dabc.stan`).
+- :mod:`.cloudpickle`: ``cloudpickle.Pickler``'s code reducer (a model's traceback names the
+  user's file, not ``<dynamic-code>``).
 
 This package sits at the bottom of dabc's layers, just above ``errors``: it imports nothing of
 dabc but the errors, and the subpackages above import it.

@@ -74,6 +74,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from .._compat.cloudpickle import dumps as dumps_code
 from ..errors import InputError
 from ..storage.observed import DataUnpickler as _DataUnpickler  # noqa: F401  (its old name)
 from ..storage.observed import load_observed
@@ -528,7 +529,7 @@ def _qualname(obj) -> str:
 
 class _Encoder:
     def code(self, obj) -> dict:
-        data = cloudpickle.dumps(obj)
+        data = dumps_code(obj)  # cloudpickle, keeping the code's file name and source
         return {"$code": {"type": _qualname(obj), "pickle": "cloudpickle",
                           "data": base64.b64encode(data).decode()}}
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import itertools
+import numbers
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
 import numpy as np
 import scipy.stats
 
-from .._compat.scipy import parse_args
+from .._compat.scipy import parse_args, shape_domains, shapes_valid
 from ..errors import InputError
 
 # Fast per-draw samplers for common distributions: scipy's rvs costs ~20 us per call,
@@ -22,6 +27,136 @@ _FAST = {
     "beta": lambda rng, loc, scale, a, b: loc + scale * rng.beta(a, b),
     "laplace": lambda rng, loc, scale: rng.laplace(loc, scale),
 }
+
+
+@cache
+def _distribution_names() -> tuple[str, ...]:
+    """The names of every distribution in scipy.stats (what a mistyped one is compared with)."""
+    return tuple(sorted(n for n in dir(scipy.stats) if not n.startswith("_") and isinstance(
+        getattr(scipy.stats, n, None), scipy.stats.rv_continuous | scipy.stats.rv_discrete)))
+
+
+def _unknown_distribution(name) -> InputError:
+    if not isinstance(name, str):
+        return InputError(f"RV({name!r}): the first argument is the name of a scipy.stats "
+                          "distribution, e.g. RV('norm', 0, 1); to use a frozen scipy "
+                          "distribution, give it to dabc.Prior directly.")
+    close = difflib.get_close_matches(name, _distribution_names(), n=3, cutoff=0.6)
+    if not close:  # 'Gamma', 'normal', 'lognormal': compare without case, as prefixes
+        low = name.lower()
+        close = [n for n in _distribution_names() if n == low or low.startswith(n)][:3]
+    hint = ""
+    if close:
+        others = f" (or {', '.join(map(repr, close[1:]))})" if len(close) > 1 else ""
+        hint = f" Did you mean {close[0]!r}{others}?"
+    return InputError(f"RV({name!r}): no such scipy.stats distribution.{hint} Use a name such "
+                      "as 'norm', 'uniform', 'gamma', 'beta', 'lognorm' or 'randint' (any "
+                      "distribution of scipy.stats).")
+
+
+def _call_text(name: str, args: tuple, kwargs: dict) -> str:
+    return "RV(" + ", ".join([repr(name), *map(repr, args),
+                              *(f"{k}={v!r}" for k, v in kwargs.items())]) + ")"
+
+
+def _domain_text(d) -> str:
+    """"a must be > 0", "p must be in [0, 1]", "n must be a whole number >= 0"."""
+    def num(x):
+        return f"{x:g}"
+    whole = "a whole number " if d.integer else ""
+    lo, hi = np.isfinite(d.low), np.isfinite(d.high)
+    if lo and hi:
+        return (f"{d.name} must be {whole}in {'[' if d.low_inclusive else '('}{num(d.low)}, "
+                f"{num(d.high)}{']' if d.high_inclusive else ')'}")
+    if lo:
+        return f"{d.name} must be {whole}{'>=' if d.low_inclusive else '>'} {num(d.low)}"
+    if hi:
+        return f"{d.name} must be {whole}{'<=' if d.high_inclusive else '<'} {num(d.high)}"
+    return f"{d.name} must be {whole or 'a number '}".rstrip()
+
+
+def _in_domain(d, x: float) -> bool:
+    if d.integer and x != np.round(x):
+        return False
+    above = x >= d.low if d.low_inclusive else x > d.low
+    below = x <= d.high if d.high_inclusive else x < d.high
+    return bool(above and below)
+
+
+def _example_shapes(dist, shapes: list[str]) -> list:
+    """Shape values scipy accepts, for the example in a message (e.g. 2.0 for gamma's a)."""
+    domains = shape_domains(dist) or []
+    by_name = {d.name: d for d in domains}
+    options = []
+    for s in shapes:
+        d = by_name.get(s)
+        cands = [2.0, 0.5, 1.0, 5.0, 0.0]
+        if d is not None:
+            cands = [c for c in cands if _in_domain(d, c)] or cands
+            if d.integer:
+                cands = [int(c) for c in cands if c == int(c)] or [2]
+        options.append(cands)
+    for combo in itertools.islice(itertools.product(*options), 200):
+        if shapes_valid(dist, combo):
+            return list(combo)
+    return [opt[0] for opt in options]
+
+
+def _check_arguments(dist, name: str, args: tuple, kwargs: dict, label: str) -> None:
+    """Reject, with the distribution's own parameter names, what scipy would freeze and then
+    only draw NaN from (or fail on with its internal ``_parse_args()`` message): missing
+    shape parameters, unknown ones, a scale <= 0, shape values outside their domain."""
+    shapes = [s.strip() for s in dist.shapes.split(",")] if dist.shapes else []
+    discrete = isinstance(dist, scipy.stats.rv_discrete)
+    names = [*shapes, "loc"] + ([] if discrete else ["scale"])
+    its = f"{name}'s parameters are {', '.join(names)}"
+    pos = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    sig = inspect.Signature([inspect.Parameter(n, pos) for n in names])
+    try:
+        bound = sig.bind_partial(*args, **kwargs)
+    except TypeError as exc:
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            hint = f" (did you mean {close[0]}=?)" if close else ""
+            raise InputError(f"{label}: {name} has no parameter {unknown[0]!r}{hint}; "
+                             f"{its}.") from None
+        if len(args) > len(names):
+            raise InputError(f"{label}: {name} takes at most {len(names)} arguments "
+                             f"({len(args)} given); {its}.") from None
+        raise InputError(f"{label}: {exc}; {its}.") from None
+    missing = [s for s in shapes if s not in bound.arguments]
+    if missing:
+        example = _example_shapes(dist, shapes)
+        given = {k: bound.arguments[k] for k in shapes if k in bound.arguments}
+        values = [given.get(s, e) for s, e in zip(shapes, example, strict=True)]
+        positional = _call_text(name, tuple(values), {})
+        tail = {"loc": 0} if discrete else {"scale": 1.0}
+        keywords = _call_text(name, (), {**dict(zip(shapes, values, strict=True)), **tail})
+        what = (f"its shape parameter {shapes[0]}" if len(shapes) == 1 else
+                f"its shape parameters {', '.join(shapes)}"
+                + (f" ({', '.join(missing)} missing)" if len(missing) < len(shapes) else ""))
+        raise InputError(f"{label} needs {what}: e.g. {positional} or {keywords}.")
+    values = {"loc": 0.0, "scale": 1.0, **bound.arguments}
+    for k in names:
+        v = values[k]
+        ok = isinstance(v, numbers.Real) or (isinstance(v, np.ndarray) and v.ndim == 0
+                                             and np.issubdtype(v.dtype, np.number))
+        if not ok or not np.isfinite(float(v)):
+            raise InputError(f"{label}: {k} must be a finite number (got {v!r}); {its}.")
+    if not discrete and not float(values["scale"]) > 0:
+        raise InputError(f"{label}: scale must be > 0 (got {values['scale']!r}); {its}.")
+    shape_values = tuple(float(values[s]) for s in shapes)
+    if shapes and not shapes_valid(dist, shape_values):
+        domains = {d.name: d for d in shape_domains(dist) or []}
+        bad = [domains[s] for s, x in zip(shapes, shape_values, strict=True)
+               if s in domains and not _in_domain(domains[s], x)]
+        if bad:
+            rules = "; ".join(f"{_domain_text(d)} (got {values[d.name]!r})" for d in bad)
+            raise InputError(f"{label}: {rules}; {its}.")
+        given = ", ".join(f"{s}={values[s]!r}" for s in shapes)
+        raise InputError(f"{label}: scipy.stats.{name} rejects the shape parameters {given} "
+                         f"together (see its documentation for their ranges); {its}.")
 
 
 class RV:
@@ -40,7 +175,11 @@ class RV:
     Raises
     ------
     InputError
-        When scipy.stats has no such distribution, or rejects the arguments.
+        When scipy.stats has no such distribution (the message suggests the closest
+        names), a shape parameter is missing or unknown, the scale is not > 0, or a shape
+        parameter is outside its domain; the message names the distribution's parameters,
+        e.g. "RV('uniform', 0, -1): scale must be > 0 (got -1); uniform's parameters are
+        loc, scale".
 
     Examples
     --------
@@ -50,17 +189,16 @@ class RV:
     """
 
     def __init__(self, name: str, *args, **kwargs):
-        dist = getattr(scipy.stats, name, None)
+        dist = getattr(scipy.stats, name, None) if isinstance(name, str) else None
         if not isinstance(dist, scipy.stats.rv_continuous | scipy.stats.rv_discrete):
-            raise InputError(
-                f"RV({name!r}): no such scipy.stats distribution; use a name such as "
-                "'norm', 'uniform', 'gamma', 'beta', 'lognorm' or 'randint'."
-            )
+            raise _unknown_distribution(name)
+        label = _call_text(name, args, kwargs)
+        _check_arguments(dist, name, args, kwargs, label)
         try:
             self.frozen = dist(*args, **kwargs)
             self.frozen.support()
         except Exception as exc:  # scipy raises many types for bad shape arguments
-            raise InputError(f"RV({name!r}, {args}, {kwargs}): {exc}") from exc
+            raise InputError(f"{label}: {exc}") from exc
         self.name, self.args, self.kwargs = name, args, kwargs
         self.discrete = isinstance(dist, scipy.stats.rv_discrete)
         lo, hi = self.frozen.support()
@@ -161,6 +299,12 @@ def _as_rv(name: str, value) -> RV:
     if isinstance(value, RV):
         return value
     if hasattr(value, "dist") and hasattr(value, "rvs") and hasattr(value, "support"):
+        dist = value.dist
+        if isinstance(dist, scipy.stats.rv_continuous | scipy.stats.rv_discrete):
+            args, kwargs = tuple(value.args), dict(value.kwds)
+            call = ", ".join([*map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+            _check_arguments(dist, dist.name, args, kwargs,
+                             f"Prior parameter {name!r}: scipy.stats.{dist.name}({call})")
         rv = RV.__new__(RV)  # a frozen scipy distribution given directly
         rv.frozen, rv.name, rv.args, rv.kwargs = value, value.dist.name, value.args, value.kwds
         rv.discrete = isinstance(value.dist, scipy.stats.rv_discrete)

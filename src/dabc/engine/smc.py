@@ -552,6 +552,15 @@ class ABCSMC:
             except RunInterrupted as exc:
                 stop = exc
                 reason = self._interrupted(history, exc, max_walltime)
+            except KeyboardInterrupt:
+                # a second Ctrl-C, or one the signal handler did not see (a run outside the
+                # main thread, a KeyboardInterrupt raised by other code): not an error
+                saved = history.interruption()
+                reason = ("stopped by KeyboardInterrupt, "
+                          + (saved if saved is not None else f"in generation {t}"))
+                history.set_status("interrupted", reason)
+                _log.warning("run %s: %s. %s", history.id, reason, _how_to_resume(history))
+                raise
             except BaseException as exc:
                 history.set_status("failed", f"stopped by an error in generation {t}")
                 _log_failure(history.id, t, exc)
@@ -590,7 +599,7 @@ class ABCSMC:
         layout = StatLayout(observed)
         self.distance.initialize(layout)
         self.distance.check_priors(self.priors)
-        history = History(db)
+        history = History(db, create=True)
         _start_sampler(sampler)  # before the run row: a sampler that cannot start leaves none
         self._layout = layout
         self._observed = {k: observed[k] for k in observed}

@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal, NamedTuple, Protocol
 
-import cloudpickle
 import numpy as np
+
+from .._compat.cloudpickle import dumps as dumps_code
 
 IDS: Literal["ids"] = "ids"
 SLOTS: Literal["slots"] = "slots"
@@ -180,7 +181,7 @@ class WorkRequest:
     def payload(self) -> bytes:
         """The work, cloudpickled once per generation (what travels to other processes)."""
         if self._payload is None:
-            self._payload = cloudpickle.dumps(self.work)
+            self._payload = dumps_code(self.work)  # tracebacks keep the user's file
         return self._payload
 
 

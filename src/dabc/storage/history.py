@@ -4,9 +4,12 @@ A generation's particles of one model are stored as one row holding a columnar b
 block (parameters, weights, distances, summary statistics), not one row per value: a
 100,000-particle generation is written and read in a fraction of a second.
 
-``History`` creates the database and its tables when they are missing (a run writes
-through it); to read a database that must already exist, without ever creating one, use
-:func:`dabc.storage.open_history`. Events are logged on ``logging.getLogger("dabc.storage")``:
+``History(db)`` opens an existing dabc database and never creates one: a missing file, or
+a database without the dabc tables, is an :class:`~dabc.InputError` that names it. Only a
+writer creates: ``History(db, create=True)`` (what :meth:`dabc.ABCSMC.run` uses) creates the
+database and its tables when missing, and the first write through any History adds the
+tables a database of an older dabc lacks. :func:`dabc.storage.open_history` also lists the
+stored runs. Events are logged on ``logging.getLogger("dabc.storage")``:
 a database opened or its tables created (INFO), each generation stored with its size and
 the time the write took (DEBUG), a failed write (ERROR).
 
@@ -38,6 +41,7 @@ import sqlalchemy as sa
 from ..errors import InputError
 from . import live as _live
 from .schema import _meta, checkpoints, generations, particles, runs
+from .schema import live as live_table
 from .urls import database_url, display_url, sqlite_path
 
 logger = logging.getLogger("dabc.storage")
@@ -189,12 +193,55 @@ def sqlite_read_only_connect(path: str, timeout: float = 30.0) -> sqlite3.Connec
     return con
 
 
-def _engine(url: str) -> tuple[sa.Engine, str | None]:
-    """An engine for ``url`` and, when it can only be read, why (else None).
+_WHERE_RUNS_COME_FROM = ("Check the path (runs are written by ABCSMC.run(db=...); "
+                         "reading never creates a database).")
 
-    A writable database gets the dabc tables created if missing (SQLite: WAL mode). An
-    existing SQLite file that this process cannot write (read-only file system, folder or
-    file) is opened read-only instead, without touching it.
+
+def _check_dabc_tables(engine: sa.Engine, url: str, path: str | None) -> set[str]:
+    """The tables of the existing database at ``url``; an InputError when it has no dabc
+    tables.
+
+    A SQLite file is probed on a read-only connection of its own (the engine's connections
+    would switch a foreign file to WAL mode).
+    """
+    shown = path if path is not None else display_url(url)
+    try:
+        if path is not None:
+            con = sqlite_read_only_connect(path)
+            try:
+                tables = {r[0] for r in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type='table'")}
+            finally:
+                con.close()
+        else:
+            tables = set(sa.inspect(engine).get_table_names())
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{path!r} is not a readable SQLite database ({exc}). "
+                         + _WHERE_RUNS_COME_FROM) from exc
+    except ModuleNotFoundError as exc:
+        raise InputError(f"Cannot open database {shown!r}: its driver {exc.name!r} is not "
+                         "installed. For PostgreSQL install dabc[postgres].") from exc
+    except sa.exc.SQLAlchemyError as exc:
+        detail = getattr(exc, "orig", None) or exc
+        first = str(detail).strip().splitlines()[0] if str(detail).strip() else ""
+        raise InputError(f"Cannot open database {shown!r}: {type(detail).__name__}: {first}. "
+                         "Check the URL, that the server is running and that you may log "
+                         "in.") from exc
+    if runs.name not in tables:
+        raise InputError(f"{shown!r} is not a dabc database: it has no {runs.name} table "
+                         "(nothing was created in it). " + _WHERE_RUNS_COME_FROM)
+    return tables
+
+
+def _engine(url: str, create: bool = False) -> tuple[sa.Engine, str | None, set[str] | None]:
+    """An engine for ``url``; when it can only be read, why (else None); and without
+    ``create``, the names of its tables (None with ``create``: they are all there).
+
+    With ``create``, a writable database gets the dabc tables created if missing (SQLite:
+    WAL mode), and a missing SQLite file is created. Without, the database must exist and
+    hold the dabc tables; nothing is created. An existing SQLite file that this process
+    cannot write (read-only file system, folder or file) is opened read-only, without
+    touching it.
     """
     path = sqlite_path(url)
     read_only = None
@@ -203,10 +250,24 @@ def _engine(url: str) -> tuple[sa.Engine, str | None]:
         if not os.path.isdir(parent):
             what = (f"{parent!r} is not a folder" if os.path.exists(parent)
                     else f"folder {parent!r} does not exist")
+            if not create:
+                raise InputError(f"Database file {path!r} does not exist ({what}). "
+                                 + _WHERE_RUNS_COME_FROM)
             raise InputError(f"Cannot create the database {path!r}: {what}. Create the "
                              "folder or choose another path for db=.")
+        if os.path.isdir(path):
+            if create:
+                raise InputError(f"Cannot create the database {path!r}: it is a folder. Give "
+                                 "db= a file path, e.g. "
+                                 f"{os.path.join(path, 'runs.db')!r}.")
+            raise InputError(f"{path!r} is a folder, not a database file. "
+                             + _WHERE_RUNS_COME_FROM)
         if os.path.isfile(path):
             read_only = _read_only_reason(path)
+        elif not create:
+            raise InputError(f"Database file {path!r} does not exist (in "
+                             f"{os.path.dirname(os.path.abspath(path))!r}). "
+                             + _WHERE_RUNS_COME_FROM)
         elif not os.access(parent, os.W_OK):
             raise InputError(f"Cannot write the database {path!r}: permission denied. Choose a "
                              "writable location for db=.")
@@ -219,9 +280,10 @@ def _engine(url: str) -> tuple[sa.Engine, str | None]:
             engine = sa.create_engine(url)
     except Exception as exc:
         raise InputError(f"Cannot open database {display_url(url)!r}: {exc}") from exc
+    tables = None if create else _check_dabc_tables(engine, url, path)
     if read_only is not None:
         logger.info("opened database %s read-only: %s", display_url(url), read_only)
-        return engine, read_only
+        return engine, read_only, tables
     if engine.dialect.name == "sqlite":
         @sa.event.listens_for(engine, "connect")
         def _pragmas(conn, _):
@@ -229,6 +291,14 @@ def _engine(url: str) -> tuple[sa.Engine, str | None]:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+    if create:
+        _ensure_tables(engine, url)
+    logger.info("opened database %s", display_url(url))
+    return engine, None, tables
+
+
+def _ensure_tables(engine: sa.Engine, url: str) -> None:
+    """Create the dabc tables that are missing, as an InputError when that fails."""
     try:
         _create_tables(engine, url)
     except sa.exc.SQLAlchemyError as exc:
@@ -236,16 +306,21 @@ def _engine(url: str) -> tuple[sa.Engine, str | None]:
         raise InputError(f"Cannot open or create tables in database {display_url(url)!r}: "
                          f"{type(detail).__name__}: {detail}. Check the URL, that the server "
                          "is running and that you may write.") from exc
-    logger.info("opened database %s", display_url(url))
-    return engine, None
+
+
+def _id_list(ids: list[int]) -> str:
+    if len(ids) > 10:
+        return ", ".join(map(str, ids[:5])) + ", ..., " + ", ".join(map(str, ids[-3:]))
+    return ", ".join(map(str, ids))
 
 
 class History:
     """Read and write the runs stored in a database.
 
     Every run of :class:`~dabc.ABCSMC` writes its generations through a History; reading one
-    back gives the posterior of any stored generation. The database and its tables are
-    created when missing (use :func:`dabc.storage.open_history` to open only what exists).
+    back gives the posterior of any stored generation. ``History(db)`` opens an existing
+    dabc database and never creates anything; only ``create=True`` (what a run uses)
+    creates a missing database and its tables.
 
     Parameters
     ----------
@@ -254,6 +329,10 @@ class History:
         :func:`~dabc.storage.database_url`).
     run_id : int, optional
         The run to read; default: the latest run stored (None when there is none).
+    create : bool, default False
+        Create the database (a SQLite file) and the dabc tables when they are missing, as
+        a new run does. Without it, a missing file or a database without dabc tables is an
+        error and nothing is created.
 
     Attributes
     ----------
@@ -267,8 +346,10 @@ class History:
     Raises
     ------
     InputError
-        When the database cannot be opened or created (missing or unwritable folder,
-        unreachable server, missing driver).
+        When the database cannot be opened (a mistyped URL, a missing file or one that is
+        not a dabc database, an unreachable server, a missing driver) or, with
+        ``create=True``, created (missing or unwritable folder); when ``run_id`` is not a
+        stored run (the message lists those stored).
 
     Examples
     --------
@@ -277,11 +358,30 @@ class History:
     """
 
     def __init__(self, db: str | os.PathLike[str] = "sqlite:///dabc.db",
-                 run_id: int | None = None):
+                 run_id: int | None = None, *, create: bool = False):
         self.url = database_url(db)
-        self.engine, self.read_only_reason = _engine(self.url)
+        self.engine, self.read_only_reason, tables = _engine(self.url, create)
+        self._tables_ready = create and self.read_only_reason is None
         self._cache: dict = {}
-        self.id = run_id if run_id is not None else self._latest_run()
+        if tables is not None:
+            self._cache["live_tables"] = live_table.name in tables
+        if run_id is None:
+            self.id = self._latest_run()
+        else:
+            self.id = run_id
+            self._check_run_id(run_id)
+
+    def _shown(self) -> str:
+        """The database as messages name it: the SQLite file's path, else the URL."""
+        return sqlite_path(self.url) or display_url(self.url)
+
+    def _check_run_id(self, run_id) -> None:
+        ids = [int(r["id"]) for r in self._read(sa.select(runs.c.id).order_by(runs.c.id))]
+        if run_id in ids:
+            return
+        there = (f"runs there: {_id_list(ids)}" if ids else "it holds no run yet")
+        raise InputError(f"No run with id {run_id} in {self._shown()}; {there} (see "
+                         f"'dabc info {self._shown()}').")
 
     @property
     def read_only(self) -> bool:
@@ -298,6 +398,10 @@ class History:
             raise InputError(f"Cannot write the database {path!r} ({what}): "
                              f"{self.read_only_reason}. It can be read but not written; "
                              "choose a writable location for db= or copy the file to one.")
+        if not self._tables_ready:  # opened to read: add the tables an older dabc lacked
+            _ensure_tables(self.engine, self.url)
+            self._tables_ready = True
+            self._cache.pop("live_tables", None)
 
     def _read(self, query):
         """Run a read query; a damaged file or a missing table becomes an InputError."""
@@ -421,11 +525,11 @@ class History:
         return _live.runs_with_liveness(frame)
 
     def _has_live_tables(self) -> bool:
-        """Whether the database has the live tables (a read-only one written by an older
-        dabc has not; a writable one always has, History creates them)."""
+        """Whether the database has the live tables (one written by an older dabc has not
+        until something writes through a History)."""
         if "live_tables" not in self._cache:
             has = True
-            if self.read_only:
+            if not self._tables_ready:
                 try:
                     has = sa.inspect(self.engine).has_table("dabc_live")
                 except sa.exc.SQLAlchemyError:
@@ -1039,17 +1143,41 @@ class History:
         Returns
         -------
         pandas.DataFrame
-            Index ``t``, one column per model index ``m``.
+            Index ``t``, one column per model, in model index order, named by the run's
+            :attr:`model_names` (a name given to several models gets `` [m]`` appended, e.g.
+            ``"<lambda> [1]"``). By model index ``m``: ``probs.iloc[:, m]``.
+
+        Examples
+        --------
+        >>> probs = History("runs.db").get_model_probabilities()   # doctest: +SKIP
+        >>> probs["narrow"].iloc[-1], probs.iloc[-1, 0]             # doctest: +SKIP
+        (0.83, 0.83)
         """
         g = self._generations()
         probs = [json.loads(p) for p in g.model_probabilities]
-        n_models = len(self.model_names)
+        names = self.model_names
+        n_models = len(names)
         data = [[p[m] if m < len(p) else 0.0 for m in range(n_models)] for p in probs]
-        df = pd.DataFrame(data, index=pd.Index(g.t.to_list(), name="t"), columns=range(n_models))
-        df.columns.name = "m"
+        columns = [n if names.count(n) == 1 else f"{n} [{m}]" for m, n in enumerate(names)]
+        df = pd.DataFrame(data, index=pd.Index(g.t.to_list(), name="t"), columns=columns)
+        df.columns.name = "model"
         return df
 
+    def _check_m(self, m) -> int:
+        """``m`` as a model index of this run, else an InputError naming the models."""
+        names = self.model_names
+        if isinstance(m, int | np.integer) and not isinstance(m, bool) and 0 <= m < len(names):
+            return int(m)
+        models = ", ".join(f"m={i} ({n!r})" for i, n in enumerate(names))
+        valid = "m=0" if len(names) == 1 else f"m in 0..{len(names) - 1}"
+        raise InputError(f"m={m!r} is not a model of run {self.id} in {self._shown()}: it has "
+                         f"{len(names)} model{'s' if len(names) != 1 else ''}, {models}; give "
+                         f"{valid}.")
+
     def _resolve_t(self, t: int | None) -> int:
+        if self.id is None:
+            raise InputError(f"No run stored in {self._shown()} yet: runs are written by "
+                             "ABCSMC.run(db=...).")
         if self.max_t < 0:
             raise InputError(f"Run {self.id} in {display_url(self.url)} has no stored "
                              "generation yet.")
@@ -1087,6 +1215,8 @@ class History:
         (1000, 1)
         """
         t = self._resolve_t(t)
+        if m is not None:
+            m = self._check_m(m)
         q = sa.select(particles.c.m, particles.c.data).where(
             (particles.c.run_id == self.id) & (particles.c.t == t))
         if m is not None:
@@ -1182,7 +1312,8 @@ class History:
         Raises
         ------
         InputError
-            When the run has no stored generation.
+            When the run has no stored generation, or ``m`` is not one of its models (the
+            message names them).
 
         Examples
         --------
@@ -1190,6 +1321,7 @@ class History:
         >>> float(w @ params["mu"])                              # doctest: +SKIP
         0.73
         """
+        m = self._check_m(m)
         arrays = self.get_arrays(t, m).get(m)
         names = self.param_names[m]
         if arrays is None:  # the model has no particles in that generation
@@ -1227,6 +1359,7 @@ class History:
         >>> stats, weights = history.get_statistics()  # doctest: +SKIP
         >>> (stats["mean"] * weights).sum()  # weighted mean of a statistic  # doctest: +SKIP
         """
+        m = self._check_m(m)
         arrays = self.get_arrays(t, m).get(m)
         if arrays is None:
             return pd.DataFrame(columns=self.stat_columns, dtype=float), np.zeros(0)

@@ -17,7 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ..errors import InputError
-from .history import History, sqlite_read_only_connect
+from .history import History, _id_list, sqlite_read_only_connect
 from .urls import database_url, display_url, sqlite_path
 
 __all__ = ["has_runs_table", "open_history"]
@@ -73,12 +73,6 @@ def has_runs_table(url: str) -> bool:
                          f"{first}. Check the URL and that the server is running.") from exc
 
 
-def _id_list(ids: list[int]) -> str:
-    if len(ids) > 10:
-        return ", ".join(map(str, ids[:5])) + ", ..., " + ", ".join(map(str, ids[-3:]))
-    return ", ".join(map(str, ids))
-
-
 def open_history(db: str | os.PathLike[str],
                  run: int | None = None) -> tuple[History, pd.DataFrame]:
     """The History of an existing dabc database; never creates a database or tables.
@@ -115,12 +109,13 @@ def open_history(db: str | os.PathLike[str],
     if path is not None:
         if not os.path.exists(path):
             raise InputError(f"Database file {path!r} does not exist. Give the path of a "
-                             "database written by dabc (e.g. by 'dabc demo').")
+                             "database written by dabc: runs are written by "
+                             "ABCSMC.run(db=...) (or 'dabc demo'); reading never creates one.")
         if os.path.isdir(path):
             raise InputError(f"{path!r} is a folder, not a database file.")
     if not has_runs_table(url):
         raise InputError(f"{display_url(db)!r} is not a dabc database (it has no dabc_runs "
-                         "table).")
+                         "table; nothing was created in it).")
     history = History(url)
     runs = history.all_runs()
     if not len(runs):

@@ -9,15 +9,65 @@ each is answered here only, so :class:`~dabc.storage.History` (which creates dat
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
+import re
 
 import sqlalchemy as sa
+
+from ..errors import InputError
 
 __all__ = ["database_url", "display_url", "sqlite_path"]
 
 _SQLITE_PREFIX = "sqlite:///"
 _SQLITE_MEMORY = "sqlite:///:memory:"
+#: The database types SQLAlchemy ships with (what a mistyped one is compared with).
+_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
+_FORMS = ("Write a SQLite file as 'sqlite:///runs.db' (relative path, three slashes), "
+          "'sqlite:////home/me/runs.db' (absolute path, four) or just the path 'runs.db'; a "
+          "PostgreSQL database as 'postgresql://user@host/database'.")
+#: A path that starts like a URL but lacks its "://": "sqlite:runs.db", "sqlite:/runs.db".
+_HALF_URL = re.compile(r"^([A-Za-z][A-Za-z0-9]*)(\+[A-Za-z0-9_]+)?:/{0,1}(?!/)")
+
+
+def _check_url(db: str) -> None:
+    """Raise an InputError naming what is wrong with the form of ``db``, if anything is."""
+    if "://" not in db:
+        m = _HALF_URL.match(db)
+        if m and m.group(1).lower() in (*_DIALECTS, "postgres") and len(m.group(1)) > 1:
+            raise InputError(f"{db!r} is not a database URL: it lacks the '://' after "
+                             f"{m.group(1)!r} (it would be taken as a file of that name). "
+                             + _FORMS)
+        return
+    scheme, rest = db.split("://", 1)
+    dialect, _, driver = scheme.partition("+")
+    dialect = dialect.lower()
+    if dialect == "sqlite":
+        if rest and not rest.startswith("/"):
+            path = rest.split("?", 1)[0]
+            raise InputError(f"{db!r} is not a valid SQLite URL: it needs three slashes "
+                             "before a relative path and four before an absolute one. Did you "
+                             f"mean 'sqlite:///{path}'? (A plain path such as {path!r} works "
+                             "too.)")
+        return
+    if dialect == "postgres":
+        dialect = "postgresql"
+    try:
+        sa.dialects.registry.load(dialect)
+    except sa.exc.NoSuchModuleError:
+        close = difflib.get_close_matches(dialect, _DIALECTS, n=1, cutoff=0.5)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise InputError(f"{db!r}: unknown database type {scheme.partition('+')[0]!r} (the part "
+                         f"before '://').{hint} " + _FORMS) from None
+    if driver:
+        try:
+            sa.dialects.registry.load(f"{dialect}.{driver}")
+        except sa.exc.NoSuchModuleError:
+            raise InputError(f"{db!r}: SQLAlchemy knows no driver {driver!r} for {dialect} (the "
+                             f"part after '+'). Leave it out ('{dialect}://...'), or name an "
+                             "installed one, e.g. 'postgresql+psycopg2://user@host/database'."
+                             ) from None
 
 
 def database_url(db: str | os.PathLike[str]) -> str:
@@ -38,6 +88,13 @@ def database_url(db: str | os.PathLike[str]) -> str:
     str
         The URL to give to SQLAlchemy.
 
+    Raises
+    ------
+    InputError
+        When ``db`` is a mistyped URL, naming the right form: two slashes in a SQLite URL
+        (``"sqlite://runs.db"``), a missing ``://`` (``"sqlite:runs.db"``), a database type
+        or driver SQLAlchemy does not know (``"sqlit:///runs.db"``).
+
     Examples
     --------
     >>> database_url("runs.db")
@@ -46,6 +103,7 @@ def database_url(db: str | os.PathLike[str]) -> str:
     'sqlite:////tmp/runs.db'
     """
     db = os.fspath(db)
+    _check_url(db)
     if "://" not in db:
         return f"{_SQLITE_PREFIX}{db}"
     scheme, rest = db.split("://", 1)
