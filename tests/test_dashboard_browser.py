@@ -135,7 +135,6 @@ def test_the_dashboard_follows_and_stops_a_live_run_in_chromium(tmp_path):
                 # a moment with the generation in progress shown (not "starting")
                 page.wait_for_function("() => document.querySelector('#live-accepted')",
                                        timeout=10000, polling=50)
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                 shot = (FIGURE if os.environ.get("DABC_UPDATE_FIGURES") == "1"
                         else tmp_path / "dashboard.png")
                 page.screenshot(path=str(shot), full_page=True)
