@@ -249,11 +249,17 @@ class DaskDistributedSampler(Sampler):
         a task running over 100 times its median expected time (and over 1 s) draws one
         warning per generation (``dabc.samplers.multicore.SlowSimulationWarning`` and a
         log record on ``dabc.samplers.dask``).
+    mode : {"push", "pull"}, default "push"
+        ``"push"``: every id range is a Dask task (pure, recomputed by Dask when its worker
+        is lost). ``"pull"``: one long-running task per worker thread takes id ranges from
+        a ``distributed.Queue`` and the master re-issues the ranges of a lost worker
+        (:mod:`dabc.samplers.dask_pull`); a range costs a few small scheduler calls
+        instead of a task's dozen messages, which pays for simulations of milliseconds.
 
     Raises
     ------
     ValueError
-        If ``batch_size`` or ``simulation_timeout`` is out of range.
+        If ``batch_size``, ``simulation_timeout`` or ``mode`` is out of range.
 
     Examples
     --------
@@ -276,7 +282,11 @@ class DaskDistributedSampler(Sampler):
 
     def __init__(self, client=None, batch_size: int | str = "auto",
                  client_max_jobs: int | None = None, no_worker_timeout: float = 60.0,
-                 target_seconds: float = 0.1, simulation_timeout: float | None = None):
+                 target_seconds: float = 0.1, simulation_timeout: float | None = None,
+                 mode: str = "push"):
+        if mode not in ("push", "pull"):
+            raise ValueError(f"mode must be 'push' or 'pull', not {mode!r}")
+        self.mode = mode
         self._fixed_size = check_batch_size(batch_size)
         self.simulation_timeout = check_timeout(simulation_timeout)
         self.client, self.batch_size = client, batch_size
@@ -362,6 +372,10 @@ class DaskDistributedSampler(Sampler):
         from distributed import as_completed
 
         client = self._client()
+        if self.mode == "pull":
+            from .dask_pull import sample_pull
+
+            return sample_pull(self, client, request)
         # Near a generation's end, keep tasks at least half the target: a Dask round trip
         # costs tens of ms on a busy machine, so shorter tasks leave workers idle (sleep10
         # with 8 workers on 2 cores: efficiency 0.58 with a tenth, 0.61-0.66 with half).
