@@ -68,7 +68,9 @@ def test_unguarded_script_with_the_dask_sampler_and_its_own_cluster(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(_started(proc.stdout)) == 1, proc.stdout  # the script ran once, not per worker
     assert "posterior mean" in proc.stdout
-    assert "Nanny failed" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    # what a worker re-running the script printed (Dask's own warnings under load may not)
+    for sign in ("Nanny failed", "bootstrapping phase", "RuntimeError"):
+        assert sign not in proc.stderr, proc.stderr[-3000:]
     runs = dabc.History(f"sqlite:///{tmp_path / 'r.db'}").all_runs()
     assert list(runs["status"]) == ["done"], runs
     assert dabc.History(f"sqlite:///{tmp_path / 'r.db'}").max_t == 1
