@@ -137,6 +137,7 @@ def test_live_rows_advance_and_live_states_reads_all_runs_in_one_query(tmp_path)
     for seed in (4, 5):  # two more runs in the same database
         _abc(seed=seed, population=10).run(OBSERVED, db=f"sqlite:///{db}", max_generations=1)
     reader = _reader(db)
+    reader.live_states()  # the first call also checks once that the live tables exist
     statements = []
     sa.event.listen(reader.engine, "before_cursor_execute",
                     lambda *args, **kw: statements.append(args[2]))
