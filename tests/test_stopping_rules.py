@@ -73,3 +73,22 @@ def test_min_eps_diff_is_checked(tmp_path, bad):
     with pytest.raises(dabc.InputError, match=r"min_eps_diff must be a relative decrease"):
         _run(tmp_path, min_eps_diff=bad)
     assert not (tmp_path / "r1.db").exists()  # refused before anything was written
+
+
+def test_dabc_resume_min_eps_diff_zero_continues_a_run_the_rule_stopped(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    h = _run(tmp_path)
+    assert _reason(h).startswith(REASON)
+    stopped = h.n_populations
+    db = tmp_path / "r1.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dabc", "resume", str(db), "--sampler", "single",
+         "--path", str(Path(__file__).parent), "--max-generations", str(stopped + 2),
+         "--min-eps-diff", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    h = dabc.History(f"sqlite:///{db}")
+    assert h.n_populations == stopped + 2
+    assert _reason(h) == f"max_generations={stopped + 2} reached"

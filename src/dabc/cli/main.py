@@ -26,6 +26,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..engine import ABCSMC, RunInterrupted
+from ..engine.smc import DEFAULT_MIN_EPS_DIFF
 from ..errors import InputError
 from ..samplers.multicore import MulticoreEvalParallelSampler, default_n_procs
 from ..storage import (
@@ -363,7 +364,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         ``db``, ``run``, ``path``, the sampler options (``sampler``, ``stat``, ``procs``,
         ``redis_url``, ``redis_host``, ``redis_port``, ``wait_for_workers``,
         ``dask_scheduler``), the stopping rules (``max_generations``, ``minimum_epsilon``,
-        ``max_total_simulations``, ``max_walltime``, ``min_acceptance_rate``),
+        ``max_total_simulations``, ``max_walltime``, ``min_acceptance_rate``,
+        ``min_eps_diff``),
         ``no_checkpoint`` and ``discard_checkpoint``.
 
     Returns
@@ -404,7 +406,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
                     max_total_simulations=args.max_total_simulations,
                     max_walltime=args.max_walltime,
                     min_acceptance_rate=args.min_acceptance_rate,
-                    checkpoint=not args.no_checkpoint)
+                    min_eps_diff=args.min_eps_diff, checkpoint=not args.no_checkpoint)
     except RunInterrupted as exc:
         return int(exc.code)  # the run wrote how to resume on stderr
     row = h.all_runs().set_index("id").loc[h.id]
@@ -587,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. 3h50m or 03:50:00); exit code 75")
     r.add_argument("--min-acceptance-rate", type=float, default=0.0,
                    help="stop after a generation with a lower acceptance rate (default: 0)")
+    r.add_argument("--min-eps-diff", type=float, default=DEFAULT_MIN_EPS_DIFF, metavar="FRACTION",
+                   help="stop when epsilon would decrease by less than this fraction "
+                   f"(default: {DEFAULT_MIN_EPS_DIFF:g}; 0: never)")
     r.add_argument("--no-checkpoint", action="store_true",
                    help="save no results within generations (and use none saved before)")
     r.add_argument("--discard-checkpoint", action="store_true",
