@@ -1,10 +1,11 @@
 """Dask at 10 ms simulations: the Dask sampler's modes beside the multicore sampler (JSON).
 
     python benchmarks/bench_dask_pull.py [--workload sleep10] [--workers 8] [--repeats 3]
-                                         [--modes push,pull]
+                                         [--modes push,pull,pull@0.05]
 
 One run interleaves, ``--repeats`` times over: ``MulticoreEvalParallelSampler(workers)``,
-then ``DaskDistributedSampler(client, mode=m)`` for each mode, on one lean LocalCluster
+then ``DaskDistributedSampler(client, mode=m)`` for each mode (``m@s``: with
+``target_seconds=s``), on one lean LocalCluster
 (:func:`dabc.samplers.dask.local_cluster`) of ``workers`` single-threaded worker processes
 started once. Reported per configuration: the median efficiency with every repeat's figure,
 and the CPU spent per evaluation (median over repeats) by
@@ -12,7 +13,9 @@ and the CPU spent per evaluation (median over repeats) by
 - ``master_cpu_ms``: the whole master process (engine, client, and the LocalCluster's
   scheduler, which runs in the master process);
 - ``loop_cpu_ms``: the master's event-loop thread alone (where the scheduler and the
-  client's communication run; ``Client.run_on_scheduler(time.thread_time)``);
+  client's communication run; ``Client.run_on_scheduler(time.thread_time)``), and
+  ``loop_cpu_ms_above_idle``: the same less what the idle cluster costs it per second
+  (measured for 5 s before the runs) over the run's wall time;
 - ``workers_cpu_ms``: the worker processes and their nannies (psutil).
 
 Ratios: each Dask mode's efficiency over the multicore sampler's (acceptance line of issue
@@ -60,6 +63,17 @@ def _cpu(procs) -> float:
     return total
 
 
+IDLE: dict = {}
+
+
+def idle_loop(client, seconds: float = 5.0) -> float:
+    """CPU seconds per second the idle cluster's loop thread spends on itself (heartbeats,
+    ticks): subtracted from ``loop_cpu_ms`` to give ``loop_cpu_ms_above_idle``."""
+    t0 = client.run_on_scheduler(time.thread_time)
+    time.sleep(seconds)
+    return (client.run_on_scheduler(time.thread_time) - t0) / seconds
+
+
 def measured(workload: str, sampler, workers: int, client=None) -> dict:
     """One run with the CPU it cost the master, its loop thread, and the Dask workers."""
     procs = _worker_processes(client) if client is not None else []
@@ -72,6 +86,8 @@ def measured(workload: str, sampler, workers: int, client=None) -> dict:
     out["master_cpu_ms"] = round(1e3 * (m1 - m0) / n, 3)
     if client is not None:
         out["loop_cpu_ms"] = round(1e3 * (loop1 - loop0) / n, 3)
+        idle = IDLE.get("loop_cpu_per_s", 0.0) * out["wall_s"]
+        out["loop_cpu_ms_above_idle"] = round(1e3 * (loop1 - loop0 - idle) / n, 3)
         out["workers_cpu_ms"] = round(1e3 * (w1 - w0) / n, 3)
     return out
 
@@ -80,10 +96,16 @@ def summary(runs: list[dict]) -> dict:
     runs = sorted(runs, key=lambda r: r["efficiency"])
     best = dict(runs[(len(runs) - 1) // 2])
     best["repeats"] = [r["efficiency"] for r in runs]
-    for k in ("master_cpu_ms", "loop_cpu_ms", "workers_cpu_ms"):
+    for k in ("master_cpu_ms", "loop_cpu_ms", "loop_cpu_ms_above_idle", "workers_cpu_ms"):
         if k in runs[0]:
             best[k] = round(statistics.median(r[k] for r in runs), 3)
     return best
+
+
+def sampler_options(spec: str) -> dict:
+    """``"push"``, ``"pull"``, or either with ``@<target_seconds>`` (``"pull@0.05"``)."""
+    mode, _, target = spec.partition("@")
+    return {"mode": mode, **({"target_seconds": float(target)} if target else {})}
 
 
 def main(argv=None) -> int:
@@ -102,17 +124,18 @@ def main(argv=None) -> int:
     load = [os.getloadavg()]
     with local_cluster(args.workers) as cluster, Client(cluster) as client:
         client.wait_for_workers(args.workers)
+        IDLE["loop_cpu_per_s"] = idle_loop(client)
         for _ in range(args.repeats):
             runs["multicore"].append(measured(
                 args.workload, dabc.MulticoreEvalParallelSampler(args.workers), args.workers))
             for m in modes:
-                sampler = dabc.DaskDistributedSampler(client, **({} if m == "push" else
-                                                                 {"mode": m}))
+                sampler = dabc.DaskDistributedSampler(client, **sampler_options(m))
                 runs[m].append(measured(args.workload, sampler, args.workers, client))
             load.append(os.getloadavg())
     out = {"machine": {"cpus": os.cpu_count(), "dabc": dabc.__version__,
                        "loadavg_1min": [round(x[0], 2) for x in load]},
-           "workload": args.workload, "workers": args.workers}
+           "workload": args.workload, "workers": args.workers,
+           "idle_loop_cpu_per_s": round(IDLE["loop_cpu_per_s"], 4)}
     for k, v in runs.items():
         out[f"dabc_{k}"] = summary(v)
     mc = out["dabc_multicore"]["efficiency"]

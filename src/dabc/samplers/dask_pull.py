@@ -25,6 +25,10 @@ Guarantees, as in the Redis sampler: the master knows which ranges each puller h
 - ``adapt()``: the master follows the cluster's thread count and keeps one spare puller
   waiting, which is also the demand ``adapt()`` sees.
 
+A puller holds its worker thread for the whole generation: analyses sharing one cluster
+take turns generation by generation instead of interleaving their tasks (use the push mode
+to share a cluster finely). ``client_max_jobs`` does not apply.
+
 The work travels inside each puller task (through the scheduler, once per puller and
 generation), so a lost worker never loses it. A queue whose puller was killed keeps one
 reference on the scheduler (a few bytes) until the scheduler stops.
@@ -35,6 +39,7 @@ from __future__ import annotations
 import logging
 import pickle
 import statistics
+import threading
 import time
 import uuid
 import warnings
@@ -51,6 +56,7 @@ log = logging.getLogger("dabc.samplers.dask")
 
 DEPTH = 2          # ranges kept in each puller's inbox (one running, one waiting)
 CHECK_EVERY = 0.5  # seconds between looks at the cluster's workers
+POLL = (0.002, 0.05)  # a puller with an empty inbox polls it, backing off between these
 
 
 def _pull(payload: bytes, key: bytes, k: int, inbox_name: str, outbox_name: str,
@@ -72,11 +78,17 @@ def _pull(payload: bytes, key: bytes, k: int, inbox_name: str, outbox_name: str,
     try:
         work = load_work(payload, key)
         outbox.put(["hello", k, incarnation, get_worker().address])
+        waiting, wait = [], POLL[0]
         while not (cancelled is not None and cancelled()):
-            try:
-                msg = inbox.get(timeout=1.0)
-            except TimeoutError:
-                continue
+            if not waiting:
+                # Poll (never a blocking get with a timeout: the scheduler logs each
+                # expired get as an ERROR); the inbox is rarely empty while work remains.
+                waiting = inbox.get(batch=True)
+                if not waiting:
+                    time.sleep(wait)
+                    wait = min(2 * wait, POLL[1])
+                    continue
+            msg, wait = waiting.pop(0), POLL[0]
             if msg is None:
                 break
             task = Task(IDS, int(msg[0]), int(msg[1]))
@@ -95,6 +107,17 @@ def _pull(payload: bytes, key: bytes, k: int, inbox_name: str, outbox_name: str,
     return done
 
 
+def _tick(outbox, stop: threading.Event) -> None:
+    """Put a tick on the master's result queue every CHECK_EVERY seconds, so that its
+    blocking get returns to look at the cluster (a get with a timeout would do, but the
+    scheduler logs every expired one as an ERROR)."""
+    while not stop.wait(CHECK_EVERY):
+        try:
+            outbox.put(["tick"])
+        except Exception:  # noqa: BLE001 - the master's own calls report a lost scheduler
+            return
+
+
 @dataclass
 class _Puller:
     """What the master knows of one puller."""
@@ -108,7 +131,35 @@ class _Puller:
 
 
 def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
-    """Sample one generation in pull mode (see the module docstring)."""
+    """Sample one generation in pull mode (see the module docstring).
+
+    Parameters
+    ----------
+    sampler : DaskDistributedSampler
+        The sampler whose settings apply (task sizes, timeouts, the timing it keeps
+        between generations).
+    client : distributed.Client
+        The cluster's client.
+    request : WorkRequest
+        The generation to sample.
+
+    Returns
+    -------
+    SampleResult
+        The generation, as the DYN scheduler made it.
+
+    Raises
+    ------
+    dabc.WorkerError
+        If no worker is left for ``no_worker_timeout`` seconds.
+
+    Examples
+    --------
+    Called by ``DaskDistributedSampler(client, mode="pull").sample(request)``:
+
+    >>> import dabc
+    >>> sampler = dabc.DaskDistributedSampler(client, mode="pull")  # doctest: +SKIP
+    """
     from distributed import KilledWorker, Queue
 
     sched = make_scheduler(request, True, batch_size=sampler._fixed_size,
@@ -234,23 +285,28 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
                 return
 
     checked = 0.0
+    ticking = threading.Event()
+    ticker = threading.Thread(target=_tick, args=(outbox, ticking), daemon=True,
+                              name="dabc-dask-pull-tick")
     try:
+        ticker.start()
         while not sched.done:
             if time.monotonic() - checked > CHECK_EVERY:
                 check_cluster()
                 watch_slow()
                 checked = time.monotonic()
             feed()
-            try:
-                msgs = [outbox.get(timeout=CHECK_EVERY)]
-            except TimeoutError:
-                continue
+            msgs = [outbox.get()]  # a result, a hello or the ticker's tick
             msgs += outbox.get(batch=True)
             for msg in msgs:
-                handle(msg)
+                if msg[0] != "tick":
+                    handle(msg)
                 if sched.done:
                     break
     finally:
+        ticking.set()
+        if ticker.is_alive():
+            ticker.join(5)
         for p in pullers.values():
             try:
                 p.inbox.put(None, timeout=5)
