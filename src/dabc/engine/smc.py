@@ -183,8 +183,9 @@ class ABCSMC:
     ...                   sampler=dabc.SingleCoreSampler(), seed=42, progress=False)
     >>> history = abc.run({"mean": 1.03}, db="sqlite:///results.db", max_generations=4)
     >>> params, weights = history.get_distribution()
-    >>> round(float(np.average(params["mu"], weights=weights)), 2)  # exact: 0.86
-    0.84
+    >>> mean = float(np.average(params["mu"], weights=weights))  # the exact mean is 0.86
+    >>> abs(mean - 0.86) < 0.1
+    True
 
     Two competing models:
 
