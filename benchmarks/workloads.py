@@ -32,25 +32,33 @@ def make_model(sleep: float, vectorized: bool = False):
     return model
 
 
+def scalar_distance(x, x0):
+    """A plain Python distance function (called once per particle): |y - y0|."""
+    return abs(x["y"] - x0["y"])
+
+
 def run_dabc(workload: str, sampler, vectorized: bool = False, seed: int = 1,
-             procs: int | None = None) -> dict:
+             procs: int | None = None, distance=None) -> dict:
     """Run one workload end to end (ABCSMC construction, run, SQLite history) and time it.
 
     ``procs``: the workers efficiency is computed for (default: the sampler's ``n_procs``,
-    else 1; pass it for samplers whose workers live elsewhere, such as Redis or Dask)."""
+    else 1; pass it for samplers whose workers live elsewhere, such as Redis or Dask).
+    ``distance``: the run's distance (default: dabc's, the Euclidean PNormDistance)."""
     pop, gens, sleep = WORKLOADS[workload]
     prior = dabc.Prior(theta=dabc.RV("uniform", -10, 20))
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{os.path.join(tmp, 'bench.db')}"
         t0 = time.perf_counter()
-        abc = dabc.ABCSMC(make_model(sleep, vectorized), prior, population_size=pop,
-                          sampler=sampler, seed=seed, progress=False)
+        abc = dabc.ABCSMC(make_model(sleep, vectorized), prior, distance=distance,
+                          population_size=pop, sampler=sampler, seed=seed, progress=False)
         h = abc.run({"y": 2.0}, db=db, max_generations=gens)
         wall = time.perf_counter() - t0
         gen = h.get_all_populations()
     sims = int(gen.n_simulations.sum())
     out = {"tool": "dabc", "workload": workload, "sampler": type(sampler).__name__,
            "procs": procs or getattr(sampler, "n_procs", 1), "vectorized": vectorized,
+           "distance": "default" if distance is None else getattr(distance, "__name__",
+                                                                  type(distance).__name__),
            "simulations": sims, "evaluated": int(gen.n_evaluated.sum()),
            "generations": len(gen), "wall_s": round(wall, 4),
            "evals_per_s": round(sims / wall, 1), "efficiency": None}

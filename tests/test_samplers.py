@@ -197,10 +197,11 @@ def test_generation_work_pickle_is_small(tmp_path):
     assert sizes[0] < 4096 + 12 * 1024 * d, sizes
     for size in sizes[1:]:
         assert size <= sizes[0] + 8 * n * (d + 2) + 2048, sizes
-    # it does not grow with the number of simulations, which grows every generation
+    # it does not change with the number of simulations (shipping them would add 160 bytes
+    # per simulation: more than 256 bytes for these two generations' difference)
     sims = h.get_all_populations().n_simulations.to_numpy()
-    assert sims[2] > sims[1]
-    assert sizes[2] - sizes[1] < 256, sizes
+    assert abs(int(sims[2]) - int(sims[1])) >= 2
+    assert abs(sizes[2] - sizes[1]) < 256, sizes
 
 
 def _log(log_dir: str, kind: str) -> None:

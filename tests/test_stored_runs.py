@@ -51,12 +51,22 @@ def _expected_snapshot() -> dict:
 
 
 # --- (a) the run stored by dabc 0.1.0 ----------------------------------------------------------
+def _scheme1_abc() -> dabc.ABCSMC:
+    """The fixture's run started today under dabc 0.1.0's random stream scheme (1): new runs
+    use scheme 2 (dabc.engine.work), whose populations differ from 0.1.0's."""
+    import make_stored_run as made
+
+    abc = made.make_abc()
+    abc._stream_scheme = 1
+    return abc
+
+
 def _uninterrupted_here(tmp_path) -> dict:
-    """The fixture's 6-generation run, uninterrupted, computed on this machine."""
+    """The fixture's 6-generation run, uninterrupted, computed on this machine (scheme 1)."""
     import make_stored_run as made
 
     url = f"sqlite:///{tmp_path / 'uninterrupted.db'}"
-    return snapshot(made.make_abc().run(made.OBSERVED, db=url, max_generations=made.TOTAL))
+    return snapshot(_scheme1_abc().run(made.OBSERVED, db=url, max_generations=made.TOTAL))
 
 
 def test_v010_fixture_loads_and_resumes_bit_identically(fixture_url, caplog):
@@ -109,8 +119,9 @@ def test_todays_format_resumes_the_fixture_run_as_v010_ran_it(fixture_url, tmp_p
     import make_stored_run as made
 
     url = f"sqlite:///{tmp_path / 'today.db'}"
-    h = made.make_abc().run(made.OBSERVED, db=url, max_generations=made.STORED)
+    h = _scheme1_abc().run(made.OBSERVED, db=url, max_generations=made.STORED)
     assert json.loads(h.config)["format"] == "dabc-config"
+    assert json.loads(h.config)["stream_scheme"] == 1  # and the resume below keeps it
     h = dabc.ABCSMC.load(url, sampler=dabc.SingleCoreSampler()).run(max_generations=made.TOTAL)
     assert_same(snapshot(h), _expected_snapshot(), rtol=1e-9)  # made on another machine
     # stored and resumed on this machine: bit-identical to an uninterrupted run here

@@ -24,7 +24,7 @@ The ``config`` column of a run holds one JSON object (UTF-8)::
 
     {"format": "dabc-config", "version": 1, "written_by": "dabc 0.1.0",
      "population_size": 120, "seed": 42, "model_prior": [0.6, 0.4],
-     "stay_probability": 0.8, "max_failure_rate": 0.2,
+     "stay_probability": 0.8, "max_failure_rate": 0.2, "stream_scheme": 2,
      "models": [{"name": "shift", "function": {"$code": ...}}, ...],
      "priors": [[{"parameter": "x", "distribution": "norm", "args": [0, 2], "kwargs": {}}],
                 ...],
@@ -36,6 +36,10 @@ The ``config`` column of a run holds one JSON object (UTF-8)::
 and each generation's ``state`` column one JSON object ``{"format": "dabc-state", "version": 1,
 "eps": <next generation's threshold or null>, "distance": <component>, "epsilon": <component>}``
 (the full components, so a resume needs no other row).
+
+``stream_scheme`` names how random streams derive from ``(seed, t, i)``
+(:mod:`dabc.engine.work`); a configuration without it (written before the field existed,
+or by dabc 0.1.0) is scheme 1, and a run resumes under the scheme it was started with.
 
 Values are JSON, with tagged objects for what JSON lacks: ``{"$float": "inf"}`` (also
 ``"-inf"``, ``"nan"``), ``{"$array": {"dtype": "<f8", "shape": [3], "data": <base64>}}`` (the
@@ -230,7 +234,7 @@ def dump_config(*, models: Sequence[tuple[str, Callable]], priors: Sequence[Prio
                 population_size: int, seed: int, model_prior: Sequence[float],
                 stay_probability: float, max_failure_rate: float, distance: Distance,
                 epsilon: Epsilon, transitions: Sequence[Transition],
-                written_by: str) -> bytes:
+                written_by: str, stream_scheme: int = 2) -> bytes:
     """The ``config`` bytes of a run (format :data:`VERSION`).
 
     Parameters
@@ -253,6 +257,8 @@ def dump_config(*, models: Sequence[tuple[str, Callable]], priors: Sequence[Prio
         One per model.
     written_by : str
         The writing dabc's version, for information.
+    stream_scheme : int, default 2
+        The run's random stream scheme (:data:`dabc.engine.work.STREAM_SCHEME` for new runs).
 
     Returns
     -------
@@ -266,6 +272,7 @@ def dump_config(*, models: Sequence[tuple[str, Callable]], priors: Sequence[Prio
         "model_prior": [float(p) for p in model_prior],
         "stay_probability": float(stay_probability),
         "max_failure_rate": float(max_failure_rate),
+        "stream_scheme": int(stream_scheme),
         "models": [{"name": str(name), "function": enc.code(fn)} for name, fn in models],
         "priors": [_prior_fields(p) for p in priors],
         "distance": enc.component(distance),
@@ -324,6 +331,8 @@ class EngineFields:
         One per model (refitted before each generation, so they hold no learned state).
     code : list of str
         The code fields that were unpickled.
+    stream_scheme : int
+        The run's random stream scheme (1 when the stored configuration has none).
     """
 
     models: list
@@ -338,6 +347,7 @@ class EngineFields:
     epsilon: Epsilon
     transitions: list[Transition]
     code: list[str]
+    stream_scheme: int = 1
 
 
 def load_config(blob: bytes, layout: StatLayout, *, trust: bool = True,
@@ -386,7 +396,7 @@ def load_config(blob: bytes, layout: StatLayout, *, trust: bool = True,
             max_failure_rate=float(f["max_failure_rate"]),
             distance=_distance(f["distance"], layout), epsilon=_ready(f["epsilon"]),
             transitions=[_ready(tr) for tr in f["transitions"]],
-            code=[c.field for c in dec.code])
+            code=[c.field for c in dec.code], stream_scheme=_int(f.get("stream_scheme", 1)))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError("The stored configuration is damaged or incomplete (missing or "
                          f"malformed field: {exc}); it cannot be resumed.") from exc

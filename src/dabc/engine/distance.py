@@ -327,7 +327,10 @@ class FunctionDistance(Distance):
     fn : callable
         Called as ``fn(simulated, observed)`` with two dicts of statistics (scalars as
         floats, arrays as numpy arrays). It must return one finite number ``>= 0``, or
-        ``float("inf")`` for "never accept".
+        ``float("inf")`` for "never accept". A function marked with :func:`dabc.vectorized`
+        is called once per block instead, with ``simulated`` holding one row per simulation
+        (shape ``(n,)`` for a scalar statistic, ``(n, *shape)`` for an array one), and must
+        return ``n`` distances.
 
     Raises
     ------
@@ -339,12 +342,27 @@ class FunctionDistance(Distance):
     --------
     >>> import dabc
     >>> d = dabc.FunctionDistance(lambda x, x0: abs(x["y"] - x0["y"]))
+
+    The same distance on whole blocks (rows in, distances out):
+
+    >>> import numpy as np
+    >>> @dabc.vectorized
+    ... def gap(x, x0):
+    ...     return np.abs(x["y"] - x0["y"])
+    >>> d = dabc.FunctionDistance(gap)
+    >>> d.vectorized
+    True
     """
 
     def __init__(self, fn: Callable):
         if not callable(fn):
             raise InputError(f"FunctionDistance needs a function d(x, x0), got {fn!r}.")
         self.fn = fn
+
+    @property
+    def vectorized(self) -> bool:
+        """Whether ``fn`` is marked :func:`dabc.vectorized` (called once per block)."""
+        return getattr(self.fn, "_dabc_vectorized", 0) > 0
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments: the function ``fn`` (stored as code).
@@ -375,25 +393,45 @@ class FunctionDistance(Distance):
         InputError
             When ``fn`` returns anything but one number ``>= 0`` or ``inf``.
         """
-        x0 = self.layout.unflatten(observed)
+        layout, fn = self.layout, self.fn
+        x0 = layout.unflatten(observed)
+        if self.vectorized:  # rows in, distances out; check_distances validates them
+            n = len(stats)
+            return fn({k: stats[:, layout.slices[k]].reshape((n, *layout.shapes[k]))
+                       for k in layout.keys}, x0)
         out = np.empty(len(stats))
+        if all(shape == () for shape in layout.shapes.values()):
+            # scalar statistics: each row's dict from one tolist() of the block
+            keys = layout.keys
+            k0 = keys[0] if len(keys) == 1 else None
+            for i, row in enumerate(stats.tolist()):
+                x = {k0: row[0]} if k0 is not None else dict(zip(keys, row))  # noqa: B905
+                value = fn(x, x0)
+                if isinstance(value, float) and value >= 0:  # also inf; not NaN
+                    out[i] = value
+                else:
+                    out[i] = self._checked(value, x, x0)
+            return out
         for i, row in enumerate(stats):
-            x = self.layout.unflatten(row)
-            value = self.fn(x, x0)
-            try:
-                d = np.asarray(value, dtype=float)
-            except (TypeError, ValueError):
-                raise InputError(_bad_value(self, value, x, x0)) from None
-            if d.shape != ():
-                raise InputError(
-                    f"Distance function {distance_name(self)!r} returned shape {d.shape}; it "
-                    "must return one number per pair (x, x0) (it did for simulated statistics "
-                    f"{_show(x)}, observed {_show(x0)})."
-                )
-            if value is None or not d >= 0:  # None, NaN or negative
-                raise InputError(_bad_value(self, value, x, x0))
-            out[i] = d
+            x = layout.unflatten(row)
+            out[i] = self._checked(fn(x, x0), x, x0)
         return out
+
+    def _checked(self, value: Any, x: dict, x0: dict) -> float:
+        """One returned distance as a float, or the InputError that says what is wrong."""
+        try:
+            d = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise InputError(_bad_value(self, value, x, x0)) from None
+        if d.shape != ():
+            raise InputError(
+                f"Distance function {distance_name(self)!r} returned shape {d.shape}; it "
+                "must return one number per pair (x, x0) (it did for simulated statistics "
+                f"{_show(x)}, observed {_show(x0)})."
+            )
+        if value is None or not d >= 0:  # None, NaN or negative
+            raise InputError(_bad_value(self, value, x, x0))
+        return float(d)
 
 
 def distance_name(distance: Distance) -> str:

@@ -26,6 +26,11 @@ def vectorized(fn: Callable | None = None, *, block_size: int = 256) -> Callable
     not depend on how blocks are spread over workers. Use it as ``@vectorized`` or
     ``@vectorized(block_size=...)``.
 
+    On a distance function ``d(x, x0)`` it means "rows in, distances out": ``d`` is called
+    once per batch of simulations with ``x`` mapping each statistic name to an array with
+    one row per simulation, and returns one distance per row (see
+    :class:`~dabc.FunctionDistance`); ``block_size`` is then ignored.
+
     Parameters
     ----------
     fn : callable, optional

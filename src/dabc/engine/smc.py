@@ -27,7 +27,7 @@ from .model import Model, StatLayout
 from .prior import Prior
 from .progress import ProgressLine, notice
 from .transition import as_transition
-from .work import GenerationWork
+from .work import STREAM_SCHEME, STREAM_SCHEMES, GenerationWork
 
 _log = logging.getLogger("dabc.engine")
 
@@ -234,6 +234,7 @@ class ABCSMC:
         self._eps_reached: float | None = None  # see _generation (min_eps_diff)
         self._layout: StatLayout | None = None
         self._observed = None
+        self._stream_scheme = STREAM_SCHEME  # a loaded run keeps its own (see load)
 
     # -- resume ---------------------------------------------------------------------
     @classmethod
@@ -307,6 +308,10 @@ class ABCSMC:
         layout = StatLayout(observed)
         fields = _stored.load_config(history.config, layout, trust=trust,
                                      skip_models=models is not None)
+        if fields.stream_scheme not in STREAM_SCHEMES:
+            raise InputError(f"Run {history.id} uses random stream scheme {fields.stream_scheme}; "
+                             f"this dabc runs schemes {list(STREAM_SCHEMES)}: upgrade dabc to "
+                             "resume it.")
         last = history.max_t
         if not trust and last >= 0 and (code := _stored.state_code(history.state(last))):
             raise _stored.refuse_code(f"the state of generation {last} holds code ({code[0]})")
@@ -328,6 +333,7 @@ class ABCSMC:
                   max_failure_rate=fields.max_failure_rate, progress=progress)
         abc.transitions = fields.transitions
         abc.model_prior = fields.model_prior  # exactly as stored, not normalised again
+        abc._stream_scheme = fields.stream_scheme  # resumed under the scheme it started with
         abc.history, abc._observed, abc._layout, abc._trust = history, observed, layout, trust
         return abc
 
@@ -337,7 +343,7 @@ class ABCSMC:
             population_size=self.population_size, seed=self.seed, model_prior=self.model_prior,
             stay_probability=self.stay_probability, max_failure_rate=self.max_failure_rate,
             distance=self.distance, epsilon=self.epsilon, transitions=self.transitions,
-            written_by=_version())
+            written_by=_version(), stream_scheme=self._stream_scheme)
 
     # -- run ----------------------------------------------------------------------------
     def run(self, observed: Mapping | None = None, db: str = "sqlite:///dabc.db",
@@ -651,7 +657,8 @@ class ABCSMC:
         work = GenerationWork(t, self.seed, self.models, self.priors, self._layout,
                               self.distance, eps, model_probs, transitions,
                               self.stay_probability, token=f"{uuid.uuid4().hex}:{t}",
-                              max_failure_rate=self.max_failure_rate)
+                              max_failure_rate=self.max_failure_rate,
+                              stream_scheme=self._stream_scheme)
         budget = None
         if max_total_simulations is not None:
             budget = max_total_simulations - history.total_simulations

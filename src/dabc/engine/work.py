@@ -1,8 +1,30 @@
 """One generation's work: everything a worker needs to evaluate proposals, and nothing more.
 
-Randomness of evaluation ``i`` of generation ``t`` derives from ``(seed, t, i)`` alone
-(``numpy.random.SeedSequence`` spawn keys), so a result never depends on which worker
-computed it. Vectorized models are evaluated in fixed blocks of ids, one stream per block.
+Randomness of evaluation ``i`` of generation ``t`` derives from ``(seed, t, i)`` alone, so a
+result never depends on which worker computed it, nor on how ids were cut into tasks. How
+the streams are derived is the run's *stream scheme*, stored with the run (the
+``stream_scheme`` field of its configuration, :mod:`dabc.engine.config`), so a run resumes
+under the scheme it started with:
+
+Scheme 1 (dabc 0.1 runs, and stored runs without the field)
+    One ``numpy.random.SeedSequence`` + ``PCG64`` stream per evaluation, spawn key
+    ``(t, 0, i)`` (DYN) or ``(t, 1, j, r)`` (STAT slot ``j``, try ``r``). It proposes the
+    parameters and is then the model's ``rng``.
+
+Scheme 2 (new runs, :data:`STREAM_SCHEME`)
+    Counter-based ``numpy.random.Philox`` streams, keyed once per generation: the key of
+    kind ``k`` is ``SeedSequence(seed, spawn_key=(t, k)).generate_state(2, uint64)`` and
+    a stream is selected by its 256-bit counter ``[0, r, i, 0]`` (re-keying costs a state
+    assignment, not a seeding). DYN with a plain model: the parameters of ids
+    ``256 b .. 256 b + 255`` are proposed together (one vectorized call, rejection of
+    out-of-support proposals included) from the kind-4 stream with counter ``[0, 0, b, 0]``
+    (:data:`PROPOSAL_BLOCK` = 256 is fixed: it never depends on task boundaries), and the
+    model of evaluation ``i`` gets the kind-0 stream with counter ``[0, 0, i, 0]``. STAT
+    with a plain model: slot ``j``, try ``r`` proposes and simulates from the kind-1 stream
+    with counter ``[0, r, j, 0]``.
+
+Vectorized models (both schemes) are evaluated in fixed blocks of ids, one
+SeedSequence stream per block, spawn key ``(t, 2, b)`` (DYN) or ``(t, 3, j, b)`` (STAT).
 """
 
 from __future__ import annotations
@@ -17,13 +39,49 @@ from ..samplers.base import IDS, SLOTS, Batch, Task
 from ..samplers.worker import SimulationTimeout, call_model, timeout_message
 from .distance import check_distances
 
-_DYN, _STAT, _DYN_BLOCK, _STAT_BLOCK = 0, 1, 2, 3
+_DYN, _STAT, _DYN_BLOCK, _STAT_BLOCK, _DYN_PROPOSAL = 0, 1, 2, 3, 4
 _MAX_PROPOSAL_TRIES = 10_000
+
+STREAM_SCHEME = 2
+"""The stream scheme new runs use (see the module docstring); 1 is the scheme of dabc 0.1."""
+STREAM_SCHEMES = (1, 2)
+"""The stream schemes this dabc can run."""
+PROPOSAL_BLOCK = 256
+"""Scheme 2: ids whose proposals are drawn together (part of the scheme: never change it)."""
 
 
 def stream(seed: int, t: int, *key: int) -> np.random.Generator:
-    """The random stream of one evaluation (or block) of generation ``t``."""
+    """The random stream of one evaluation (or block) of generation ``t`` (scheme 1)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(t, *key))))
+
+
+def stream_key(seed: int, t: int, kind: int) -> np.ndarray:
+    """Scheme 2: the Philox key of the streams of one kind of generation ``t``."""
+    return np.random.SeedSequence(seed, spawn_key=(t, kind)).generate_state(2, np.uint64)
+
+
+class Streams:
+    """Scheme 2: the counter-selected Philox streams of one key, one Generator re-keyed in
+    place (about the cost of one state assignment per stream).
+
+    Not thread-safe: make one per task (it costs about as much as one scheme-1 stream).
+    """
+
+    def __init__(self, key: np.ndarray):
+        self.bit_generator = np.random.Philox(key=key)
+        self.rng = np.random.Generator(self.bit_generator)
+        self._counter = np.zeros(4, dtype=np.uint64)
+        self._state = {"bit_generator": "Philox",
+                       "state": {"counter": self._counter, "key": np.array(key, np.uint64)},
+                       "buffer": np.zeros(4, dtype=np.uint64), "buffer_pos": 4,
+                       "has_uint32": 0, "uinteger": 0}
+
+    def at(self, i: int, r: int = 0) -> np.random.Generator:
+        """The stream with counter ``[0, r, i, 0]``, from its start."""
+        c = self._counter
+        c[2], c[1] = i, r
+        self.bit_generator.state = self._state
+        return self.rng
 
 
 class GenerationWork:
@@ -35,7 +93,12 @@ class GenerationWork:
     """
 
     def __init__(self, t, seed, models, priors, layout, distance, epsilon, model_probs,
-                 transitions=None, stay_probability=0.7, token="", max_failure_rate=0.1):
+                 transitions=None, stay_probability=0.7, token="", max_failure_rate=0.1,
+                 stream_scheme=STREAM_SCHEME):
+        if stream_scheme not in STREAM_SCHEMES:
+            raise InputError(f"The run uses random stream scheme {stream_scheme!r}; this dabc "
+                             f"runs schemes {list(STREAM_SCHEMES)}: upgrade dabc to resume it.")
+        self.stream_scheme = int(stream_scheme)
         self.t, self.seed = int(t), int(seed)
         self.models, self.priors, self.layout = models, priors, layout
         self.distance, self.epsilon = distance, float(epsilon)
@@ -80,6 +143,8 @@ class GenerationWork:
         g = self.granularity
         if self.vectorized and (start % g or stop % g):
             raise ValueError(f"id range [{start}, {stop}) not aligned to block size {g}")
+        if not self.vectorized and self.stream_scheme >= 2:
+            return self._evaluate_ids_blocked(start, stop, cancelled)
         parts, rows, end = [], [], start
         while end < stop and not (cancelled is not None and cancelled()):
             if self.vectorized:
@@ -101,6 +166,9 @@ class GenerationWork:
     def evaluate_slots(self, j0: int, j1: int, max_attempts: int | None) -> Batch:
         """STAT: fill slots ``j0..j1-1``, each retrying from its own stream until accepted."""
         parts, tried, failed = [], 0, 0
+        streams = None
+        if not self.vectorized and self.stream_scheme >= 2:
+            streams = Streams(self._key(_STAT))
         for j in range(j0, j1):
             r = 0
             while max_attempts is None or r < max_attempts:
@@ -108,8 +176,10 @@ class GenerationWork:
                     g = self.granularity
                     part = self._block(stream(self.seed, self.t, _STAT_BLOCK, j, r // g), g)
                 else:
-                    part = self._finish([self._one(stream(self.seed, self.t, _STAT, j, r))],
-                                        np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+                    rng = (streams.at(j, r) if streams is not None
+                           else stream(self.seed, self.t, _STAT, j, r))
+                    part = self._finish([self._one(rng)], np.zeros(1, dtype=np.int64),
+                                        np.zeros(1, dtype=np.int64))
                 if part.fatal:
                     return part
                 hit = np.flatnonzero(part.accepted)
@@ -130,6 +200,135 @@ class GenerationWork:
                     break
         return _merge(parts) if parts else self._finish([], np.zeros(0, np.int64),
                                                         np.zeros(0, np.int64))
+
+    # -- scheme 2: DYN with a plain model ----------------------------------------------
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for k in ("_keys", "_proposal_cache"):
+            state.pop(k, None)  # per-process caches
+        return state
+
+    def _key(self, kind: int) -> np.ndarray:
+        keys = self.__dict__.setdefault("_keys", {})
+        key = keys.get(kind)
+        if key is None:
+            key = keys[kind] = stream_key(self.seed, self.t, kind)
+        return key
+
+    def _block_proposals(self, b: int, streams: Streams):
+        """Scheme 2: models and parameters of ids ``256 b .. 256 b + 255`` (cached per process),
+        or the failure message when the transition keeps proposing outside the prior."""
+        cache = self.__dict__.get("_proposal_cache")
+        if cache is not None and cache[0] == b:
+            return cache[1]
+        try:
+            model, theta = self._propose_block(PROPOSAL_BLOCK, streams.at(b))
+            out = model, theta, theta.tolist(), model.tolist(), None
+        except RuntimeError:
+            out = None, None, None, None, traceback.format_exc()
+        self._proposal_cache = (b, out)
+        return out
+
+    def _evaluate_ids_blocked(self, start: int, stop: int,
+                              cancelled: Callable[[], bool] | None) -> Batch:
+        """Scheme 2, DYN, plain models: proposals per block of :data:`PROPOSAL_BLOCK` ids in
+        one vectorized call; then one model call per id on its own re-keyed stream."""
+        n_all, p, B = max(stop - start, 0), self.n_params, PROPOSAL_BLOCK
+        model = np.full(n_all, -1, dtype=np.int16)
+        theta = np.full((n_all, p), np.nan)
+        failed = np.zeros(n_all, dtype=bool)
+        errors: dict[int, str] = {}
+        fatal = None
+        outs: list = [None] * n_all
+        evals, props = Streams(self._key(_DYN)), Streams(self._key(_DYN_PROPOSAL))
+        callees = [m.fn if m.takes_rng else m for m in self.models]
+        names = [prior.names for prior in self.priors]
+        keys, keyset = self.layout.keys, set(self.layout.keys)
+        check_keys, at = self.layout.check_keys, evals.at
+        end = start
+        for b in range(start // B, (stop - 1) // B + 1) if n_all else ():
+            bm, bth, brows, bml, perr = self._block_proposals(b, props)
+            lo, hi = max(start, b * B), min(stop, (b + 1) * B)
+            if perr is not None:
+                for i in range(lo, hi):
+                    if cancelled is not None and cancelled():
+                        break
+                    failed[i - start], errors[i - start] = True, perr
+                    end = i + 1
+                if end < hi:
+                    break
+                continue
+            off = b * B
+            model[lo - start:hi - start] = bm[lo - off:hi - off]
+            theta[lo - start:hi - start] = bth[lo - off:hi - off]
+            for i in range(lo, hi):
+                if cancelled is not None and cancelled():
+                    break
+                m, row = bml[i - off], brows[i - off]
+                nm = names[m]
+                params = {nm[0]: row[0]} if len(nm) == 1 else dict(zip(nm, row))  # noqa: B905
+                try:
+                    out = call_model(callees[m], params, at(i))
+                    if type(out) is not dict or out.keys() != keyset:
+                        check_keys(out, self.models[m].name)
+                    outs[i - start] = out
+                except InputError as exc:
+                    fatal = fatal or str(exc)
+                except SimulationTimeout:
+                    failed[i - start] = True
+                    errors[i - start] = f"model {self.models[m].name!r}: " + timeout_message(params)
+                except Exception:
+                    failed[i - start] = True
+                    errors[i - start] = (f"model {self.models[m].name!r} raised with parameters "
+                                         f"{params}:\n" + traceback.format_exc())
+                end = i + 1
+            if end < hi:
+                break
+        n = end - start
+        ids = np.arange(start, end, dtype=np.int64)
+        model, theta, failed, outs = model[:n], theta[:n], failed[:n], outs[:n]
+        stats = np.full((n, self.layout.size), np.nan)
+        done = [r for r in range(n) if outs[r] is not None]
+        if done:
+            try:
+                mat = np.array([[outs[r][k] for k in keys] for r in done], dtype=float)
+                if mat.shape != (len(done), self.layout.size):
+                    raise ValueError("not one number per statistic")
+                stats[done] = mat
+            except Exception:  # arrays, odd types: row by row, as the layout says
+                for r in done:
+                    try:
+                        stats[r] = self.layout.flatten(outs[r])
+                    except InputError as exc:
+                        fatal = fatal or str(exc)
+                    except Exception:
+                        failed[r] = True
+                        errors[r] = (f"model {self.models[model[r]].name!r} raised with "
+                                     f"parameters {self._params(model[r], theta[r])}:\n"
+                                     + traceback.format_exc())
+            finite = np.isfinite(stats[done]).all(axis=1)
+            for r in np.asarray(done)[~finite]:
+                if failed[r]:
+                    continue
+                m = int(model[r])
+                bad = [k for k in keys if not np.all(np.isfinite(stats[r, self.layout.slices[k]]))]
+                failed[r] = True
+                errors[r] = (f"model {self.models[m].name!r} returned NaN or infinity for "
+                             f"{bad} with parameters {self._params(m, theta[r])}")
+        first_failure = None
+        if errors:
+            r = min(errors)
+            first_failure = f"(evaluation {int(ids[r])}) {errors[r]}"
+        stats[failed] = np.nan
+        batch = self._judge(Batch(ids, np.zeros(n, dtype=np.int64), model, theta, stats,
+                                  np.full(n, np.inf), np.zeros(n, bool), failed, first_failure,
+                                  fatal))
+        batch.stopped_early = end < stop
+        return batch
+
+    def _params(self, m: int, theta: np.ndarray) -> dict:
+        names = self.priors[int(m)].names
+        return dict(zip(names, theta[:len(names)].tolist(), strict=True))
 
     # -- one evaluation --------------------------------------------------------------
     def _propose(self, rng):
