@@ -532,6 +532,9 @@ class DaskDistributedSampler(Sampler):
 
     def close(self) -> None:
         """Close the local cluster this sampler started (a given client stays open)."""
+        stopper = getattr(self, "_pull_stopper", None)  # pull mode: the last pullers' end
+        if stopper is not None:
+            stopper.join(30)
         if self._own_client and self.client is not None:
             self.client.close()
             self._cluster.close()

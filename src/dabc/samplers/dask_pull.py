@@ -285,6 +285,7 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
                 return
 
     checked = 0.0
+    began, first = time.monotonic(), None
     ticking = threading.Event()
     ticker = threading.Thread(target=_tick, args=(outbox, ticking), daemon=True,
                               name="dabc-dask-pull-tick")
@@ -300,23 +301,44 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
             msgs += outbox.get(batch=True)
             for msg in msgs:
                 if msg[0] != "tick":
+                    if first is None:
+                        first = time.monotonic()
                     handle(msg)
                 if sched.done:
                     break
     finally:
-        ticking.set()
-        if ticker.is_alive():
-            ticker.join(5)
-        for p in pullers.values():
-            try:
-                p.inbox.put(None, timeout=5)
-            except Exception:  # noqa: BLE001 - the puller is cancelled anyway
-                pass
-        client.cancel([p.future for p in pullers.values()])
-        for q in [outbox, *(p.inbox for p in pullers.values())]:
-            try:
-                q.close()
-            except Exception:  # noqa: BLE001 - the client is closing
-                pass
+        decided = time.monotonic()
+        log.debug("generation %d in pull mode: first message after %.3f s, decided after "
+                  "%.3f s", request.generation, (first or decided) - began, decided - began)
+        # Stopping the pullers takes a round trip per puller: done beside the engine's work
+        # between generations (the next generation's pullers start as these end).
+        stopper = threading.Thread(target=_stop, args=(client, ticker, ticking, outbox,
+                                                       list(pullers.values())),
+                                   daemon=True, name="dabc-dask-pull-stop")
+        stopper.start()
+        sampler._pull_stopper = stopper
     sampler._timing = sched.seconds_per_evaluation()
     return sched.result()
+
+
+def _stop(client, ticker: threading.Thread, ticking: threading.Event, outbox,
+          pullers: list[_Puller]) -> None:
+    """End a generation's pullers: a stop message in every inbox (an idle puller returns at
+    once), every puller cancelled (a busy one stops at its next evaluation), queues closed."""
+    ticking.set()
+    if ticker.is_alive():
+        ticker.join(5)
+    for p in pullers:
+        try:
+            p.inbox.put(None, timeout=5)
+        except Exception:  # noqa: BLE001 - the puller is cancelled anyway
+            pass
+    try:
+        client.cancel([p.future for p in pullers])
+    except Exception:  # noqa: BLE001 - the client is closing: its tasks go with it
+        pass
+    for q in [outbox, *(p.inbox for p in pullers)]:
+        try:
+            q.close()
+        except Exception:  # noqa: BLE001 - the client is closing
+            pass
