@@ -261,3 +261,39 @@ def test_a_vectorized_distance_of_the_wrong_shape_is_an_input_error(tmp_path):
                     population_size=20, sampler=dabc.SingleCoreSampler(), seed=SEED,
                     progress=False).run({"y": 0.0}, db=f"sqlite:///{tmp_path / 'w.db'}",
                                         max_generations=1)
+
+
+# --- time limits under scheme 2 -------------------------------------------------------------
+def hangs_above_097(p, rng):
+    """Never returns for x > 0.97 (about 1.5 % of uniform(-1, 1) proposals)."""
+    import time
+
+    while p["x"] > 0.97:
+        time.sleep(0.02)
+    return {"y": p["x"] + rng.normal()}
+
+
+def test_hung_calls_time_out_and_fail_alone():
+    from dabc.samplers.worker import execute
+
+    batch = execute(_work(hangs_above_097), Task("ids", 0, 200), timeout=0.3)
+    hung = batch.theta[:, 0] > 0.97
+    assert 1 <= hung.sum() <= 10
+    np.testing.assert_array_equal(batch.failed, hung)
+    assert f"(evaluation {int(np.flatnonzero(hung)[0])}) model 'hangs_above_097': simulation " \
+        "exceeded simulation_timeout=0.3 s with parameters {'x': 0.9" in batch.first_failure
+    assert np.isfinite(batch.stats[~hung]).all()
+
+
+@pytest.mark.timeout(120)
+def test_timeouts_give_the_same_population_on_one_core_and_on_workers(tmp_path):
+    prior = dabc.Prior(x=dabc.RV("uniform", -1, 2))
+    snaps = []
+    for name, sampler in (("one", dabc.SingleCoreSampler(simulation_timeout=0.3)),
+                          ("two", dabc.MulticoreEvalParallelSampler(2, simulation_timeout=0.3))):
+        with sampler:
+            abc = dabc.ABCSMC(hangs_above_097, prior, population_size=60, sampler=sampler,
+                              seed=SEED, progress=False, max_failure_rate=0.2)
+            h = abc.run({"y": 0.5}, db=f"sqlite:///{tmp_path / name}.db", max_generations=1)
+        snaps.append(snapshot(h))
+    assert_same(snaps[1], snaps[0])

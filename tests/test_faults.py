@@ -838,6 +838,10 @@ _C3_REFERENCE: dict = {}
 def _run_3(model, sampler, db, n=300, gens=2, **kwargs):
     abc = _dabc.ABCSMC(model, _fm.PRIOR_X, population_size=n, sampler=sampler, seed=11,
                        progress=False, **kwargs)
+    # About 1 call in 1,000 hangs: which generations reach one depends on the random streams.
+    # These cases were laid out under stream scheme 1 (dabc.engine.work), so they keep it;
+    # tests/test_fast_path.py times out hung calls under scheme 2.
+    abc._stream_scheme = 1
     return abc.run(_fm.OBS, db=f"sqlite:///{db}", max_generations=gens)
 
 
