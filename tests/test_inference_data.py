@@ -72,6 +72,7 @@ def gauss_b(p, rng):
 def run(tmp, models, priors, seed, n=N, generations=4):
     abc = dabc.ABCSMC(models, priors, population_size=n, sampler=dabc.SingleCoreSampler(),
                       seed=seed, progress=False)
+    abc._stream_scheme = 1  # the seeds and the figures quoted below were measured under it
     return abc.run(OBSERVED, db=f"sqlite:///{tmp}/run.db", minimum_epsilon=0.0,
                    max_generations=generations)
 

@@ -42,6 +42,11 @@ def wide(params, rng):
     return {"mean": float(y.mean()), "sd": float(y.std())}
 
 
+SCHEME = 1
+"""The random stream scheme of these runs (dabc.engine.work): the tests' seeds and measured
+figures were chosen under scheme 1, which stored runs keep; new runs default to scheme 2."""
+
+
 def one_model_run(db: str, population: int = 200, generations: int = 4,
                   seed: int = 11) -> dabc.History:
     """A one-model run (two parameters, adaptive distance) stored in ``db``."""
@@ -49,6 +54,7 @@ def one_model_run(db: str, population: int = 200, generations: int = 4,
     abc = dabc.ABCSMC(normal_model, prior, dabc.AdaptivePNormDistance(),
                       population_size=population, sampler=dabc.SingleCoreSampler(), seed=seed,
                       model_names=["normal"], progress=False)
+    abc._stream_scheme = SCHEME
     return abc.run({"mean": 1.1, "sd": 1.4}, db=db, max_generations=generations)
 
 
@@ -61,6 +67,7 @@ def two_model_run(db: str, population: int = 200, generations: int = 4,
     abc = dabc.ABCSMC([narrow, wide], priors, distance, population_size=population,
                       sampler=dabc.SingleCoreSampler(), seed=seed,
                       model_names=["narrow", "wide"], progress=False)
+    abc._stream_scheme = SCHEME
     return abc.run({"mean": 0.5, "sd": 1.1}, db=db, max_generations=generations)
 
 
@@ -81,4 +88,5 @@ def dying_model_run(db: str, population: int = 60, generations: int = 3,
     abc = dabc.ABCSMC([narrow, far_off], priors, population_size=population,
                       sampler=dabc.SingleCoreSampler(), seed=seed,
                       model_names=["narrow", "far_off"], progress=False)
+    abc._stream_scheme = SCHEME
     return abc.run({"mean": 0.5, "sd": 1.1}, db=db, max_generations=generations)
