@@ -24,7 +24,8 @@ import cloudpickle
 import dask
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import SchedulerPlugin
 
 import dabc
 from determinism import assert_same, snapshot
@@ -131,6 +132,19 @@ def cluster(references):
         c.cluster.close()
 
 
+class StartedTasks(SchedulerPlugin):
+    """On the scheduler: the key of every task sent to a worker."""
+
+    name = "dabc-test-started-tasks"
+
+    def __init__(self):
+        self.keys: list[str] = []
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if finish == "processing":
+            self.keys.append(str(key))
+
+
 def _queues(dask_scheduler) -> list[str]:
     return sorted(dask_scheduler.extensions["queues"].queues)
 
@@ -157,11 +171,15 @@ def test_same_population_as_multicore(model_name, n_workers, batch_size, cluster
     ref = reference(tmp_path_factory, model)
     cluster.use(n_workers)
     client = cluster.client
-    with get_task_stream(client) as stream:
+    client.register_plugin(StartedTasks())
+    try:
         h = run(model, pull(client, batch_size=batch_size), tmp_path / "p.db")
+        keys = client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.plugins[StartedTasks.name].keys)
+    finally:
+        client.unregister_scheduler_plugin(StartedTasks.name)
     assert_same(snapshot(h), ref)
     assert h.all_runs().status.tolist() == ["done"]
-    keys = [str(r["key"]) for r in stream.data]
     assert keys and all("-pull-" in k for k in keys), keys  # no task per range
     # one puller per thread and a spare, per generation: far fewer tasks than ranges
     assert len(keys) <= GENS * (n_workers + 1), keys

@@ -123,7 +123,8 @@ class _Puller:
     """What the master knows of one puller."""
 
     future: Any
-    inbox: Any
+    inbox_name: str
+    inbox: Any = None               # opened on its first hello
     incarnation: str | None = None  # from its latest hello; None: not started yet
     worker: str | None = None       # its worker's address; None: lost or not started
     held: list = field(default_factory=list)  # ranges given to it, unfinished, in order
@@ -176,11 +177,12 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
     warned = False
 
     def add_puller():
+        # The puller creates its inbox; the master opens it on the puller's hello (a queue
+        # made here would cost a scheduler round trip before each submission).
         k = len(pullers)
-        inbox = Queue(f"{tag}-in-{k}", client=client)
-        fut = client.submit(_pull, payload, key, k, inbox.name, outbox.name,
+        fut = client.submit(_pull, payload, key, k, f"{tag}-in-{k}", outbox.name,
                             sampler.simulation_timeout, pure=False, key=f"{tag}-pull-{k}")
-        pullers[k] = _Puller(fut, inbox)
+        pullers[k] = _Puller(fut, f"{tag}-in-{k}")
 
     def lose(p: _Puller, why: str):
         for task in p.held:
@@ -248,6 +250,8 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
             if p.incarnation not in (None, incarnation):
                 lose(p, f"puller {k} started again elsewhere")
             p.incarnation, p.worker = incarnation, msg[3]
+            if p.inbox is None:
+                p.inbox = Queue(p.inbox_name, client=client)
             return
         task = Task(IDS, int(msg[3]), int(msg[4]))
         batch = pickle.loads(msg[5])
@@ -330,14 +334,15 @@ def _stop(client, ticker: threading.Thread, ticking: threading.Event, outbox,
         ticker.join(5)
     for p in pullers:
         try:
-            p.inbox.put(None, timeout=5)
+            if p.inbox is not None:
+                p.inbox.put(None, timeout=5)
         except Exception:  # noqa: BLE001 - the puller is cancelled anyway
             pass
     try:
         client.cancel([p.future for p in pullers])
     except Exception:  # noqa: BLE001 - the client is closing: its tasks go with it
         pass
-    for q in [outbox, *(p.inbox for p in pullers)]:
+    for q in [outbox, *(p.inbox for p in pullers if p.inbox is not None)]:
         try:
             q.close()
         except Exception:  # noqa: BLE001 - the client is closing
