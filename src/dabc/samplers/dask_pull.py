@@ -203,6 +203,8 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
                     if task is None:
                         break
                 p.inbox.put([task.start, task.stop])
+                if not p.held:  # an idle puller starts on it now (for watch_slow)
+                    p.since = time.monotonic()
                 p.held.append(task)
 
     def backup_for(idle: _Puller) -> Task | None:
