@@ -45,7 +45,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -102,46 +101,53 @@ def check_loopback(procs) -> None:
                     raise RuntimeError(f"process {p.pid} listens on {c.laddr}: not loopback")
 
 
+_WATCH = """
+import json, signal, sys, time, psutil
+roots = [int(x) for x in sys.argv[1:]]
+peak, low = 0, psutil.virtual_memory().available
+stop = []
+signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+while not stop:
+    seen = {}
+    for r in roots:
+        try:
+            p = psutil.Process(r)
+            seen[r] = p
+            for c in p.children(recursive=True):
+                seen[c.pid] = c
+        except psutil.Error:
+            pass
+    total = 0
+    for p in seen.values():
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    peak = max(peak, total)
+    low = min(low, psutil.virtual_memory().available)
+    time.sleep(1.0)
+print(json.dumps({"peak": peak, "low": low}), flush=True)
+"""
+
+
 class MemoryWatch:
-    """Samples the summed RSS of a set of processes (and their children) every second."""
+    """Samples the summed RSS of a set of processes (and their children) every second, in a
+    separate process (a thread would take the GIL from the master it measures)."""
 
     def __init__(self, roots):
-        self.roots = [psutil.Process(r) if isinstance(r, int) else r for r in roots]
-        self.peak_rss = 0
-        self.min_available = psutil.virtual_memory().available
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def processes(self):
-        seen = {}
-        for root in self.roots:
-            with contextlib.suppress(psutil.Error):
-                seen[root.pid] = root
-                for c in root.children(recursive=True):
-                    seen[c.pid] = c
-        return list(seen.values())
-
-    def sample(self) -> int:
-        total = 0
-        for p in self.processes():
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-        self.peak_rss = max(self.peak_rss, total)
-        self.min_available = min(self.min_available, psutil.virtual_memory().available)
-        return total
-
-    def _loop(self):
-        while not self._stop.wait(1.0):
-            self.sample()
+        self.roots = [int(r) for r in roots]
 
     def __enter__(self):
-        self.sample()
-        self._thread.start()
+        self.proc = subprocess.Popen([sys.executable, "-c", _WATCH, *map(str, self.roots)],
+                                     stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                     text=True)
         return self
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=30)
+        got = json.loads(out.strip().splitlines()[-1])
+        self.peak_rss, self.min_available = got["peak"], got["low"]
 
     def report(self) -> dict:
         return {"peak_rss_total_gb": round(self.peak_rss / 2**30, 2),
@@ -301,16 +307,17 @@ class DaskPool:
             env=env) for _ in range(self.workers)]
         self._cfg = dask.config.set(LEAN_CONFIG)
         self._cfg.__enter__()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.client = Client(self.address, timeout=5)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        self.client = None
         try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    self.client = Client(self.address, timeout=10)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
             self.client.wait_for_workers(self.workers, timeout=60 + 6 * self.workers)
         except BaseException:
             self.__exit__()
@@ -331,8 +338,9 @@ class DaskPool:
         return [self.scheduler.pid, *(p.pid for p in self.worker_procs)]
 
     def __exit__(self, *exc):
-        with contextlib.suppress(Exception):
-            self.client.close(timeout=10)
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                self.client.close(timeout=10)
         self._cfg.__exit__(None, None, None)
         for p in [*self.worker_procs, self.scheduler]:
             p.terminate()

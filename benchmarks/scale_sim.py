@@ -462,6 +462,31 @@ def reference_workload(real: dict, sim_seconds: float, scale: float = 1.0) -> Wo
                     gaps=[g * scale for g in ref["gaps_s"]], tail=ref["tail_s"])
 
 
+def steady_state_bound(workers: int, costs: Costs, policy: Policy, sim_seconds: float,
+                       batch: int | None = None) -> dict:
+    """The throughput ceiling without any generation's start or end: the tasks per second
+    the master and the server can handle, against what W busy workers need. ``batch``:
+    the evaluations per task (default: the auto size in mid-generation, target / t, at
+    least 1). Efficiency can be no higher than ``bound``."""
+    s = costs.stretch
+    b = batch or policy.batch_size or max(1, math.ceil(policy.target_seconds / sim_seconds))
+    tick_share = 0.0 if policy.kind == "dask" else min(
+        0.99, (costs.tick_base + costs.tick_per_worker * workers) * s / 0.5)
+    master = (1 - tick_share) / ((costs.master_task + b * costs.master_eval) * s)
+    background = heartbeats_per_second(policy.kind, workers) * costs.heartbeat * s
+    server = max(0.0, 1 - background) / (costs.server_task * s) if costs.server_task else math.inf
+    need = workers / (b * sim_seconds + costs.worker_task * s)
+    return {"workers": workers, "sim_seconds": sim_seconds, "sampler": policy.kind,
+            "batch": b, "master_tasks_per_s": round(master, 1),
+            "server_tasks_per_s": round(server, 1), "needed_tasks_per_s": round(need, 1),
+            "tick_share_of_master": round(tick_share, 3),
+            "heartbeat_share_of_server": round(min(background, 9.99), 3),
+            "limit": "master" if master < min(server, need) else
+                     "server" if server < need else "workers",
+            "bound": round(min(1.0, min(master, server) / need) * (
+                b * sim_seconds / (b * sim_seconds + costs.worker_task * s)), 4)}
+
+
 def validate(capacity: dict, real: dict) -> dict:
     out = {}
     for name, policy in (("redis", Policy.redis()), ("dask", Policy.dask())):
@@ -480,21 +505,33 @@ def validate(capacity: dict, real: dict) -> dict:
     return out
 
 
-def table(capacity: dict, real: dict, workers, sims, per_worker_population: int = 5) -> list:
+def _row(case) -> dict:
+    capacity, real, name, w, t, per_worker_population = case
+    policy = Policy.redis() if name == "redis" else Policy.dask()
+    scale = per_worker_population * w / real["population"]
+    res = simulate(w, calibrate(capacity, name), policy, reference_workload(real, t, scale))
+    row = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
+def table(capacity: dict, real: dict, workers, sims, per_worker_population: int = 5,
+          jobs: int = 1, skip=()) -> list:
     """Predicted efficiency on a dedicated master (stretch 1): population 5 W (so that every
     worker gets about as many tasks per generation as in the 100-worker runs), the real
     runs' acceptance rates, 4 generations, the engine's time scaled with the population."""
-    rows = []
-    for name, policy in (("redis", Policy.redis()), ("dask", Policy.dask())):
-        costs = calibrate(capacity, name)
-        for w in workers:
-            for t in sims:
-                scale = per_worker_population * w / real["population"]
-                res = simulate(w, costs, policy, reference_workload(real, t, scale))
-                rows.append({k: (round(v, 4) if isinstance(v, float) else v)
-                             for k, v in res.items()})
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    return rows
+    cases = [(capacity, real, name, w, t, per_worker_population)
+             for name in ("redis", "dask") for w in workers for t in sims
+             if (name, w, t) not in skip]
+    cases.sort(key=lambda c: -c[3] / max(c[4], 0.05))  # the longest first
+    if jobs > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("fork").Pool(jobs) as pool:
+            rows = pool.map(_row, cases, chunksize=1)
+    else:
+        rows = [_row(c) for c in cases]
+    return sorted(rows, key=lambda r: (r["sampler"], r["workers"], r["sim_seconds"]))
 
 
 def main(argv=None) -> int:
@@ -505,6 +542,10 @@ def main(argv=None) -> int:
                     help="comma-separated outputs of coordination.py real (merged)")
     ap.add_argument("--workers", default="100,1000,10000")
     ap.add_argument("--sims", default="0.01,0.1,1,10")
+    ap.add_argument("--jobs", type=int, default=1, help="simulations run in parallel")
+    ap.add_argument("--skip-validation", action="store_true")
+    ap.add_argument("--skip", default="", help="cases already done: sampler:W:t,...")
+    ap.add_argument("--out", default=str(RESULTS / "scale_sim.json"))
     args = ap.parse_args(argv)
     capacity = json.loads(Path(args.capacity).read_text())
     real: dict = {}
@@ -513,12 +554,14 @@ def main(argv=None) -> int:
             real.update(json.loads(Path(path).read_text()))
     out = {"calibration": {k: asdict(calibrate(capacity, k)) for k in ("redis", "dask")
                            if k in capacity},
-           "validation": validate(capacity, real),
+           "validation": {} if args.skip_validation else validate(capacity, real),
            "table": table(capacity, real, [int(x) for x in args.workers.split(",")],
-                          [float(x) for x in args.sims.split(",")])}
+                          [float(x) for x in args.sims.split(",")], jobs=args.jobs,
+                          skip={(k, int(w), float(t)) for k, w, t in
+                                (x.split(":") for x in args.skip.split(",") if x)})}
     text = json.dumps(out, indent=2)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale_sim.json").write_text(text + "\n")
+    Path(args.out).write_text(text + "\n")
     print(text)
     return 0
 
