@@ -304,12 +304,16 @@ def main(argv=None) -> dict:
             if not args.no_whole:
                 dabc_whole(case, 200, d)
             last_pyabc = {}  # what -> (n, seconds) at the largest size pyABC ran
+            failed = {}  # what -> why pyABC failed at a smaller size (never tried again)
             rows_by_n = {}
             for n in sizes:
                 reps = {"parts": [], "whole": [], "pyabc_parts": [], "pyabc_whole": []}
                 skip = {}
                 for what in ("parts", "whole"):
                     prev = last_pyabc.get(what)
+                    if what in failed:
+                        skip[what] = failed[what]
+                        continue
                     if python is None or (what == "whole" and (args.no_whole or
                                                                n > args.pyabc_whole_max)):
                         skip[what] = "not run"
@@ -323,7 +327,7 @@ def main(argv=None) -> dict:
                     if what_ok(skip, "parts"):
                         r = _pyabc(python, "parts", case, n, d, 4 * args.pyabc_budget)
                         if "error" in r:
-                            skip["parts"] = r["error"]
+                            skip["parts"] = failed["parts"] = f"{r['error']} at n={n}"
                         else:
                             reps["pyabc_parts"].append(r)
                     if not args.no_whole:
@@ -331,7 +335,7 @@ def main(argv=None) -> dict:
                         if what_ok(skip, "whole"):
                             r = _pyabc(python, "whole", case, n, d, 4 * args.pyabc_budget)
                             if "error" in r:
-                                skip["whole"] = r["error"]
+                                skip["whole"] = failed["whole"] = f"{r['error']} at n={n}"
                             else:
                                 reps["pyabc_whole"].append(r)
                 row = {"case": case, "n": n, "d": d}
