@@ -76,6 +76,7 @@ class LiveRecorder:
         self._numbers: tuple = (0, 0, 0.0)            # accepted, evaluations, worker seconds
         self._rules = dict(rules)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a new generation: write it now, not at the next tick
         self._started = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -83,9 +84,11 @@ class LiveRecorder:
 
     # -- fed by the engine and the sampler -----------------------------------------------
     def generation(self, t: int, epsilon: float, needed: int) -> None:
-        """A new generation begins (resets the counts; written at the next tick)."""
+        """A new generation begins (resets the counts; the thread writes it at once, so a
+        reader never sees the previous generation's row while this one runs)."""
         self._numbers = (0, 0, 0.0)
         self._gen = (int(t), float(epsilon), int(needed), _now())
+        self._wake.set()
 
     def progress(self, accepted: int, needed: int, evaluations: int,
                  worker_seconds: float = 0.0) -> None:
@@ -126,7 +129,11 @@ class LiveRecorder:
         last_written, last_time = None, time.monotonic()
         self.write()  # the first row at once: from now on the run can be steered
         self._started.set()
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             snap = (self._gen, self._numbers, tuple(sorted(self._rules.items())))
             now = time.monotonic()
             if snap != last_written or now - last_time >= self.heartbeat:
@@ -146,6 +153,7 @@ class LiveRecorder:
         """Stop the thread and write the final snapshot."""
         self._started.wait(timeout=5.0)  # the first row is written before the last
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=max(5.0, 2 * self.interval))
             self._thread = None
