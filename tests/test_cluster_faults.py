@@ -174,6 +174,7 @@ def lifetime_case(tmp_path, tmp_path_factory, n=100, gens=6, sleep=0.03, margin=
     return end - start
 
 
+@pytest.mark.slow  # 33-49 s: the default suite must stay well under 15 min
 @pytest.mark.timeout(120)
 @plain_failures
 def test_worker_retires_by_lifetime(slurm_cluster_ready, tmp_path, tmp_path_factory):

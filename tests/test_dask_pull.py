@@ -31,6 +31,9 @@ import dabc
 from determinism import assert_same, snapshot
 from watch import plain_failures, stored_generations, when
 
+# The pull mode is experimental (not the default) and these tests take 1.5-4.5 min: slow suite
+pytestmark = pytest.mark.slow
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SEED = 7_345_113
