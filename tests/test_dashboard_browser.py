@@ -15,7 +15,6 @@ docs/figures/dashboard.png (so a test run never changes a tracked file by itself
 from __future__ import annotations
 
 import os
-import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -26,6 +25,7 @@ from playwright.sync_api import sync_playwright
 import dabc
 from dabc.errors import InputError
 from dabc.viz import dashboard, dashboard_data
+from watch import BackgroundRun
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -53,28 +53,12 @@ def _abc() -> dabc.ABCSMC:
                        seed=5, epsilon=eps, model_names=["sleepy"], progress=False)
 
 
-class Background:
-    """``abc.run(...)`` in a daemon thread (StopGuard installs no signal handlers there)."""
+class Background(BackgroundRun):
+    """The dashboard's live run in a daemon thread (see :class:`watch.BackgroundRun`)."""
 
     def __init__(self, db: Path):
-        self.result, self.error = None, None
-
-        def target():
-            try:
-                self.result = _abc().run({"y": 2.0, "z": 1.0}, db=f"sqlite:///{db}",
-                                         max_generations=300, steering=True)
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
-                self.error = exc
-
-        self.thread = threading.Thread(target=target, daemon=True)
-        self.thread.start()
-
-    def join(self, timeout: float = 60) -> dabc.History:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the run did not end"
-        if self.error is not None:
-            raise self.error
-        return self.result
+        super().__init__(_abc(), {"y": 2.0, "z": 1.0}, db, max_generations=300,
+                         steering=True)
 
 
 def _wait(what, timeout: float = 30, every: float = 0.05):

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import dabc
 from dabc.engine.progress import ProgressLine, estimate_remaining, format_duration
 from dabc.errors import InputError
 from dabc.storage import live as storage_live
+from watch import BackgroundRun
 
 POP = 60
 SLEEP_S = 0.004
@@ -46,27 +46,11 @@ def _abc(seed: int = 3, population: int = POP) -> dabc.ABCSMC:
                        seed=seed, epsilon=dabc.ConstantEpsilon(1.0), progress=False)
 
 
-class Background:
-    """``abc.run(...)`` in a daemon thread; ``join()`` returns its History or re-raises."""
+class Background(BackgroundRun):
+    """``abc.run(OBSERVED, ...)`` in a daemon thread (see :class:`watch.BackgroundRun`)."""
 
     def __init__(self, abc: dabc.ABCSMC, db: Path, **kwargs):
-        self.result, self.error = None, None
-
-        def target():
-            try:
-                self.result = abc.run(OBSERVED, db=f"sqlite:///{db}", **kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to the test
-                self.error = exc
-
-        self.thread = threading.Thread(target=target, daemon=True)
-        self.thread.start()
-
-    def join(self, timeout: float = 60) -> dabc.History:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the run did not end"
-        if self.error is not None:
-            raise self.error
-        return self.result
+        super().__init__(abc, OBSERVED, db, **kwargs)
 
 
 def _wait(what, timeout: float = 30, every: float = 0.02):

@@ -82,3 +82,27 @@ def _format_exception(exc: BaseException) -> str:
                   for f in traceback.extract_tb(exc.__traceback__)]
         return "\n".join(["Traceback (most recent call last):", *frames,
                           f"{type(exc).__name__}: {exc}"])
+
+
+class BackgroundRun:
+    """``abc.run(observed, db=sqlite:///db, **kwargs)`` in a daemon thread (StopGuard installs
+    no signal handlers there); ``join()`` returns its History or re-raises its error."""
+
+    def __init__(self, abc, observed: dict, db: Path, **kwargs):
+        self.result, self.error = None, None
+
+        def target():
+            try:
+                self.result = abc.run(observed, db=f"sqlite:///{db}", **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the test
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float = 60):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the run did not end"
+        if self.error is not None:
+            raise self.error
+        return self.result
