@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from .._compat.process import database_lock
 from ..errors import InputError
 from ..storage import History
 from ..storage import live as _live
@@ -111,7 +112,8 @@ class LiveRecorder:
     def write(self) -> bool:
         """Write the current snapshot now; False (and a log record) when that failed."""
         try:
-            _live.write_live(self._engine, self.run_id, self._snapshot())
+            with database_lock:  # no fork of the master meanwhile (see _compat.process)
+                _live.write_live(self._engine, self.run_id, self._snapshot())
         except (sa.exc.SQLAlchemyError, OSError, InputError) as exc:
             level = logging.DEBUG if self._failing else logging.WARNING
             _log.log(level, "run %s: could not record the live state (the run goes on; "
