@@ -793,10 +793,14 @@ def _kill_chain(models_dir: Path, db, kills: int, rng: random.Random,
                 assert run.proc.returncode == 0, err
                 break
             deadline = time.monotonic() + 60
-            while not calls.exists():  # it simulates (it has started or resumed)
-                assert time.monotonic() < deadline and run.proc.poll() is None
+            # it simulates (it has started or resumed), or it ends without simulating: the
+            # last kill came after the last generation was stored, before the run was marked
+            # done, and resuming only marks it
+            while not calls.exists() and run.proc.poll() is None:
+                assert time.monotonic() < deadline
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 2.0))
+            if run.proc.poll() is None:
+                time.sleep(rng.uniform(0.0, 2.0))
             if run.proc.poll() is not None:
                 out, err = run.proc.communicate()
                 assert run.proc.returncode == 0, err
