@@ -23,12 +23,13 @@ The samplers' own rules are reproduced, not idealised: DYN's id ranges and cut-o
 population is the first n accepted ids; the generation ends once every id up to the n-th
 accepted one is in), the auto batch size of ``DynamicScheduler._size`` (target seconds per
 task, split of the expected remaining need over 2 tasks per worker, the minimum task
-fraction: Redis 0.05 s and 0.1, Dask 0.1 s and 0.5), the tasks in flight (Redis: queue plus
-claims kept at 2 W, results waiting in the list not counted; Dask: 2 W futures, results
-waiting counted), Dask's backup copies of unfinished tasks once nothing new is needed and
-its cancellation of unwanted tasks (a running task stops at its next evaluation), and the
-fact that a task still running when its generation ends keeps its worker busy (Redis
-cannot cancel it; Dask stops it after the current evaluation). Between generations the
+fraction: Redis 0.05 s and 0.1, Dask 0.1 s and 0.5), the tasks in flight (Redis: queue,
+claims and results not yet handled kept at 2 W, every waiting result handled before the
+next refill; Dask: 2 W futures, results waiting counted), Dask's backup copies of
+unfinished tasks once nothing new is needed and its cancellation of unwanted tasks (a
+running task stops at its next evaluation), and the fact that a task still running when
+its generation ends keeps its worker busy (Redis cannot cancel it; Dask stops it after the
+current evaluation). Between generations the
 master is busy with the engine (fitting, epsilon, storage) for the measured gap.
 Acceptance is deterministic: of ids ``[0, k)`` exactly ``floor(k * n / N)`` are accepted, so
 that the n-th accepted id is ``N - 1``, with N the simulations the generation needs.
@@ -245,6 +246,7 @@ class Simulation:
             self.in_flight: dict[int, _Task] = {}  # Dask futures not yet handled
             self.backed_up: set[int] = set()
             self.claimed = 0                        # running tasks of this generation
+            self.arriving = 0                       # results on their way to the master
             self.now += self.c.publish_per_worker * self.W * self.c.stretch
             self._refill()
             self._loop()
@@ -278,7 +280,7 @@ class Simulation:
                     break
                 self._submit(task)
         else:
-            in_flight = len(self.queue) + self.claimed
+            in_flight = len(self.queue) + self.claimed + self.arriving + len(self.inbox)
             while in_flight < limit:
                 task = sched.next_task(self.W, self.gen)
                 if task is None:
@@ -331,6 +333,7 @@ class Simulation:
                 self._finish(payload)
             elif kind == "arrive":
                 if payload[0].gen == self.gen:
+                    self.arriving -= 1
                     self.inbox.append(payload)
             elif kind == "handled":
                 self.master_busy_now = False
@@ -364,8 +367,11 @@ class Simulation:
             for t in list(self.in_flight.values()):
                 if not self.sched.wanted(t):
                     self._cancel(t)
-        elif tick:  # the tick also drops queued tasks that can no longer contribute
-            self.queue = deque(t for t in self.queue if self.sched.wanted(t))
+        else:
+            if tick:  # the tick also drops queued tasks that can no longer contribute
+                self.queue = deque(t for t in self.queue if self.sched.wanted(t))
+            if self.inbox:
+                return  # the Redis master reads every waiting result before it refills
         self._refill()
 
     def _finish(self, worker: int) -> None:
@@ -380,6 +386,7 @@ class Simulation:
         self.tasks += 1
         self.evaluations += evaluated
         if not task.cancelled and task.gen == self.gen:
+            self.arriving += 1
             self._at(self.now + self.to_master, "arrive", (task, evaluated, evaluated * sim))
         self.idle.append(worker)
         self._dispatch()
