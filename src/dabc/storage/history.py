@@ -350,8 +350,9 @@ def _engine(url: str, create: bool = False
         @sa.event.listens_for(engine, "connect")
         def _pragmas(conn, _):
             cur = conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            # synchronous first: switching a new file to WAL then syncs once less
             cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA journal_mode=WAL")
             cur.close()
     fresh = create and new_file and _create_tables_in_new_file(engine, url)
     if create and not fresh:
