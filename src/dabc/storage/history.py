@@ -529,8 +529,15 @@ class History:
             )).inserted_primary_key[0]
         self._cache.clear()
         self._cache["max_t"] = (self.id, -1)  # no generation yet: max_t needs no query
+        self._cache["created"] = self.id  # the run row exists: _run_id needs no query
         logger.info("run %s created in %s", self.id, display_url(self.url))
         return self.id
+
+    def _run_id(self) -> int:
+        """This History's run id, checked to be stored (no query when it created the run)."""
+        if self.id is not None and self._cache.get("created") == self.id:
+            return self.id
+        return self._run_row()["id"]
 
     def _run_row(self):
         if self.id is None:
@@ -666,7 +673,7 @@ class History:
             ``updated`` defaults to now.
         """
         self._check_writable("recording the live state")
-        _live.write_live(self.engine, self._run_row()["id"], snapshot)
+        _live.write_live(self.engine, self._run_id(), snapshot)
 
     def request_control(self, action: str, value=None, source: str = "",
                         run_id: int | None = None) -> int:
@@ -758,7 +765,7 @@ class History:
         list of dict
             ``id``, ``time``, ``source``, ``action``, ``value`` per request.
         """
-        return _live.pending_controls(self.engine, self._run_row()["id"])
+        return _live.pending_controls(self.engine, self._run_id())
 
     def mark_applied(self, event_id: int, outcome: str) -> None:
         """Record that request ``event_id`` was handled, and how.
