@@ -426,21 +426,34 @@ class GenerationWork:
         return batch
 
     # -- vectorized blocks -------------------------------------------------------------
+    def _pick_models(self, k: int, rng) -> np.ndarray:
+        """``k`` models drawn by their probabilities (``k`` uniforms from ``rng`` either way,
+        so a single live model consumes the stream as several do)."""
+        u = rng.random(k)
+        if len(self.alive) == 1:
+            return np.full(k, self.alive[0])
+        return self.alive[np.searchsorted(self.cum, u, side="right")]
+
+    def _models_in(self, model: np.ndarray) -> list[int]:
+        """The distinct models among ``model`` (all proposals of a block), ascending."""
+        if len(self.alive) == 1:
+            return [int(self.alive[0])] if len(model) else []
+        return [int(m) for m in np.unique(model)]
+
     def _propose_block(self, g: int, rng):
-        model = self.alive[np.searchsorted(self.cum, rng.random(g), side="right")]
+        model = self._pick_models(g, rng)
         theta = np.full((g, self.n_params), np.nan)
         todo = np.arange(g)
         for _ in range(_MAX_PROPOSAL_TRIES):
             if self.transitions is not None:
-                model[todo] = self.alive[np.searchsorted(self.cum, rng.random(len(todo)),
-                                                         side="right")]
+                model[todo] = self._pick_models(len(todo), rng)
                 if len(self.alive) > 1:
                     stay = rng.random(len(todo)) < self.stay
                     for r in np.flatnonzero(~stay):
                         model[todo[r]] = self._jump(int(model[todo[r]]), rng)
             bad = []
-            for m in np.unique(model[todo]):
-                rows = todo[model[todo] == m]
+            for m in self._models_in(model[todo]):
+                rows = todo if len(self.alive) == 1 else todo[model[todo] == m]
                 prior = self.priors[m]
                 if self.transitions is None:
                     th = prior.rvs(len(rows), rng).reshape(len(rows), prior.dim)
@@ -458,8 +471,8 @@ class GenerationWork:
         stats = np.full((g, self.layout.size), np.nan)
         failed = np.zeros(g, dtype=bool)
         first_failure = fatal = None
-        for m in np.unique(model):
-            rows = np.flatnonzero(model == m)
+        for m in self._models_in(model):
+            rows = np.arange(g) if len(self.alive) == 1 else np.flatnonzero(model == m)
             mod, prior = self.models[m], self.priors[m]
             params = {name: theta[rows, j] for j, name in enumerate(prior.names)}
             try:

@@ -225,6 +225,14 @@ def insert_event(engine: sa.Engine, run_id: int, action: str, value, source: str
             value=json.dumps(value), applied=None, outcome=None)).inserted_primary_key[0])
 
 
+#: One statement object for every call (read once per generation): its cache key is
+#: computed once and its compiled form is reused by the engine.
+_PENDING = (sa.select(events.c.id, events.c.time, events.c.source, events.c.action,
+                      events.c.value)
+            .where(events.c.run_id == sa.bindparam("rid"), events.c.applied.is_(None))
+            .order_by(events.c.id))
+
+
 def pending_controls(engine: sa.Engine, run_id: int) -> list[dict]:
     """The run's steering requests not applied yet, oldest first.
 
@@ -240,11 +248,8 @@ def pending_controls(engine: sa.Engine, run_id: int) -> list[dict]:
     list of dict
         ``id``, ``time``, ``source``, ``action``, ``value`` (decoded) per request.
     """
-    q = (sa.select(events.c.id, events.c.time, events.c.source, events.c.action,
-                   events.c.value)
-         .where(events.c.run_id == run_id, events.c.applied.is_(None)).order_by(events.c.id))
     with engine.connect() as c:
-        rows = c.execute(q).mappings().all()
+        rows = c.execute(_PENDING, {"rid": int(run_id)}).mappings().all()
     return [{**dict(r), "value": json.loads(r["value"]) if r["value"] else None} for r in rows]
 
 
