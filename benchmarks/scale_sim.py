@@ -247,6 +247,7 @@ class Simulation:
             self.backed_up: set[int] = set()
             self.claimed = 0                        # running tasks of this generation
             self.arriving = 0                       # results on their way to the master
+            self.drain_left = 0                     # results of the Redis master's current read
             self.now += self.c.publish_per_worker * self.W * self.c.stretch
             self._refill()
             self._loop()
@@ -345,6 +346,9 @@ class Simulation:
         if self.dask and id(task) not in self.in_flight:
             cost = 0.0  # a cancelled future's result: skipped at no real cost
         tick = False
+        if not self.dask and self.drain_left == 0:
+            # this result and those waiting behind it (at most DRAIN of them per read)
+            self.drain_left = 1 + min(len(self.inbox), 500)
         if not self.dask and self.now - self.last_tick > 0.5:
             cost += self.tick
             self.last_tick = self.now
@@ -370,8 +374,9 @@ class Simulation:
         else:
             if tick:  # the tick also drops queued tasks that can no longer contribute
                 self.queue = deque(t for t in self.queue if self.sched.wanted(t))
-            if self.inbox:
-                return  # the Redis master reads every waiting result before it refills
+            self.drain_left -= 1
+            if self.drain_left > 0:
+                return  # the Redis master handles what was waiting when it looked, then refills
         self._refill()
 
     def _finish(self, worker: int) -> None:
