@@ -134,3 +134,29 @@ def test_children_of_a_busy_sqlite_thread_hang_without_the_hooks_and_never_with_
     # measured: 4 of 200 children hung without the hooks; 0 of 200 with them
     assert hung("plain", 600) > 0, "the hazard did not show: this test proves nothing here"
     assert hung("dabc", 600) == 0
+
+
+# --- the multicore master's cancel cells (dabc.samplers.worker.Monitor) ---------------------
+def test_monitor_cancels_tasks_beyond_the_cutoff_and_of_a_finished_generation():
+    import multiprocessing as mp
+
+    from dabc.samplers.base import IDS, Task
+    from dabc.samplers.worker import Monitor
+
+    mon = Monitor(mp.get_context("fork"))
+    mon.open(3)
+    early, late = Task(IDS, 0, 10), Task(IDS, 50, 60)
+    c_early, c_late = mon.cancelled_for(3, early), mon.cancelled_for(3, late)
+    assert not c_early() and not c_late()
+    mon.set_cutoff(42)  # the 42nd id is the n-th accepted: later tasks cannot contribute
+    assert not c_early() and c_late()
+    stale = mon.cancelled_for(3, early)
+    mon.open(4)  # the next generation: tasks of generation 3 stop, new ones run
+    assert stale() and not mon.cancelled_for(4, late)()
+    mon.close()  # the master returned: everything still running may stop
+    assert mon.cancelled_for(4, early)()
+    # seen from a forked worker process, as the multicore sampler's workers see it
+    mon.open(5)
+    mon.set_cutoff(7)
+    assert _fork_and_report(lambda: 10 * mon.cancelled_for(5, late)()
+                            + mon.cancelled_for(5, early)()) == 10

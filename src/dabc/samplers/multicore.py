@@ -10,6 +10,12 @@ recycled after a number of tasks or above a memory size (``max_tasks_per_worker`
 ``max_worker_memory``), and each simulation may have a time limit (``simulation_timeout``):
 a worker whose simulation cannot even be interrupted is killed, and that simulation counts
 as failed when its task runs again.
+
+Tasks that can no longer contribute stop at their next evaluation: the master shows each
+worker, in shared memory (:class:`~dabc.samplers.worker.Monitor`), the generation it samples
+and its DYN cut-off, so a task starting beyond the cut-off, or one left running when the
+generation ended, does not hold its worker (measured on `fast` with 2 processes: 55-59k
+evaluations/s before, 66-80k after).
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import cloudpickle
 
 from .._compat.process import set_parent_death_signal
 from ..errors import WorkerError
-from .base import Batch, Sampler, SampleResult, WorkRequest
+from .base import IDS, Batch, Sampler, SampleResult, WorkRequest
 from .scheduling import Scheduler, make_scheduler
 from .worker import Monitor, check_timeout, execute, set_monitor
 
@@ -135,9 +141,11 @@ def _worker_main(conn, parent_end, monitor: Monitor, opts: _Options, parent: int
         if kind == "work":
             work = cloudpickle.loads(body)
             continue
-        task, doomed = body
+        task, doomed, serial = body
+        cancelled = monitor.cancelled_for(serial, task) if task.kind == IDS else None
         try:
-            conn.send(("batch", token, task, execute(work, task, None, opts.timeout, doomed)))
+            conn.send(("batch", token, task, execute(work, task, cancelled, opts.timeout,
+                                                     doomed)))
         except BaseException:
             conn.send(("crash", token, task, traceback.format_exc()))
         done += 1
@@ -187,13 +195,26 @@ class _Pool:
         self.timeouts_killed = 0
         # (token, start, stop) -> indices of model calls that hung beyond interruption
         self.doomed: dict[tuple, frozenset] = {}
+        self.serial = 0  # of the generation being sampled (shown to workers to cancel tasks)
 
     def _fill(self) -> None:
         while len(self.workers) < self.n_procs:
-            self.workers.append(_Worker(self.ctx, self.opts))
+            w = _Worker(self.ctx, self.opts)
+            w.monitor.open(self.serial)
+            self.workers.append(w)
 
     def run(self, request: WorkRequest, sched: Scheduler) -> SampleResult:
+        self.serial += 1
+        for w in self.workers:
+            w.monitor.open(self.serial)
         self._fill()
+        try:
+            return self._run(request, sched)
+        finally:
+            for w in self.workers:  # what still runs of this generation stops early
+                w.monitor.close()
+
+    def _run(self, request: WorkRequest, sched: Scheduler) -> SampleResult:
         token = request.work.token
         restarts = 0
         self._per_eval: list[float] = []  # seconds per evaluation of each batch so far
@@ -212,7 +233,7 @@ class _Pool:
                         if w.token != token:
                             w.conn.send(("work", token, request.payload))
                             w.token = token
-                        w.conn.send(("task", token, (task, doomed)))
+                        w.conn.send(("task", token, (task, doomed, self.serial)))
                     except OSError:  # the worker died before we noticed: redo its tasks
                         restarts += 1
                         self._replace(w, token, sched, restarts)
@@ -232,6 +253,10 @@ class _Pool:
                 elif status == "gone":
                     restarts += 1
                     self._replace(w, token, sched, restarts)
+            cutoff = getattr(sched, "cutoff", None)  # DYN: later tasks may stop at once
+            if cutoff is not None:
+                for w in self.workers:
+                    w.monitor.set_cutoff(cutoff)
             self._watch(request, sched)
         return sched.result()
 

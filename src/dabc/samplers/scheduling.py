@@ -221,6 +221,12 @@ class DynamicScheduler(_Scheduler):
         """Whether an issued task can still contribute (False: cancel it if possible)."""
         return self._needed(task.start)
 
+    @property
+    def cutoff(self) -> int | None:
+        """The id of the n-th accepted evaluation once known (it only decreases after):
+        tasks starting beyond it cannot contribute."""
+        return self._cutoff
+
     # -- results --------------------------------------------------------------------
     def add(self, task: Task, batch: Batch) -> None:
         """Record a finished id range."""

@@ -19,6 +19,7 @@ worker whose simulation overran its deadline.
 from __future__ import annotations
 
 import hashlib
+import math
 import signal
 import threading
 import time
@@ -39,12 +40,37 @@ class SimulationTimeout(BaseException):
 
 
 class Monitor:
-    """Shared memory through which a multicore worker shows its master what it is doing:
-    ``start`` (``time.monotonic()`` when the current simulation began, 0 when none runs)
-    and ``calls`` (model calls begun in the current task)."""
+    """Shared memory between a multicore worker and its master.
+
+    The worker shows what it is doing: ``start`` (``time.monotonic()`` when the current
+    simulation began, 0 when none runs) and ``calls`` (model calls begun in the current
+    task). The master shows which of its tasks are still wanted: the serial of the
+    generation it samples and, once known, that generation's DYN cut-off (tasks starting
+    beyond it cannot contribute); see :meth:`cancelled_for`.
+    """
 
     def __init__(self, ctx):
-        self._array = ctx.RawArray("d", 2)
+        self._array = ctx.RawArray("d", 4)  # start, calls, generation serial, cut-off
+        self._array[2], self._array[3] = -1.0, math.inf
+
+    def open(self, serial: int) -> None:
+        """The master samples generation ``serial`` now (no cut-off yet)."""
+        self._array[3] = math.inf
+        self._array[2] = serial
+
+    def close(self) -> None:
+        """The master is done with its generation: every task still running may stop."""
+        self._array[2] = -1.0
+
+    def set_cutoff(self, cutoff: int) -> None:
+        """DYN tasks starting beyond evaluation id ``cutoff`` are no longer wanted."""
+        self._array[3] = cutoff
+
+    def cancelled_for(self, serial: int, task: Task) -> Callable[[], bool]:
+        """The ``cancelled`` callable of :func:`execute` for ``task`` of generation
+        ``serial`` (about 0.1 µs a call): True once the master no longer wants it."""
+        array, start = self._array, task.start
+        return lambda: array[2] != serial or start > array[3]
 
     @property
     def start(self) -> float:
