@@ -14,8 +14,10 @@ as failed when its task runs again.
 Tasks that can no longer contribute stop at their next evaluation: the master shows each
 worker, in shared memory (:class:`~dabc.samplers.worker.Monitor`), the generation it samples
 and its DYN cut-off, so a task starting beyond the cut-off, or one left running when the
-generation ended, does not hold its worker (measured on `fast` with 2 processes: 55-59k
-evaluations/s before, 66-80k after).
+generation ended, does not hold its worker into the next generation (measured on `fast`
+with 2 processes and a new sampler per run: 55-59k evaluations/s before, 66-80k after, in 3
+interleaved pairs; in benchmarks/run_all.py's repeated runs the difference was within the
+noise, 65k against 68k).
 """
 
 from __future__ import annotations
