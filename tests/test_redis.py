@@ -624,3 +624,31 @@ def test_sigterm_worker_exits_at_once_and_hands_back_its_claim(how, server, work
     assert_same(got, ref)
     stats = finish(server, ws)
     assert all(x["tasks"] > 0 for x in stats), stats
+
+
+def test_results_not_yet_read_count_as_in_flight(server, rc):
+    """The master keeps 2 W tasks in flight, counting queued, claimed *and* finished results
+    it has not read yet. Before, waiting results were not counted: with a busy master the
+    workers ran tasks past the generation's end (3,090 simulations for 2,543 used, 100
+    workers of 1 s)."""
+    from dabc.samplers.scheduling import DynamicScheduler
+
+    sampler = sampler_for(server)
+    sampler._outstanding = {}
+    keys = {k: f"dabc:test:{k}" for k in ("queue", "claims", "results")}
+    workers = 4  # target: 8 in flight
+
+    def refill() -> int:
+        sched = DynamicScheduler(1000, fixed_size=1)
+        sampler._refill(rc, sched, keys, workers)
+        queued = rc.llen(keys["queue"])
+        rc.delete(keys["queue"])
+        return queued
+
+    assert refill() == 8
+    rc.hset(keys["claims"], mapping={"t1": "w1", "t2": "w2"})
+    assert refill() == 6
+    rc.rpush(keys["results"], *[b"r"] * 5)  # finished, not yet read by the master
+    assert refill() == 1
+    rc.rpush(keys["results"], *[b"r"] * 5)
+    assert refill() == 0
