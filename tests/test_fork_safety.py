@@ -67,6 +67,27 @@ def test_a_fork_waits_while_a_dabc_thread_is_inside_the_database():
     database_lock.release()
 
 
+def test_a_fork_that_gave_up_waiting_leaves_the_child_a_free_lock(monkeypatch, caplog):
+    from dabc._compat import process
+
+    monkeypatch.setattr(process, "FORK_WAIT", 0.2)
+    inside, release = threading.Event(), threading.Event()
+
+    def writer():
+        with database_lock:
+            inside.set()
+            release.wait(5)
+
+    threading.Thread(target=writer, daemon=True).start()
+    assert inside.wait(5)
+    try:
+        # the child can take the lock, whose holder does not exist there
+        assert _fork_and_report(lambda: database_lock.acquire(timeout=2)) == 1
+    finally:
+        release.set()
+    assert any("inherit a held database lock" in r.getMessage() for r in caplog.records)
+
+
 def test_the_live_recorder_writes_under_the_lock(tmp_path):
     """The recorder is the master's thread that writes while workers are forked: its writes
     hold the lock (a write made while the lock is held elsewhere waits for it)."""

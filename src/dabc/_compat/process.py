@@ -28,6 +28,9 @@ measures, both with public Python APIs only (``os.register_at_fork``, ``gc.freez
 - the child freezes every object it inherited (``gc.freeze()``) before any Python code runs
   in it, so its garbage collector never finalizes the parent's objects: closing an inherited
   SQLite connection in a child would also release the parent's file locks.
+
+Private API: when a fork went ahead without the lock, the child resets it with
+``threading.RLock._at_fork_reinit()`` (Python 3.9 to 3.13; skipped where it is missing).
 """
 
 from __future__ import annotations
@@ -90,6 +93,10 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     gc.freeze()  # never finalize what the parent owns (its database connections above all)
+    if not getattr(_held_for_fork, "value", False) and hasattr(database_lock, "_at_fork_reinit"):
+        # forked after FORK_WAIT while another thread held it: that thread does not exist
+        # here, so the lock would stay held for good (private RLock API, Python >= 3.9)
+        database_lock._at_fork_reinit()
     _after_fork_in_parent()  # the forking thread owns the lock in the child as well
 
 
