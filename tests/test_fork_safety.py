@@ -49,7 +49,9 @@ def test_a_forked_child_freezes_what_it_inherited():
     assert gc.isenabled() and gc.get_freeze_count() == frozen  # the parent is left as it was
 
 
-def test_a_fork_waits_while_a_dabc_thread_is_inside_the_database():
+def _lock_held_by_another_thread() -> threading.Event:
+    """Another thread takes database_lock, as the live recorder does inside the database,
+    and holds it until the returned event is set (at most 5 s)."""
     inside, release = threading.Event(), threading.Event()
 
     def writer():
@@ -59,6 +61,11 @@ def test_a_fork_waits_while_a_dabc_thread_is_inside_the_database():
 
     threading.Thread(target=writer, daemon=True).start()
     assert inside.wait(5)
+    return release
+
+
+def test_a_fork_waits_while_a_dabc_thread_is_inside_the_database():
+    release = _lock_held_by_another_thread()
     threading.Timer(0.5, release.set).start()
     t0 = time.monotonic()
     assert _fork_and_report(lambda: 7) == 7
@@ -71,15 +78,7 @@ def test_a_fork_that_gave_up_waiting_leaves_the_child_a_free_lock(monkeypatch, c
     from dabc._compat import process
 
     monkeypatch.setattr(process, "FORK_WAIT", 0.2)
-    inside, release = threading.Event(), threading.Event()
-
-    def writer():
-        with database_lock:
-            inside.set()
-            release.wait(5)
-
-    threading.Thread(target=writer, daemon=True).start()
-    assert inside.wait(5)
+    release = _lock_held_by_another_thread()
     try:
         # the child can take the lock, whose holder does not exist there
         assert _fork_and_report(lambda: database_lock.acquire(timeout=2)) == 1
