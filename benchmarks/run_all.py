@@ -60,9 +60,14 @@ def _median_run(runs: list[dict]) -> dict:
     return {**med, "evals_per_s_repeats": [r.get("evals_per_s") for r in runs]}
 
 
-def bench_fast(with_pyabc: bool, repeats: int = 3) -> dict:
+def bench_fast(with_pyabc: bool, repeats: int = 3, runs_per_round: int = 5) -> dict:
     """The `fast` workload, dabc and pyABC interleaved in each of ``repeats`` rounds; each
-    side's median run (by evaluations per second) gives the ratios."""
+    side's median run (by evaluations per second) gives the ratios.
+
+    A dabc run lasts 0.04-0.25 s, where one scheduler hiccup or garbage collection of this
+    shared machine moves a single run by 30 %; a pyABC run lasts 7-10 s. So each round runs
+    every dabc case ``runs_per_round`` times in a row and pyABC's once; the median is taken
+    over all of a case's runs (the first, cold run of the process included)."""
     cases = {
         "single": lambda: run_dabc("fast", dabc.SingleCoreSampler()),
         "multicore2": lambda: run_dabc("fast", dabc.MulticoreEvalParallelSampler(2)),
@@ -78,12 +83,12 @@ def bench_fast(with_pyabc: bool, repeats: int = 3) -> dict:
     theirs_runs: dict[str, list] = {k: [] for k in py_cases}
     for _ in range(max(repeats, 1)):
         for k, f in cases.items():
-            ours_runs[k].append(f())
+            ours_runs[k].extend(f() for _ in range(max(runs_per_round, 1)))
         if with_pyabc:
             for k, f in py_cases.items():
                 theirs_runs[k].append(f())
     ours = {k: _median_run(v) for k, v in ours_runs.items()}
-    out = {"dabc": ours, "repeats": repeats}
+    out = {"dabc": ours, "repeats": repeats, "dabc_runs_per_round": runs_per_round}
     if with_pyabc:
         theirs = {k: _median_run(v) for k, v in theirs_runs.items()}
         out["pyabc"] = theirs
@@ -129,13 +134,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-pyabc", action="store_true", help="run the dabc side only")
     ap.add_argument("--repeats", type=int, default=3,
                     help="interleaved rounds of the fast workload (the median counts)")
+    ap.add_argument("--runs-per-round", type=int, default=5,
+                    help="dabc runs of each fast case per round (pyABC: one)")
     args = ap.parse_args(argv)
     with_pyabc = not args.no_pyabc
     results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                            "dabc": dabc.__version__}}
     for name in args.only.split(","):
         if name == "fast":
-            results["fast"] = bench_fast(with_pyabc, args.repeats)
+            results["fast"] = bench_fast(with_pyabc, args.repeats, args.runs_per_round)
         elif name in ("sleep10", "sleep100"):
             results[name] = bench_sleep(name, with_pyabc)
         elif name == "storage":

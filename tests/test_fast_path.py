@@ -1,4 +1,5 @@
-"""The fast evaluation path (issue 14): stream scheme 2, block proposals, vectorized distances.
+"""The fast evaluation path (issue 14): stream schemes 2 and 3, block proposals, vectorized
+distances.
 
 Scheme 2 (``dabc.engine.work``) derives every random number of DYN evaluation ``i`` of
 generation ``t`` from ``(seed, t, i)`` through counter-selected Philox streams, and draws the
@@ -141,12 +142,89 @@ def _run(db, scheme=None, gens=3, model=gauss, **kw):
     return abc.run({"y": 0.7}, db=f"sqlite:///{db}", max_generations=gens)
 
 
-def test_new_runs_store_scheme_2_and_resume_under_it(tmp_path):
+def test_new_runs_store_scheme_3_and_resume_under_it(tmp_path):
     h = _run(tmp_path / "a.db", gens=2)
-    assert json.loads(h.config)["stream_scheme"] == 2
+    assert json.loads(h.config)["stream_scheme"] == 3
     resumed = dabc.ABCSMC.load(f"sqlite:///{tmp_path / 'a.db'}", sampler=dabc.SingleCoreSampler(),
                                progress=False).run(max_generations=4)
     assert_same(snapshot(resumed), snapshot(_run(tmp_path / "b.db", gens=4)))
+
+
+def test_a_scheme_2_run_resumes_with_the_unfactored_density(tmp_path):
+    """Scheme 3 changes only the weights' arithmetic: the same particles as scheme 2, weights
+    within rounding, not the same bits; a scheme-2 run resumes bit-identically to an
+    uninterrupted scheme-2 run."""
+    _run(tmp_path / "old.db", scheme=2, gens=2)
+    abc = dabc.ABCSMC.load(f"sqlite:///{tmp_path / 'old.db'}", sampler=dabc.SingleCoreSampler(),
+                           progress=False)
+    assert abc._stream_scheme == 2
+    resumed = snapshot(abc.run(max_generations=3))
+    ref2 = snapshot(_run(tmp_path / "ref2.db", scheme=2, gens=3))
+    assert_same(resumed, ref2)
+    ref3 = snapshot(_run(tmp_path / "ref3.db", gens=3))
+    w2, w3 = ref2["arrays"][1][0]["weight"], ref3["arrays"][1][0]["weight"]
+    np.testing.assert_array_equal(ref2["arrays"][1][0]["theta"], ref3["arrays"][1][0]["theta"])
+    np.testing.assert_allclose(w3, w2, rtol=1e-9)
+    assert not np.array_equal(w2, w3)
+
+
+@pytest.mark.parametrize("dim", [1, 2, 5])
+def test_the_factored_density_is_the_mixture_density(dim):
+    """Against scipy's Gaussian density summed over the centres, and the unfactored form;
+    far-off points (where every kernel underflows without the row shift) included."""
+    from dabc.engine.transition import _mixture_logpdf
+    rng = np.random.default_rng(dim)
+    centres = rng.normal(size=(300, dim)) + 5.0
+    w = rng.random(300)
+    w /= w.sum()
+    chol = np.linalg.cholesky(np.cov(centres.T).reshape(dim, dim) * 0.1)
+    x = np.vstack([rng.normal(size=(200, dim)) + 5.0, np.full((2, dim), 60.0)])
+    got = _mixture_logpdf(x, centres, np.log(w), chol, factored=True)
+    old = _mixture_logpdf(x, centres, np.log(w), chol)
+    cov = chol @ chol.T
+    dens = np.array([scipy.stats.multivariate_normal(c, cov).logpdf(x) for c in centres])
+    want = scipy.special.logsumexp(dens + np.log(w)[:, None], axis=0)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(got, old, rtol=1e-12, atol=1e-11)
+
+
+_THREADS_SCRIPT = """
+import hashlib, numpy as np, dabc
+from dabc.engine.transition import _mixture_logpdf
+rng = np.random.default_rng(3)
+out = []
+for n, d in [(1000, 1), (3000, 2), (2000, 5), (10000, 3)]:
+    x, c = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+    w = rng.random(n)
+    chol = np.linalg.cholesky(np.cov(c.T).reshape(d, d)) * 0.3
+    for f in (False, True):
+        out.append(_mixture_logpdf(x, c, np.log(w / w.sum()), chol, factored=f).tobytes())
+h = dabc.ABCSMC(lambda p, rng: {"y": p["x"] + rng.normal(size=2)},
+                dabc.Prior(x=dabc.RV("norm", 0, 1)), population_size=2000, seed=5,
+                sampler=dabc.SingleCoreSampler(), progress=False).run(
+    {"y": [0.3, 0.4]}, db="sqlite:///" + __import__("sys").argv[1], max_generations=2)
+df, w = h.get_distribution(t=1)
+out.append(df.to_numpy().tobytes() + np.asarray(w).tobytes())
+print(hashlib.sha256(b"".join(out)).hexdigest())
+"""
+
+
+def test_results_do_not_depend_on_the_number_of_blas_threads(tmp_path):
+    """The mixture densities (both forms) and a whole run give the same bits with 1 and 2
+    OpenBLAS threads (each in its own interpreter: the count is read at import)."""
+    import os
+    import subprocess
+    import sys
+    digests = set()
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        out = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT,
+                              str(tmp_path / f"t{threads}.db")], env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
 
 
 def test_a_stored_run_without_the_field_resumes_under_scheme_1(tmp_path):
@@ -166,8 +244,8 @@ def test_a_stored_run_without_the_field_resumes_under_scheme_1(tmp_path):
     assert abc._stream_scheme == 1
     resumed = snapshot(abc.run(max_generations=4))
     assert_same(resumed, snapshot(_run(tmp_path / "ref1.db", scheme=1, gens=4)))
-    scheme2 = snapshot(_run(tmp_path / "ref2.db", scheme=2, gens=4))
-    assert not np.array_equal(resumed["arrays"][0][0]["theta"], scheme2["arrays"][0][0]["theta"])
+    scheme3 = snapshot(_run(tmp_path / "ref3.db", gens=4))
+    assert not np.array_equal(resumed["arrays"][0][0]["theta"], scheme3["arrays"][0][0]["theta"])
 
 
 def test_an_unknown_scheme_is_refused_at_load(tmp_path):

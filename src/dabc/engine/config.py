@@ -24,7 +24,7 @@ The ``config`` column of a run holds one JSON object (UTF-8)::
 
     {"format": "dabc-config", "version": 1, "written_by": "dabc 0.1.0",
      "population_size": 120, "seed": 42, "model_prior": [0.6, 0.4],
-     "stay_probability": 0.8, "max_failure_rate": 0.2, "stream_scheme": 2,
+     "stay_probability": 0.8, "max_failure_rate": 0.2, "stream_scheme": 3,
      "models": [{"name": "shift", "function": {"$code": ...}}, ...],
      "priors": [[{"parameter": "x", "distribution": "norm", "args": [0, 2], "kwargs": {}}],
                 ...],
@@ -234,7 +234,7 @@ def dump_config(*, models: Sequence[tuple[str, Callable]], priors: Sequence[Prio
                 population_size: int, seed: int, model_prior: Sequence[float],
                 stay_probability: float, max_failure_rate: float, distance: Distance,
                 epsilon: Epsilon, transitions: Sequence[Transition],
-                written_by: str, stream_scheme: int = 2) -> bytes:
+                written_by: str, stream_scheme: int = 3) -> bytes:
     """The ``config`` bytes of a run (format :data:`VERSION`).
 
     Parameters
@@ -257,7 +257,7 @@ def dump_config(*, models: Sequence[tuple[str, Callable]], priors: Sequence[Prio
         One per model.
     written_by : str
         The writing dabc's version, for information.
-    stream_scheme : int, default 2
+    stream_scheme : int, default 3
         The run's random stream scheme (:data:`dabc.engine.work.STREAM_SCHEME` for new runs).
 
     Returns

@@ -3,7 +3,8 @@
 A dashboard or ``dabc info`` elsewhere sees a run only through its database
 (:mod:`dabc.storage.live`). While :meth:`dabc.ABCSMC.run` runs, a :class:`LiveRecorder`
 thread writes the latest snapshot of the generation in progress to ``dabc_live``: at most
-every 0.5 s when it changed, and at least every :data:`~dabc.storage.live.HEARTBEAT`
+every 0.5 s when it changed (a new generation included), and at least every
+:data:`~dabc.storage.live.HEARTBEAT`
 seconds, so a reader can tell a slow generation from a dead master.
 
 The sampler's progress callback runs once per result, on the thread that schedules work:
@@ -78,15 +79,14 @@ class LiveRecorder:
         self._rules = dict(rules)
         self._stop = threading.Event()
         self._wake = threading.Event()  # a new generation: write it now, not at the next tick
-        self._started = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
         self.writes = 0
 
     # -- fed by the engine and the sampler -----------------------------------------------
     def generation(self, t: int, epsilon: float, needed: int) -> None:
-        """A new generation begins (resets the counts; the thread writes it at once, so a
-        reader never sees the previous generation's row while this one runs)."""
+        """A new generation begins (resets the counts; the thread writes it at once, or
+        at the end of the interval since its last write)."""
         self._numbers = (0, 0, 0.0)
         self._gen = (int(t), float(epsilon), int(needed), _now())
         self._wake.set()
@@ -129,10 +129,14 @@ class LiveRecorder:
 
     def _loop(self) -> None:
         last_written, last_time = None, time.monotonic()
-        self.write()  # the first row at once: from now on the run can be steered
-        self._started.set()
         while True:
             self._wake.wait(self.interval)
+            # never two writes closer than `interval`: a generation that starts soon after
+            # a write is shown at the end of that interval (short generations only), and a
+            # run of many short generations costs two writes a second, not one per generation
+            rest = last_time + self.interval - time.monotonic()
+            if rest > 0:
+                self._stop.wait(rest)
             self._wake.clear()
             if self._stop.is_set():
                 break
@@ -144,8 +148,14 @@ class LiveRecorder:
                 last_time = now  # a failed write is retried at the next heartbeat or change
 
     def start(self) -> LiveRecorder:
-        """Start the thread, which writes the first snapshot at once (off the run's path:
-        the first generation starts meanwhile)."""
+        """Write the first snapshot (from now on the run can be steered) and start the
+        thread.
+
+        The first write is made here, on the caller's thread: written from the new thread
+        it would hold the interpreter while the run starts (one write costs about 1 ms of
+        Python; a thread that does not give the interpreter back is interrupted only every
+        5 ms)."""
+        self.write()
         self._thread = threading.Thread(target=self._loop, name=f"dabc-live-{self.run_id}",
                                         daemon=True)
         self._thread.start()
@@ -153,7 +163,6 @@ class LiveRecorder:
 
     def stop(self) -> None:
         """Stop the thread and write the final snapshot."""
-        self._started.wait(timeout=5.0)  # the first row is written before the last
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

@@ -651,6 +651,7 @@ class ABCSMC:
             for m, a in previous.items():
                 model_probs[m] = a["weight"].sum()
                 trans = self.transitions[m]
+                trans.factored_density = self._stream_scheme >= 3  # part of the scheme
                 trans.fit(a["theta"], a["weight"])
                 transitions[m] = trans
             model_probs /= model_probs.sum()

@@ -11,7 +11,7 @@ Scheme 1 (dabc 0.1 runs, and stored runs without the field)
     ``(t, 0, i)`` (DYN) or ``(t, 1, j, r)`` (STAT slot ``j``, try ``r``). It proposes the
     parameters and is then the model's ``rng``.
 
-Scheme 2 (new runs, :data:`STREAM_SCHEME`)
+Scheme 2
     Counter-based ``numpy.random.Philox`` streams, keyed once per generation: the key of
     kind ``k`` is ``SeedSequence(seed, spawn_key=(t, k)).generate_state(2, uint64)`` and
     a stream is selected by its 256-bit counter ``[0, r, i, 0]`` (re-keying costs a state
@@ -23,7 +23,14 @@ Scheme 2 (new runs, :data:`STREAM_SCHEME`)
     with a plain model: slot ``j``, try ``r`` proposes and simulates from the kind-1 stream
     with counter ``[0, r, j, 0]``.
 
-Vectorized models (both schemes) are evaluated in fixed blocks of ids, one
+Scheme 3 (new runs, :data:`STREAM_SCHEME`)
+    The streams of scheme 2. What changes is the arithmetic of the importance weights:
+    the built-in kernels with one covariance evaluate their mixture density in factored
+    form (:attr:`dabc.engine.transition.Transition.factored_density`), which rounds
+    differently. A scheme names everything that decides a run's bits, so a scheme-2 run
+    resumes with the unfactored density it started with.
+
+Vectorized models (all schemes) are evaluated in fixed blocks of ids, one
 SeedSequence stream per block, spawn key ``(t, 2, b)`` (DYN) or ``(t, 3, j, b)`` (STAT).
 """
 
@@ -42,9 +49,9 @@ from .distance import check_distances
 _DYN, _STAT, _DYN_BLOCK, _STAT_BLOCK, _DYN_PROPOSAL = 0, 1, 2, 3, 4
 _MAX_PROPOSAL_TRIES = 10_000
 
-STREAM_SCHEME = 2
+STREAM_SCHEME = 3
 """The stream scheme new runs use (see the module docstring); 1 is the scheme of dabc 0.1."""
-STREAM_SCHEMES = (1, 2)
+STREAM_SCHEMES = (1, 2, 3)
 """The stream schemes this dabc can run."""
 PROPOSAL_BLOCK = 256
 """Scheme 2: ids whose proposals are drawn together (part of the scheme: never change it)."""
