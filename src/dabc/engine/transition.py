@@ -279,6 +279,10 @@ def _mixture_logpdf(x, centres, logw, chols, chunk=2048, factored=False):
     return out
 
 
+_LOWEST_EXPONENT = -700.0
+"""Exponents below this are raised to it before ``exp`` (see :func:`_factored_mixture_logpdf`)."""
+
+
 def _factored_mixture_logpdf(x, centres, w, chol, block=2**17):
     """The mixture density with one covariance, in factored form (stream scheme 3).
 
@@ -289,6 +293,8 @@ def _factored_mixture_logpdf(x, centres, w, chol, block=2**17):
     row is shifted by its largest exponent (in one dimension, that of the nearest centre,
     found by bisection), so no row underflows; the points are centred on the centres'
     mean by the caller, which bounds the cancellation in the exponent to about 1e-13.
+    Exponents below -700 count as -700: a far kernel then adds ``w_j * 1e-304`` instead of
+    a slow subnormal or 0, which changes no sum whose nearest term is above 1e-288.
     Blocks of ``block`` exponents stay in cache. For 1,000 particles: 1.6 times faster than
     the unfactored form in one dimension, 3 to 5 times in 2 to 10.
     """
@@ -312,15 +318,23 @@ def _factored_mixture_logpdf(x, centres, w, chol, block=2**17):
                           (z[:, 0] - srt[np.minimum(k, m - 1)]) ** 2)
         shift = -0.5 * near
         left[:, d + 1] -= shift
-    rows = max(1, block // max(m, 1))
+    rows = max(1, min(n, block // max(m, 1)))
     out = np.empty(n)
+    buf = np.empty((rows, m))  # one buffer: a fresh block each time would be mmapped anew
+    # no exponent (after the shift) is below -(|z_i| + max_j |c_j|)^2 / 2: blocks whose
+    # bound stays above the limit need no clamping pass
+    reach = np.sqrt((z * z).sum(axis=1)) + np.sqrt((c * c).sum(axis=1).max(initial=0.0))
     for s in range(0, n, rows):
-        e = left[s:s + rows] @ right
+        e = np.matmul(left[s:s + rows], right, out=buf[:min(rows, n - s)])
         if d == 1:
             top = shift[s:s + rows]
         else:
             top = e.max(axis=1)
             e -= top[:, None]
+        # exp of an argument below -708 (a result that is subnormal or 0) takes 8-50 times
+        # longer than of one above; such a kernel's share is below 1e-300 of the nearest's
+        if 0.5 * reach[s:s + rows].max() ** 2 > -_LOWEST_EXPONENT:
+            np.maximum(e, _LOWEST_EXPONENT, out=e)
         np.exp(e, out=e)
         out[s:s + rows] = np.log(e @ w) + top + const
     return out
