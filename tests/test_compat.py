@@ -267,3 +267,41 @@ def test_importing_the_slurm_cluster_keeps_the_sigint_handler():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "KeyboardInterrupt"
+
+
+def test_sqlite_engines_share_one_dialect_and_compile_a_statement_once(tmp_path):
+    """Two runs in two SQLite files: the second compiles none of the statements the first
+    compiled, and each file still holds only its own run."""
+    import sqlalchemy as sa
+    from sqlalchemy.sql import elements
+
+    import dabc
+    from dabc.storage import History
+
+    def run(name):
+        abc = dabc.ABCSMC(lambda p, rng: {"y": p["x"] + rng.normal()},
+                          dabc.Prior(x=dabc.RV("norm", 0, 1)), population_size=50, seed=3,
+                          sampler=dabc.SingleCoreSampler(), progress=False)
+        return abc.run({"y": 0.5}, db=f"sqlite:///{tmp_path / name}", max_generations=2)
+
+    compiled = []
+    original = elements.ClauseElement._compiler
+
+    def counting(self, *a, **k):
+        compiled.append(type(self).__name__)
+        return original(self, *a, **k)
+
+    first = run("a.db")
+    elements.ClauseElement._compiler = counting
+    try:
+        second = run("b.db")
+    finally:
+        elements.ClauseElement._compiler = original
+    assert compiled == []
+    assert first.engine.dialect is second.engine.dialect
+    for h in (first, second):
+        other = History(f"sqlite:///{tmp_path / 'a.db'}")
+        assert len(other.all_runs()) == 1
+        with h.engine.connect() as c:
+            assert c.execute(sa.text("SELECT count(*) FROM dabc_runs")).scalar() == 1
+    np.testing.assert_array_equal(first.get_distribution(t=1)[1], second.get_distribution(t=1)[1])

@@ -15,6 +15,8 @@ exercise each on the installed versions.
 - :mod:`.distributed`: ``Client._scatter`` and a worker's task state (the Dask sampler).
 - :mod:`.futures`: ``Executor._max_workers`` (:class:`dabc.ConcurrentFutureSampler`).
 - :mod:`.httpstan`: httpstan's build, cache layout and socket protocol (:mod:`dabc.stan`).
+- :mod:`.sqlalchemy`: ``Engine.dialect``, ``Pool._dialect`` and ``Engine._compiled_cache``
+  (one SQLite dialect and compiled-statement cache for all of a process's SQLite files).
 - :mod:`.cloudpickle`: ``cloudpickle.Pickler``'s code reducer (a model's traceback names the
   user's file, not ``<dynamic-code>``).
 

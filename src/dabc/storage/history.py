@@ -39,6 +39,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable, sort_tables_and_constraints
 
+from .._compat.sqlalchemy import share_sqlite_compilation
 from ..errors import InputError
 from . import live as _live
 from .schema import _meta, checkpoints, generations, particles, runs
@@ -342,6 +343,7 @@ def _engine(url: str, create: bool = False
             engine = sa.create_engine(url)
     except Exception as exc:
         raise InputError(f"Cannot open database {display_url(url)!r}: {exc}") from exc
+    share_sqlite_compilation(engine)  # a statement compiles once per process, not per file
     tables = None if create else _check_dabc_tables(engine, url, path)
     if read_only is not None:
         logger.info("opened database %s read-only: %s", display_url(url), read_only)
