@@ -295,6 +295,7 @@ class DaskDistributedSampler(Sampler):
         self._own_client = False
         self._cluster = None
         self._timing = None
+        self._pull_pool = None  # pull mode: the run's pullers (dabc.samplers.dask_pull)
 
     def _client(self):
         if self.client is None:
@@ -531,10 +532,11 @@ class DaskDistributedSampler(Sampler):
                     return
 
     def close(self) -> None:
-        """Close the local cluster this sampler started (a given client stays open)."""
-        stopper = getattr(self, "_pull_stopper", None)  # pull mode: the last pullers' end
-        if stopper is not None:
-            stopper.join(30)
+        """Stop the pullers of the pull mode, and close the local cluster this sampler
+        started (a given client stays open)."""
+        if self._pull_pool is not None:  # pull mode: stop the run's pullers
+            self._pull_pool.close()
+            self._pull_pool = None
         if self._own_client and self.client is not None:
             self.client.close()
             self._cluster.close()

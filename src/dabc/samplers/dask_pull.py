@@ -3,12 +3,17 @@ through ``distributed.Queue``.
 
 In the push mode (:mod:`dabc.samplers.dask`) every id range is a Dask task: submitted,
 scheduled, run, reported, gathered and released, a dozen messages and about 7 ms of CPU
-across client, scheduler and worker per range. In the pull mode each generation submits one
-*puller* task per worker thread (and one spare). A puller unpickles the generation's work
-once, says hello on the generation's result queue, then takes id ranges from its own inbox
-queue, evaluates them and puts each result on the result queue; the master keeps two ranges
-in every inbox, so a puller never waits for the master. A range costs four small scheduler
-calls (put, get on each side), and the master drains every waiting result in one call.
+across client, scheduler and worker per range. In the pull mode the sampler starts one
+*puller* task per worker thread (and one spare) when it samples its first generation, and
+keeps them for the whole run. Each generation, the master puts the generation's work in
+every puller's inbox queue (the puller unpickles it once), then id ranges; the puller
+evaluates them and puts each result on the sampler's result queue. The master keeps two
+ranges in every inbox, so a puller never waits for the master; a range costs four small
+scheduler calls (put, get on each side), and the master drains every waiting result in one
+call. A puller with an empty inbox waits on its own ``distributed.Event``, which the
+master sets after filling the inbox, so the next generation starts on every worker a few
+messages after the master sends it, not after a task submission, a start and a hello
+(about 40 ms per generation here, 5-7 % of a ``sleep10`` generation).
 
 Guarantees, as in the Redis sampler: the master knows which ranges each puller holds.
 
@@ -17,21 +22,26 @@ Guarantees, as in the Redis sampler: the master knows which ranges each puller h
   sampler's for the same seed.
 - Loss: when a puller's worker leaves the cluster (killed, closed by the scheduler, retired)
   or Dask restarts the puller elsewhere (a second hello), its unfinished ranges are
-  re-issued with the same ids. A range that arrives twice counts once.
+  re-issued with the same ids, and a restarted puller is sent the generation's work again.
+  A range that arrives twice counts once.
 - Stragglers: once nothing new is needed, an idle puller gets a backup copy of the oldest
   unfinished range another puller holds below the cutoff (the first result counts).
-- End of a generation: every inbox gets a stop message and every puller is cancelled; a
-  puller in the middle of a range stops at its next evaluation.
+- End of a generation: every worker is told that the generation ended
+  (``Client.run``, beside the engine's work between generations); a puller in the middle
+  of one of its ranges stops at its next evaluation, and a range of an ended generation
+  still waiting in an inbox is dropped unevaluated (ranges carry their generation's token).
+- End of the run (:meth:`DaskDistributedSampler.close`): every inbox gets a stop message,
+  every puller is cancelled and every queue closed.
 - ``adapt()``: the master follows the cluster's thread count and keeps one spare puller
   waiting, which is also the demand ``adapt()`` sees.
 
-A puller holds its worker thread for the whole generation: analyses sharing one cluster
-take turns generation by generation instead of interleaving their tasks (use the push mode
-to share a cluster finely). ``client_max_jobs`` does not apply.
+A puller holds its worker thread for the whole run: analyses sharing one cluster take turns
+run by run instead of interleaving their tasks (use the push mode to share a cluster
+finely). ``client_max_jobs`` does not apply.
 
-The work travels inside each puller task (through the scheduler, once per puller and
-generation), so a lost worker never loses it. A queue whose puller was killed keeps one
-reference on the scheduler (a few bytes) until the scheduler stops.
+The work travels through the scheduler once per puller and generation, in the inbox. A
+queue whose puller was killed keeps one reference on the scheduler (a few bytes) until the
+scheduler stops.
 """
 
 from __future__ import annotations
@@ -56,46 +66,76 @@ log = logging.getLogger("dabc.samplers.dask")
 
 DEPTH = 2          # ranges kept in each puller's inbox (one running, one waiting)
 CHECK_EVERY = 0.5  # seconds between looks at the cluster's workers
-POLL = (0.002, 0.05)  # a puller with an empty inbox polls it, backing off between these
+
+_ENDED: set[str] = set()
+"""On a worker: the tokens of generations the master has ended (see :func:`_end`)."""
 
 
-def _pull(payload: bytes, key: bytes, k: int, inbox_name: str, outbox_name: str,
+def _end(token: str) -> None:
+    """Run on every worker by the master when a generation ends: its pullers stop the
+    generation's ranges at their next evaluation and drop those still queued."""
+    _ENDED.add(token)
+
+
+def _pull(k: int, inbox_name: str, bell_name: str, outbox_name: str,
           timeout: float | None = None) -> int:
-    """A puller (runs on a worker for one generation): evaluate the id ranges that arrive on
-    ``inbox_name`` and put each result on ``outbox_name``; returns the ranges it evaluated.
+    """A puller (runs on a worker for the whole run): evaluate the id ranges that arrive on
+    ``inbox_name`` with the latest work received, and put each result on ``outbox_name``;
+    returns the ranges it evaluated.
 
-    Messages in: ``[start, stop]``, or None to stop. Out: ``["hello", k, incarnation,
-    worker address]`` first, then ``["result", k, incarnation, start, stop, pickled
-    batch]``. A cancelled puller stops at its next evaluation.
+    Messages in: ``["work", token, payload, key]``, ``["range", token, start, stop]``, or
+    None to stop. Out: ``["hello", k, incarnation, worker address]`` first, then
+    ``["result", k, incarnation, token, start, stop, pickled batch]``. A range whose token
+    is not the latest work's, or whose generation ended (:func:`_end`), is dropped; one
+    running when its generation ends stops at its next evaluation, unreported.
+
+    With an empty inbox the puller waits on the ``distributed.Event`` ``bell_name``, which
+    the master sets after putting work in an idle puller's inbox: a wake-up one message
+    after the work, without polling (a queue ``get`` with a timeout would do, but the
+    scheduler logs each expired one as an ERROR; an expired event wait is silent). It looks
+    at its inbox again at least every :data:`CHECK_EVERY` seconds, and stops there once
+    its task is cancelled (the master closed the pool, or died).
     """
-    from distributed import Queue, get_client, get_worker
+    from distributed import Event, Queue, get_client, get_worker
 
     cancelled = cancellation_check()
     client = get_client()
     inbox, outbox = Queue(inbox_name, client=client), Queue(outbox_name, client=client)
+    bell = Event(bell_name, client=client)
     incarnation = uuid.uuid4().hex
     done = 0
+    work, token = None, None
+
+    def stop_range() -> bool:
+        return token in _ENDED or (cancelled is not None and cancelled())
+
     try:
-        work = load_work(payload, key)
         outbox.put(["hello", k, incarnation, get_worker().address])
-        waiting, wait = [], POLL[0]
+        waiting: list = []
         while not (cancelled is not None and cancelled()):
             if not waiting:
-                # Poll (never a blocking get with a timeout: the scheduler logs each
-                # expired get as an ERROR); the inbox is rarely empty while work remains.
+                waiting = inbox.get(batch=True)
+            if not waiting:
+                # clear, look again, then wait: a bell rung after the second look is kept
+                bell.clear()
                 waiting = inbox.get(batch=True)
                 if not waiting:
-                    time.sleep(wait)
-                    wait = min(2 * wait, POLL[1])
+                    bell.wait(CHECK_EVERY)
                     continue
-            msg, wait = waiting.pop(0), POLL[0]
+            msg = waiting.pop(0)
             if msg is None:
                 break
-            task = Task(IDS, int(msg[0]), int(msg[1]))
-            batch = execute(work, task, cancelled, timeout)
+            if msg[0] == "work":
+                token, work = msg[1], None
+                work = load_work(msg[2], msg[3])
+                continue
+            if msg[1] != token or work is None or token in _ENDED:
+                continue  # a range of an ended generation
+            task = Task(IDS, int(msg[2]), int(msg[3]))
+            batch = execute(work, task, stop_range, timeout)
             if batch.stopped_early:
-                break
-            outbox.put(["result", k, incarnation, task.start, task.stop,
+                continue
+            outbox.put(["result", k, incarnation, token, task.start, task.stop,
                         pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)])
             done += 1
     finally:
@@ -124,11 +164,95 @@ class _Puller:
 
     future: Any
     inbox_name: str
+    bell_name: str
     inbox: Any = None               # opened on its first hello
+    bell: Any = None                # the Event it waits on when its inbox is empty
     incarnation: str | None = None  # from its latest hello; None: not started yet
     worker: str | None = None       # its worker's address; None: lost or not started
+    token: str | None = None        # the generation whose work it was sent last
     held: list = field(default_factory=list)  # ranges given to it, unfinished, in order
     since: float = 0.0              # time.monotonic() of its last message
+
+
+class PullPool:
+    """The pullers of one sampler on one client, kept from its first generation to
+    :meth:`close` (see the module docstring).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The cluster's client.
+    timeout : float, optional
+        The sampler's ``simulation_timeout``.
+    """
+
+    def __init__(self, client, timeout: float | None):
+        from distributed import Queue
+
+        self.client, self.timeout = client, timeout
+        self.tag = f"dabc-pull-{uuid.uuid4().hex[:12]}"
+        self.outbox = Queue(f"{self.tag}-out", client=client)
+        self.pullers: dict[int, _Puller] = {}
+        self._ticking = threading.Event()
+        self._ticker = threading.Thread(target=_tick, args=(self.outbox, self._ticking),
+                                        daemon=True, name="dabc-dask-pull-tick")
+        self._ticker.start()
+        self._ender: threading.Thread | None = None
+
+    def add_puller(self) -> None:
+        # The puller creates its inbox; the master opens it on the puller's hello (a queue
+        # made here would cost a scheduler round trip before each submission).
+        k = len(self.pullers)
+        inbox, bell = f"{self.tag}-in-{k}", f"{self.tag}-bell-{k}"
+        fut = self.client.submit(_pull, k, inbox, bell, self.outbox.name, self.timeout,
+                                 pure=False, key=f"{self.tag}-pull-{k}")
+        self.pullers[k] = _Puller(fut, inbox, bell)
+
+    def end_generation(self, token: str) -> None:
+        """Tell every worker that generation ``token`` ended, from a thread (one round trip
+        to all workers, beside the engine's work between generations)."""
+        self.wait_ended()
+
+        def tell():
+            try:
+                self.client.run(_end, token)
+            except Exception as exc:  # noqa: BLE001 - a lost worker drops its ranges anyway
+                log.debug("telling the workers that a generation ended failed: %s", exc)
+
+        self._ender = threading.Thread(target=tell, daemon=True, name="dabc-dask-pull-end")
+        self._ender.start()
+
+    def wait_ended(self) -> None:
+        if self._ender is not None:
+            self._ender.join(30)
+            self._ender = None
+
+    def close(self) -> None:
+        """Stop every puller: a stop message in every inbox (an idle puller returns at
+        once), every puller cancelled (a busy one stops at its next evaluation), queues
+        closed."""
+        self.wait_ended()
+        self._ticking.set()
+        if self._ticker.is_alive():
+            self._ticker.join(5)
+        pullers = list(self.pullers.values())
+        for p in pullers:
+            try:
+                if p.inbox is not None:
+                    p.inbox.put(None, timeout=5)
+                    p.bell.set()
+            except Exception:  # noqa: BLE001 - the puller is cancelled anyway
+                pass
+        try:
+            self.client.cancel([p.future for p in pullers])
+        except Exception:  # noqa: BLE001 - the client is closing: its tasks go with it
+            pass
+        for q in [self.outbox, *(p.inbox for p in pullers if p.inbox is not None)]:
+            try:
+                q.close()
+            except Exception:  # noqa: BLE001 - the client is closing
+                pass
+        self.pullers.clear()
 
 
 def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
@@ -138,7 +262,8 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
     ----------
     sampler : DaskDistributedSampler
         The sampler whose settings apply (task sizes, timeouts, the timing it keeps
-        between generations).
+        between generations); its :class:`PullPool` is made on the first call and kept
+        until ``sampler.close()``.
     client : distributed.Client
         The cluster's client.
     request : WorkRequest
@@ -161,28 +286,24 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
     >>> import dabc
     >>> sampler = dabc.DaskDistributedSampler(client, mode="pull")  # doctest: +SKIP
     """
-    from distributed import KilledWorker, Queue
+    from distributed import Event, KilledWorker, Queue
 
+    pool = sampler._pull_pool
+    if pool is None or pool.client is not client:
+        if pool is not None:
+            pool.close()
+        pool = sampler._pull_pool = PullPool(client, sampler.simulation_timeout)
+    pool.wait_ended()
     sched = make_scheduler(request, True, batch_size=sampler._fixed_size,
                            timing_hint=sampler._timing, target_seconds=sampler.target_seconds,
                            min_task_fraction=0.5)
     threads = sampler._threads(client)
-    key = request.work.token.encode()
-    tag = f"dabc-{request.work.token.replace(':', '-')}-{uuid.uuid4().hex[:8]}"
-    outbox = Queue(f"{tag}-out", client=client)
-    payload = request.payload
-    pullers: dict[int, _Puller] = {}
+    token = request.work.token
+    work_msg = ["work", token, request.payload, token.encode()]
+    pullers = pool.pullers
     backed_up: set[int] = set()
     per_eval: list[float] = []
     warned = False
-
-    def add_puller():
-        # The puller creates its inbox; the master opens it on the puller's hello (a queue
-        # made here would cost a scheduler round trip before each submission).
-        k = len(pullers)
-        fut = client.submit(_pull, payload, key, k, f"{tag}-in-{k}", outbox.name,
-                            sampler.simulation_timeout, pure=False, key=f"{tag}-pull-{k}")
-        pullers[k] = _Puller(fut, f"{tag}-in-{k}")
 
     def lose(p: _Puller, why: str):
         for task in p.held:
@@ -195,6 +316,10 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
         for p in pullers.values():
             if p.worker is None:
                 continue
+            ring = not p.held  # it may be waiting on its bell
+            if p.token != token:
+                p.inbox.put(work_msg)
+                p.token = token
             while len(p.held) < DEPTH:
                 task = sched.next_task(threads)
                 if task is None:
@@ -202,10 +327,12 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
                         task = backup_for(p)
                     if task is None:
                         break
-                p.inbox.put([task.start, task.stop])
+                p.inbox.put(["range", token, task.start, task.stop])
                 if not p.held:  # an idle puller starts on it now (for watch_slow)
                     p.since = time.monotonic()
                 p.held.append(task)
+            if ring and p.held:
+                p.bell.set()
 
     def backup_for(idle: _Puller) -> Task | None:
         """A second copy of the oldest unfinished wanted range another puller holds (a
@@ -235,14 +362,15 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
                 exc = p.future.exception()
                 if not isinstance(exc, KilledWorker):
                     raise exc
-            if p.future.status in ("error", "cancelled", "lost") or (
-                    p.future.status == "finished" and p.worker is not None):
+            if p.incarnation != "gone" and (
+                    p.future.status in ("error", "cancelled", "lost") or (
+                        p.future.status == "finished" and p.worker is not None)):
                 # it will never run again here: replace it
                 lose(p, f"puller {k} ended ({p.future.status})")
                 p.incarnation = "gone"
         live = sum(p.incarnation != "gone" for p in pullers.values())
         for _ in range(threads + 1 - live):
-            add_puller()
+            pool.add_puller()
 
     def handle(msg):
         kind, k, incarnation = msg[0], int(msg[1]), msg[2]
@@ -251,12 +379,16 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
         if kind == "hello":
             if p.incarnation not in (None, incarnation):
                 lose(p, f"puller {k} started again elsewhere")
+                p.token = None  # the new incarnation has no work yet
             p.incarnation, p.worker = incarnation, msg[3]
             if p.inbox is None:
                 p.inbox = Queue(p.inbox_name, client=client)
+                p.bell = Event(p.bell_name, client=client)
             return
-        task = Task(IDS, int(msg[3]), int(msg[4]))
-        batch = pickle.loads(msg[5])
+        if incarnation != p.incarnation or msg[3] != token:
+            return  # from a generation that ended, or an incarnation that was replaced
+        task = Task(IDS, int(msg[4]), int(msg[5]))
+        batch = pickle.loads(msg[6])
         if task in p.held:
             p.held.remove(task)
         if len(batch) and not batch.stopped_early:
@@ -290,62 +422,34 @@ def sample_pull(sampler, client, request: WorkRequest) -> SampleResult:
                 warned = True
                 return
 
+    for p in pullers.values():
+        p.held.clear()  # the last generation's ranges: its pullers drop them unevaluated
     checked = 0.0
     began, first = time.monotonic(), None
-    ticking = threading.Event()
-    ticker = threading.Thread(target=_tick, args=(outbox, ticking), daemon=True,
-                              name="dabc-dask-pull-tick")
+    # hellos and stale results that came in between generations
+    waiting = pool.outbox.get(batch=True) if pullers else []
     try:
-        ticker.start()
         while not sched.done:
+            for msg in waiting:
+                if msg[0] != "tick":
+                    if first is None and msg[0] == "result" and msg[3] == token:
+                        first = time.monotonic()
+                    handle(msg)
+                if sched.done:
+                    break
+            if sched.done:
+                break
             if time.monotonic() - checked > CHECK_EVERY:
                 check_cluster()
                 watch_slow()
                 checked = time.monotonic()
             feed()
-            msgs = [outbox.get()]  # a result, a hello or the ticker's tick
-            msgs += outbox.get(batch=True)
-            for msg in msgs:
-                if msg[0] != "tick":
-                    if first is None:
-                        first = time.monotonic()
-                    handle(msg)
-                if sched.done:
-                    break
+            waiting = [pool.outbox.get()]  # a result, a hello or the ticker's tick
+            waiting += pool.outbox.get(batch=True)
     finally:
         decided = time.monotonic()
-        log.debug("generation %d in pull mode: first message after %.3f s, decided after "
+        log.debug("generation %d in pull mode: first result after %.3f s, decided after "
                   "%.3f s", request.generation, (first or decided) - began, decided - began)
-        # Stopping the pullers takes a round trip per puller: done beside the engine's work
-        # between generations (the next generation's pullers start as these end).
-        stopper = threading.Thread(target=_stop, args=(client, ticker, ticking, outbox,
-                                                       list(pullers.values())),
-                                   daemon=True, name="dabc-dask-pull-stop")
-        stopper.start()
-        sampler._pull_stopper = stopper
+        pool.end_generation(token)
     sampler._timing = sched.seconds_per_evaluation()
     return sched.result()
-
-
-def _stop(client, ticker: threading.Thread, ticking: threading.Event, outbox,
-          pullers: list[_Puller]) -> None:
-    """End a generation's pullers: a stop message in every inbox (an idle puller returns at
-    once), every puller cancelled (a busy one stops at its next evaluation), queues closed."""
-    ticking.set()
-    if ticker.is_alive():
-        ticker.join(5)
-    for p in pullers:
-        try:
-            if p.inbox is not None:
-                p.inbox.put(None, timeout=5)
-        except Exception:  # noqa: BLE001 - the puller is cancelled anyway
-            pass
-    try:
-        client.cancel([p.future for p in pullers])
-    except Exception:  # noqa: BLE001 - the client is closing: its tasks go with it
-        pass
-    for q in [outbox, *(p.inbox for p in pullers if p.inbox is not None)]:
-        try:
-            q.close()
-        except Exception:  # noqa: BLE001 - the client is closing
-            pass
