@@ -8,7 +8,8 @@ other than the pullers ran; a worker SIGKILLed by its PID, and one closed by the
 mid-generation change nothing (nothing lost, nothing counted twice: the simulation counts
 are the undisturbed run's); a stuck worker's ranges get backup copies; a puller cancelled
 at a generation's end stops at its next evaluation; the queues and tasks are gone after a
-run; model errors; no workers, and an adaptive cluster.
+run; a master SIGKILLed while its pullers wait frees every worker thread within seconds;
+model errors; no workers, and an adaptive cluster.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import dabc
 from determinism import assert_same, snapshot
 from watch import plain_failures, stored_generations, when
 
-# The pull mode is experimental (not the default) and these tests take 1.5-4.5 min: slow suite
+# The pull mode is not the default and these tests take 0.5-4.5 min: slow suite
 pytestmark = pytest.mark.slow
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -355,3 +356,62 @@ def test_adaptive_cluster(cluster, tmp_path, tmp_path_factory):
         adaptive.stop()
     assert_same(snapshot(h), ref)
     assert np.all(h.get_all_populations().n_simulations.to_numpy() > 0)
+
+
+_MASTER = """
+import sys, time
+import dabc
+from dabc.storage import History
+from distributed import Client
+
+def slow(p, rng):
+    time.sleep(0.005)
+    return {"y": p["x"] + 0.3 * rng.standard_normal()}
+
+store = History.append_generation
+
+def store_then_dawdle(self, t, *a, **k):  # the master busy between generations: idle pullers
+    store(self, t, *a, **k)
+    open(sys.argv[3], "w").close()
+    time.sleep(600)
+
+History.append_generation = store_then_dawdle
+client = Client(sys.argv[1])
+abc = dabc.ABCSMC(slow, dabc.Prior(x=dabc.RV("norm", 0, 1)), population_size=200,
+                  sampler=dabc.DaskDistributedSampler(client, mode="pull"), progress=False)
+abc.run({"y": 1.0}, db="sqlite:///" + sys.argv[2], max_generations=3)
+"""
+
+
+@pytest.mark.timeout(180)
+@plain_failures
+def test_a_dead_master_frees_the_workers_threads(cluster, tmp_path):
+    """A master SIGKILLed while its pullers wait for the next generation (it is busy between
+    generations): the scheduler drops its client, the pullers see their tasks cancelled at
+    their next look and return, and every worker thread runs a new task again within
+    seconds (a puller blocked in a queue get without end would hold its thread for good)."""
+    import subprocess
+
+    pids = cluster.use(2)
+    client = cluster.client
+    stored = tmp_path / "stored"
+    master = subprocess.Popen([sys.executable, "-c", _MASTER, cluster.cluster.scheduler_address,
+                               str(tmp_path / "m.db"), str(stored)])
+    try:
+        deadline = time.monotonic() + 60
+        while not stored.exists():
+            assert master.poll() is None, "the master ended before storing a generation"
+            assert time.monotonic() < deadline, "the master stored no generation"
+            time.sleep(0.05)
+        time.sleep(1.0)  # the pullers are idle, waiting on their bells
+        master.kill()
+        master.wait(30)
+        killed = time.monotonic()
+        probes = [client.submit(os.getpid, pure=False, workers=[w]) for w in pids]
+        got = client.gather(probes)
+        freed = time.monotonic() - killed
+    finally:
+        if master.poll() is None:
+            master.kill()
+    assert sorted(got) == sorted(pids.values())
+    assert freed < 20, freed
