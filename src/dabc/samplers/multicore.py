@@ -255,7 +255,7 @@ class _Pool:
                 elif status == "gone":
                     restarts += 1
                     self._replace(w, token, sched, restarts)
-            cutoff = getattr(sched, "cutoff", None)  # DYN: later tasks may stop at once
+            cutoff = sched.cutoff  # DYN: later tasks may stop at once
             if cutoff is not None:
                 for w in self.workers:
                     w.monitor.set_cutoff(cutoff)

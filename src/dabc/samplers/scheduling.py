@@ -112,6 +112,12 @@ class _Scheduler:
         """Mean measured worker time per evaluation so far (else the earlier generation's)."""
         return self.seconds / self.n_evaluated if self.n_evaluated else self.timing_hint
 
+    @property
+    def cutoff(self) -> int | None:
+        """The id beyond which no task can contribute, once known (DYN only; None for STAT,
+        whose slots all count until filled)."""
+        return None
+
 
 class DynamicScheduler(_Scheduler):
     """DYN: hands out id ranges; the population is the first n accepted ids.
