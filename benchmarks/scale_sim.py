@@ -266,6 +266,7 @@ class Simulation:
                 "efficiency_sampling": useful / self.W / sum(gen_seconds),
                 "tasks": self.tasks, "evaluations_run": self.evaluations,
                 "evaluations_per_task": self.evaluations / max(self.tasks, 1),
+                "generation_s": [round(x, 3) for x in gen_seconds],
                 "master_utilisation": self.master_busy / wall,
                 "server_utilisation": self.server_busy / wall}
 

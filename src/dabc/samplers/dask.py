@@ -251,10 +251,11 @@ class DaskDistributedSampler(Sampler):
         log record on ``dabc.samplers.dask``).
     mode : {"push", "pull"}, default "push"
         ``"push"``: every id range is a Dask task (pure, recomputed by Dask when its worker
-        is lost). ``"pull"``: one long-running task per worker thread takes id ranges from
-        a ``distributed.Queue`` and the master re-issues the ranges of a lost worker
-        (:mod:`dabc.samplers.dask_pull`); a range costs a few small scheduler calls
-        instead of a task's dozen messages, which pays for simulations of milliseconds.
+        is lost). ``"pull"``: one long-running task per worker thread, kept for the whole
+        run, takes id ranges from a ``distributed.Queue`` and the master re-issues the
+        ranges of a lost worker (:mod:`dabc.samplers.dask_pull`); a range costs a few small
+        scheduler calls instead of a task's dozen messages, which pays for simulations of
+        milliseconds. The pullers hold their worker threads until :meth:`close`.
 
     Raises
     ------
