@@ -4,8 +4,8 @@ A dashboard or ``dabc info`` elsewhere sees a run only through its database
 (:mod:`dabc.storage.live`). While :meth:`dabc.ABCSMC.run` runs, a :class:`LiveRecorder`
 thread writes the latest snapshot of the generation in progress to ``dabc_live``: at most
 every 0.5 s when it changed (a new generation included), and at least every
-:data:`~dabc.storage.live.HEARTBEAT`
-seconds, so a reader can tell a slow generation from a dead master.
+:data:`~dabc.storage.live.HEARTBEAT` seconds, so a reader can tell a slow generation from a
+dead master.
 
 The sampler's progress callback runs once per result, on the thread that schedules work:
 it must not wait for a database. :meth:`LiveRecorder.progress` therefore only replaces one
