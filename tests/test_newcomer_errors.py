@@ -473,8 +473,11 @@ def test_a_keyboard_interrupt_the_handler_did_not_see_is_not_a_failure(tmp_path,
     runs = dabc.History(db).all_runs()
     assert runs.status.tolist() == ["interrupted"]
     reason = runs.stop_reason[0]
-    assert re.fullmatch(r"stopped by KeyboardInterrupt, interrupted in generation \d+, \d+ "
-                        r"results saved", reason), reason
+    # with results saved when the interrupt came after the generation's first task; inside
+    # it (SingleCoreSampler sizes tasks by measured time, so a fast machine may run all 40
+    # evaluations in one) nothing of generation 1 was recorded yet
+    assert re.fullmatch(r"stopped by KeyboardInterrupt, (interrupted in generation \d+, \d+ "
+                        r"results saved|in generation 1)", reason), reason
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1, warnings
     assert warnings[0].startswith(f"run 1: {reason}. Resume it with: ")
