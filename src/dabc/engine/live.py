@@ -3,7 +3,8 @@
 A dashboard or ``dabc info`` elsewhere sees a run only through its database
 (:mod:`dabc.storage.live`). While :meth:`dabc.ABCSMC.run` runs, a :class:`LiveRecorder`
 thread writes the latest snapshot of the generation in progress to ``dabc_live``: at most
-every 0.5 s when it changed (a new generation included), and at least every
+every 0.5 s when it changed (a new generation at once, but never two writes within
+:attr:`LiveRecorder.MIN_GAP`), and at least every
 :data:`~dabc.storage.live.HEARTBEAT` seconds, so a reader can tell a slow generation from a
 dead master.
 
@@ -66,6 +67,9 @@ class LiveRecorder:
     ...     sampler.sample(WorkRequest(work, 1000, progress=rec.progress))
     """
 
+    MIN_GAP = 0.05
+    """Shortest time between two writes, even for a new generation (seconds)."""
+
     def __init__(self, history: History, rules: dict, steerable: bool,
                  interval: float = 0.5, heartbeat: float | None = None):
         self._engine = history.engine
@@ -86,7 +90,7 @@ class LiveRecorder:
     # -- fed by the engine and the sampler -----------------------------------------------
     def generation(self, t: int, epsilon: float, needed: int) -> None:
         """A new generation begins (resets the counts; the thread writes it at once, or
-        at the end of the interval since its last write)."""
+        :attr:`MIN_GAP` after its last write)."""
         self._numbers = (0, 0, 0.0)
         self._gen = (int(t), float(epsilon), int(needed), _now())
         self._wake.set()
@@ -131,10 +135,10 @@ class LiveRecorder:
         last_written, last_time = None, time.monotonic()
         while True:
             self._wake.wait(self.interval)
-            # never two writes closer than `interval`: a generation that starts soon after
-            # a write is shown at the end of that interval (short generations only), and a
-            # run of many short generations costs two writes a second, not one per generation
-            rest = last_time + self.interval - time.monotonic()
+            # never two writes closer than MIN_GAP: a new generation is shown at once (a
+            # dashboard then sees it in progress), but a run of generations of a few
+            # milliseconds costs a write every MIN_GAP, not one per generation
+            rest = last_time + self.MIN_GAP - time.monotonic()
             if rest > 0:
                 self._stop.wait(rest)
             self._wake.clear()
