@@ -299,9 +299,8 @@ def test_sqlite_engines_share_one_dialect_and_compile_a_statement_once(tmp_path)
         elements.ClauseElement._compiler = original
     assert compiled == []
     assert first.engine.dialect is second.engine.dialect
-    for h in (first, second):
-        other = History(f"sqlite:///{tmp_path / 'a.db'}")
-        assert len(other.all_runs()) == 1
+    for name, h in (("a.db", first), ("b.db", second)):
+        assert len(History(f"sqlite:///{tmp_path / name}").all_runs()) == 1
         with h.engine.connect() as c:
             assert c.execute(sa.text("SELECT count(*) FROM dabc_runs")).scalar() == 1
     np.testing.assert_array_equal(first.get_distribution(t=1)[1], second.get_distribution(t=1)[1])

@@ -312,11 +312,7 @@ def _factored_mixture_logpdf(x, centres, w, chol, block=2**17):
     left[:, d] = 1.0
     left[:, d + 1] = -0.5 * (z * z).sum(axis=1)
     if d == 1:  # the nearest centre's exponent: no pass over the block for the row maximum
-        srt = np.sort(c[:, 0])
-        k = np.searchsorted(srt, z[:, 0])
-        near = np.minimum((z[:, 0] - srt[np.maximum(k - 1, 0)]) ** 2,
-                          (z[:, 0] - srt[np.minimum(k, m - 1)]) ** 2)
-        shift = -0.5 * near
+        shift = -0.5 * _nearest_squared(z[:, 0], np.sort(c[:, 0]))
         left[:, d + 1] -= shift
     rows = max(1, min(n, block // max(m, 1)))
     out = np.empty(n)
@@ -365,6 +361,14 @@ def _shared_mixture_logpdf(x, centres, w, chol, chunk):
     return out
 
 
+def _nearest_squared(z, srt):
+    """The squared distance from each of ``z`` to its nearest value in the sorted ``srt``
+    (rounding is monotone, so it is the minimum over all of them)."""
+    k = np.searchsorted(srt, z)
+    return np.minimum((z - srt[np.maximum(k - 1, 0)]) ** 2,
+                      (z - srt[np.minimum(k, len(srt) - 1)]) ** 2)
+
+
 def _shared_mixture_logpdf_1d(z, c, w, const, chunk, block_bytes=2**20):
     """:func:`_shared_mixture_logpdf` in one dimension (``z``, ``c``: whitened points and
     centres, 1-d), with the same floating-point operations, so the same bits.
@@ -381,9 +385,7 @@ def _shared_mixture_logpdf_1d(z, c, w, const, chunk, block_bytes=2**20):
     ct = c[None, :]
     for s in range(0, len(z), chunk):
         zs = z[s:s + chunk]
-        k = np.searchsorted(srt, zs)
-        low = np.minimum((zs - srt[np.maximum(k - 1, 0)]) ** 2,
-                         (zs - srt[np.minimum(k, m - 1)]) ** 2)
+        low = _nearest_squared(zs, srt)
         e = np.empty((len(zs), m))
         for r in range(0, len(zs), rows):
             b = e[r:r + rows]

@@ -126,8 +126,7 @@ def _pull(k: int, inbox_name: str, bell_name: str, outbox_name: str,
             if msg is None:
                 break
             if msg[0] == "work":
-                token, work = msg[1], None
-                work = load_work(msg[2], msg[3])
+                work, token = load_work(msg[2], msg[3]), msg[1]
                 continue
             if msg[1] != token or work is None or token in _ENDED:
                 continue  # a range of an ended generation
