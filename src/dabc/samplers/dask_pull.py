@@ -199,6 +199,7 @@ class PullPool:
         self._ender: threading.Thread | None = None
 
     def add_puller(self) -> None:
+        """Submit one more puller (it says hello on the outbox once it runs)."""
         # The puller creates its inbox; the master opens it on the puller's hello (a queue
         # made here would cost a scheduler round trip before each submission).
         k = len(self.pullers)
@@ -222,6 +223,7 @@ class PullPool:
         self._ender.start()
 
     def wait_ended(self) -> None:
+        """Wait (at most 30 s) until the workers were told of the last generation's end."""
         if self._ender is not None:
             self._ender.join(30)
             self._ender = None
