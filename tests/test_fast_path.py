@@ -375,3 +375,70 @@ def test_timeouts_give_the_same_population_on_one_core_and_on_workers(tmp_path):
             h = abc.run({"y": 0.5}, db=f"sqlite:///{tmp_path / name}.db", max_generations=1)
         snaps.append(snapshot(h))
     assert_same(snaps[1], snaps[0])
+
+
+# -- shortcuts that must give the same bits as the code they shortcut -----------------------
+
+@pytest.mark.parametrize("kind", ["even", "spiky", "zeros", "one"])
+def test_picking_by_the_guide_table_is_searchsorted(kind):
+    """Transition._pick_many equals searchsorted(cum, u, "right") for every u, the cumulative
+    weights themselves and their neighbours included."""
+    rng = np.random.default_rng(len(kind))
+    for n in (1, 7, 256, 1000, 5000):
+        w = {"even": np.ones(n), "spiky": rng.random(n) ** 30,
+             "zeros": np.where(rng.random(n) < 0.6, 0.0, rng.random(n)),
+             "one": np.eye(1, n, n // 2)[0]}[kind]
+        if not w.sum():
+            w[0] = 1.0
+        kernel = dabc.MultivariateNormalTransition()
+        kernel.fit(rng.normal(size=(n, 1)), w)
+        cum = kernel.cum
+        u = np.concatenate([rng.random(4000), cum[:-1], np.nextafter(cum[:-1], 0.0),
+                            [0.0, np.nextafter(1.0, 0.0)]])
+        u = u[(u >= 0) & (u < 1)]
+        np.testing.assert_array_equal(kernel._pick_many(u),
+                                      np.searchsorted(cum, u, side="right"))
+
+
+def test_the_guide_table_is_rebuilt_after_a_fit_and_never_pickled():
+    import pickle
+    rng = np.random.default_rng(0)
+    kernel = dabc.MultivariateNormalTransition()
+    kernel.fit(rng.normal(size=(50, 1)), np.ones(50))
+    kernel._pick_many(rng.random(10))
+    assert "_guide" not in pickle.loads(pickle.dumps(kernel)).__dict__
+    w = np.zeros(50)
+    w[-1] = 1.0
+    kernel.fit(rng.normal(size=(50, 1)), w)  # all weight on the last particle
+    assert (kernel._pick_many(rng.random(100)) == 49).all()
+
+
+@pytest.mark.parametrize("args", [(-10, 20), (0, 1), (0.3, 1e-3), (-1e5, 3.7)])
+def test_the_uniform_prior_density_is_scipys_to_the_bit(args):
+    rv = dabc.RV("uniform", *args)
+    rng = np.random.default_rng(1)
+    lo, hi = rv.lower, rv.upper
+    x = np.concatenate([rng.uniform(lo - 1, hi + 1, 5000),
+                        [lo, hi, np.nextafter(lo, -np.inf), np.nextafter(hi, np.inf),
+                         np.nan, np.inf, -np.inf]])
+    np.testing.assert_array_equal(rv.logpdf(x), rv.frozen.logpdf(x))
+    assert rv._uniform is not None  # the shortcut was taken
+    assert np.asarray(rv.logpdf(np.float64(lo))) == rv.frozen.logpdf(lo)  # 0-d: scipy's
+
+
+@pytest.mark.parametrize("transitions", [False, True])
+def test_one_model_block_proposals_are_the_general_ones(transitions):
+    """_propose_block_one_model draws as _propose_block_any does (rejected proposals,
+    retried, included: the prior is narrow against the kernel)."""
+    work = _work(gauss, t=1 if transitions else 0)
+    if transitions:
+        rng = np.random.default_rng(3)
+        kernel = dabc.MultivariateNormalTransition(scaling=3.0)
+        kernel.fit(rng.uniform(-1, 1, size=(200, 1)), rng.random(200))
+        work.transitions = [kernel]
+    for b in range(20):
+        fast = work._propose_block_one_model(256, np.random.default_rng(b))
+        general = work._propose_block_any(256, np.random.default_rng(b))
+        for a, g in zip(fast, general, strict=True):
+            np.testing.assert_array_equal(a, g)
+            assert a.dtype == g.dtype

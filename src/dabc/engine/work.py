@@ -448,6 +448,12 @@ class GenerationWork:
         return [int(m) for m in np.unique(model)]
 
     def _propose_block(self, g: int, rng):
+        """Models and parameters of a block of ``g`` proposals, all from ``rng``."""
+        if len(self.alive) == 1:
+            return self._propose_block_one_model(g, rng)
+        return self._propose_block_any(g, rng)
+
+    def _propose_block_any(self, g: int, rng):
         model = self._pick_models(g, rng)
         theta = np.full((g, self.n_params), np.nan)
         todo = np.arange(g)
@@ -473,25 +479,57 @@ class GenerationWork:
                 return model.astype(np.int16), theta
         raise RuntimeError("the transition keeps proposing outside the prior's support")
 
+    def _propose_block_one_model(self, g: int, rng):
+        """:meth:`_propose_block_any` when one model is alive: the same draws from ``rng``
+        and the same result, without the per-model bookkeeping (whole-block slices, no index
+        arrays, for blocks that need no second try)."""
+        m = int(self.alive[0])
+        prior = self.priors[m]
+        dim = prior.dim
+        rng.random(g)  # the model choice (_pick_models): the stream is consumed all the same
+        theta = np.full((g, self.n_params), np.nan)
+        todo = None  # None: every row
+        for _ in range(_MAX_PROPOSAL_TRIES):
+            k = g if todo is None else len(todo)
+            if self.transitions is None:
+                th = prior.rvs(k, rng).reshape(k, dim)
+            else:
+                rng.random(k)  # the model choice again, as _propose_block draws it
+                th = self.transitions[m].propose_many(k, rng)
+            if todo is None:
+                theta[:, :dim] = th
+            else:
+                theta[todo, :dim] = th
+            ok = prior.in_support(th)
+            if ok.all():
+                return np.full(g, m, dtype=np.int16), theta
+            todo = np.flatnonzero(~ok) if todo is None else todo[~ok]
+        raise RuntimeError("the transition keeps proposing outside the prior's support")
+
     def _block(self, rng, g: int) -> Batch:
         model, theta = self._propose_block(g, rng)
         stats = np.full((g, self.layout.size), np.nan)
         failed = np.zeros(g, dtype=bool)
         first_failure = fatal = None
         for m in self._models_in(model):
-            rows = np.arange(g) if len(self.alive) == 1 else np.flatnonzero(model == m)
             mod, prior = self.models[m], self.priors[m]
-            params = {name: theta[rows, j] for j, name in enumerate(prior.names)}
+            if len(self.alive) == 1:  # whole columns, copied (a model may change its inputs)
+                rows, n_rows = slice(None), g
+                params = {name: theta[:, j].copy() for j, name in enumerate(prior.names)}
+            else:
+                rows = np.flatnonzero(model == m)
+                n_rows = len(rows)
+                params = {name: theta[rows, j] for j, name in enumerate(prior.names)}
             try:
                 out = call_model(mod, params, rng)
                 self.layout.check_keys(out, mod.name)
-                stats[rows] = self.layout.flatten_rows(out, len(rows))
+                stats[rows] = self.layout.flatten_rows(out, n_rows)
             except InputError as exc:
                 fatal = str(exc)
             except SimulationTimeout:
                 failed[rows] = True
                 first_failure = first_failure or (
-                    f"vectorized model {mod.name!r} (a block of {len(rows)}): "
+                    f"vectorized model {mod.name!r} (a block of {n_rows}): "
                     + timeout_message({k: v[:3].tolist() for k, v in params.items()})
                     .replace("with parameters", "with parameters (first 3)", 1))
             except Exception:

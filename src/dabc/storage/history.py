@@ -23,7 +23,6 @@ other generations readable.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -42,25 +41,13 @@ from sqlalchemy.schema import CreateIndex, CreateTable, sort_tables_and_constrai
 from .._compat.sqlalchemy import share_sqlite_compilation
 from ..errors import InputError
 from . import live as _live
+from .npz import pack as _pack
+from .npz import unpack as _unpack
 from .schema import _meta, checkpoints, generations, particles, runs
 from .schema import live as live_table
 from .urls import database_url, display_url, sqlite_path
 
 logger = logging.getLogger("dabc.storage")
-
-
-def _pack(arrays: dict) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def _unpack(blob: bytes) -> dict:
-    if not isinstance(blob, bytes | bytearray | memoryview) or bytes(blob[:4]) != b"PK\x03\x04":
-        head = bytes(blob[:8]) if isinstance(blob, bytes | bytearray | memoryview) else blob
-        raise ValueError(f"not an npz archive (it starts with {head!r})")
-    with np.load(io.BytesIO(blob), allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
 
 
 class CorruptGenerationError(InputError):
