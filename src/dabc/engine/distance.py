@@ -480,17 +480,20 @@ def check_distances(distance: Distance, values: Any, stats: np.ndarray, observed
         When ``values`` is not n numbers, or holds NaN or a negative number; the message
         names the distance and the first offending simulation and value.
     """
-    name = distance_name(distance)
     n = len(stats)
     try:
         d = np.asarray(values, dtype=float)
     except (TypeError, ValueError):
+        name = distance_name(distance)
         raise InputError(f"distance {name!r} returned {_short(values)} for {n} simulations; "
                          f"{_RULE}, one per simulation.") from None
     if d.shape != (n,):
+        name = distance_name(distance)
         raise InputError(f"distance {name} returned shape {d.shape} for {n} simulations; "
                          "it must return one number each.")
-    bad = np.flatnonzero(~(d >= 0))  # NaN and negative values
+    if (d >= 0).all():  # no NaN, no negative value: the common case, in one pass
+        return d
+    bad = np.flatnonzero(~(d >= 0))
     if len(bad):
         r = int(bad[0])
         raw = values[r] if isinstance(values, list | tuple) else d[r]

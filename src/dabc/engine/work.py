@@ -536,12 +536,13 @@ class GenerationWork:
                 failed[rows] = True
                 first_failure = first_failure or (f"vectorized model {mod.name!r} raised:\n"
                                                   + traceback.format_exc())
-        nan = ~np.all(np.isfinite(stats), axis=1) & ~failed
-        if nan.any() and first_failure is None:
-            r = int(np.flatnonzero(nan)[0])
-            first_failure = (f"model {self.models[model[r]].name!r} returned NaN or infinity "
-                             f"for parameters {theta[r]}")
-        failed |= nan
+        if not np.isfinite(stats).all():  # else (the common case) no row to look at
+            nan = ~np.all(np.isfinite(stats), axis=1) & ~failed
+            if nan.any() and first_failure is None:
+                r = int(np.flatnonzero(nan)[0])
+                first_failure = (f"model {self.models[model[r]].name!r} returned NaN or "
+                                 f"infinity for parameters {theta[r]}")
+            failed |= nan
         ids = np.zeros(g, dtype=np.int64)
         return self._judge(Batch(ids, ids.copy(), model, theta, stats, np.full(g, np.inf),
                                  np.zeros(g, bool), failed, first_failure, fatal))
