@@ -304,3 +304,45 @@ def test_sqlite_engines_share_one_dialect_and_compile_a_statement_once(tmp_path)
         with h.engine.connect() as c:
             assert c.execute(sa.text("SELECT count(*) FROM dabc_runs")).scalar() == 1
     np.testing.assert_array_equal(first.get_distribution(t=1)[1], second.get_distribution(t=1)[1])
+
+
+# -- numpy_random: block streams re-keyed instead of built ------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2**32 - 1, 2**32, 2**64 + 5, 2**130 + 3])
+def test_block_streams_are_numpys_seed_sequence_streams(seed):
+    from dabc._compat.numpy_random import BlockStreams, numpy_stream
+    for t, kind in [(0, 2), (7, 2), (1000, 3)]:
+        streams = BlockStreams(seed, t, kind)
+        for b in (0, 1, 2, 255, 2**20, 2**32 - 1, 2**32):  # 2**32: numpy's own path
+            got = streams.at(b).standard_normal(5)
+            want = numpy_stream(seed, t, kind, b).standard_normal(5)
+            np.testing.assert_array_equal(got, want)
+
+
+def test_block_streams_fall_back_to_numpy_when_the_check_fails(monkeypatch):
+    from dabc._compat import numpy_random
+    monkeypatch.setattr(numpy_random, "_verified", None)
+    monkeypatch.setattr(numpy_random.BlockStreams, "_state",
+                        lambda self, b: {"state": {"state": 0}})  # a numpy that seeds otherwise
+    streams = numpy_random.BlockStreams(5, 1, 2)
+    first = streams.at(0)
+    assert numpy_random._verified is False and not streams._fast
+    later = numpy_random.BlockStreams(5, 1, 2)
+    assert not later._fast  # every later stream is numpy's own
+    np.testing.assert_array_equal(later.at(3).random(4),
+                                  numpy_random.numpy_stream(5, 1, 2, 3).random(4))
+    assert first is not later.at(4)
+
+
+def test_each_thread_gets_its_own_block_generator():
+    from dabc._compat.numpy_random import BlockStreams, numpy_stream
+
+    def draws(b):
+        streams = BlockStreams(9, 2, 2)
+        return [streams.at(b + k).random(1000).sum() for k in range(20)]
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(draws, range(0, 400, 20)))
+    want = [[numpy_stream(9, 2, 2, b + k).random(1000).sum() for k in range(20)]
+            for b in range(0, 400, 20)]
+    assert got == want

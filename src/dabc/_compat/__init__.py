@@ -17,6 +17,9 @@ exercise each on the installed versions.
 - :mod:`.httpstan`: httpstan's build, cache layout and socket protocol (:mod:`dabc.stan`).
 - :mod:`.sqlalchemy`: ``Engine.dialect``, ``Pool._dialect`` and ``Engine._compiled_cache``
   (one SQLite dialect and compiled-statement cache for all of a process's SQLite files).
+- :mod:`.numpy_random`: numpy's SeedSequence and PCG64 seeding algorithms and PCG64's state
+  dict (a vectorized model's block streams re-keyed instead of built; checked against numpy
+  in every process, numpy's own streams otherwise).
 - :mod:`.cloudpickle`: ``cloudpickle.Pickler``'s code reducer (a model's traceback names the
   user's file, not ``<dynamic-code>``).
 

@@ -41,6 +41,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .._compat.numpy_random import BlockStreams
 from ..errors import InputError
 from ..samplers.base import IDS, SLOTS, Batch, Task
 from ..samplers.worker import SimulationTimeout, call_model, timeout_message
@@ -153,9 +154,10 @@ class GenerationWork:
         if not self.vectorized and self.stream_scheme >= 2:
             return self._evaluate_ids_blocked(start, stop, cancelled)
         parts, rows, end = [], [], start
+        blocks = BlockStreams(self.seed, self.t, _DYN_BLOCK) if self.vectorized else None
         while end < stop and not (cancelled is not None and cancelled()):
-            if self.vectorized:
-                parts.append(self._block(stream(self.seed, self.t, _DYN_BLOCK, end // g), g))
+            if blocks is not None:  # the stream(seed, t, _DYN_BLOCK, block), re-keyed
+                parts.append(self._block(blocks.at(end // g), g))
                 end += g
             else:
                 rows.append(self._one(stream(self.seed, self.t, _DYN, end)))
