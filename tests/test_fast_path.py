@@ -442,3 +442,12 @@ def test_one_model_block_proposals_are_the_general_ones(transitions):
         for a, g in zip(fast, general, strict=True):
             np.testing.assert_array_equal(a, g)
             assert a.dtype == g.dtype
+
+
+def test_a_frozen_uniform_prior_takes_the_same_shortcut():
+    import scipy.stats as st
+    prior = dabc.Prior(x=st.uniform(loc=-2, scale=5))
+    rv = prior.dists["x"]
+    x = np.linspace(-3, 4, 101)
+    np.testing.assert_array_equal(rv.logpdf(x), st.uniform(loc=-2, scale=5).logpdf(x))
+    assert rv._uniform is not None

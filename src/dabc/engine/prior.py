@@ -206,6 +206,8 @@ class RV:
         self._fast = self._fast_sampler()
         self._uniform = self._uniform_density()
 
+    _uniform: tuple[float, float, float] | None = None
+
     def _uniform_density(self) -> tuple[float, float, float] | None:
         """(loc, scale, log density) of a uniform prior, for :meth:`logpdf` without scipy's
         per-call argument handling (about 100 us a call); None for other distributions.
@@ -335,6 +337,7 @@ def _as_rv(name: str, value) -> RV:
         lo, hi = value.support()
         rv.lower, rv.upper = float(lo), float(hi)
         rv._fast = rv._fast_sampler()
+        rv._uniform = rv._uniform_density()
         return rv
     raise InputError(
         f"Prior parameter {name!r} is {value!r} ({type(value).__name__}), not a distribution. "
