@@ -66,9 +66,12 @@ def _guide_table(cum: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     has between ``lo[k]`` and ``hi[k]`` entries ``<= u``: where the two are equal (no entry
     inside the bucket), that is its index."""
     size = 1 << max(4, min(20, int(np.ceil(np.log2(8 * max(len(cum), 1))))))
-    edges = np.arange(size + 1) / size  # exact binary fractions
-    return (np.searchsorted(cum, edges[:-1], side="right"),
-            np.searchsorted(cum, edges[1:], side="left"), size)
+    # q = cum * size is exact (a power of two); an entry is <= k/size iff ceil(q) <= k, and
+    # < (k+1)/size iff floor(q) <= k: two counts and cumulative sums, no search
+    q = np.clip(cum * size, 0, size)
+    lo = np.cumsum(np.bincount(np.ceil(q).astype(np.intp), minlength=size + 1)[:size])
+    hi = np.cumsum(np.bincount(np.floor(q).astype(np.intp), minlength=size + 1)[:size])
+    return lo, hi, size
 
 
 def _check_max_centres(max_centres) -> int | None:
