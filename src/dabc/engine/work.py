@@ -32,6 +32,8 @@ Scheme 3 (new runs, :data:`STREAM_SCHEME`)
 
 Vectorized models (all schemes) are evaluated in fixed blocks of ids, one
 SeedSequence stream per block, spawn key ``(t, 2, b)`` (DYN) or ``(t, 3, j, b)`` (STAT).
+A DYN task re-keys one generator to each of its blocks' streams instead of building them
+(:mod:`dabc._compat.numpy_random`): the same streams, at a third of the cost.
 """
 
 from __future__ import annotations
