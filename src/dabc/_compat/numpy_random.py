@@ -36,6 +36,8 @@ _INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38
 _MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
 _PCG_MULT = (2549297995355413924 << 64) + 4865540595714422341
 _verified: bool | None = None  # None: not compared yet in this process
+_PARENTS: dict[tuple[int, int, int], tuple[list[int], list[tuple[int, int]]]] = {}
+_thread = threading.local()  # .rng: this thread's re-keyed generator
 
 
 def _hashes(init: int, mult: int, skip: int, n: int) -> list[tuple[int, int]]:
@@ -140,6 +142,3 @@ def _parent(seed: int, t: int, kind: int) -> tuple[list[int], list[tuple[int, in
         hit = _PARENTS[key] = (pool, _hashes(_INIT_A, _MULT_A, 16 + 4 * (words - 4), 4))
     return hit
 
-
-_PARENTS: dict[tuple[int, int, int], tuple[list[int], list[tuple[int, int]]]] = {}
-_thread = threading.local()

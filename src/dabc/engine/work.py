@@ -43,7 +43,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._compat.numpy_random import BlockStreams
+from .._compat.numpy_random import BlockStreams, numpy_stream
 from ..errors import InputError
 from ..samplers.base import IDS, SLOTS, Batch, Task
 from ..samplers.worker import SimulationTimeout, call_model, timeout_message
@@ -62,7 +62,7 @@ PROPOSAL_BLOCK = 256
 
 def stream(seed: int, t: int, *key: int) -> np.random.Generator:
     """The random stream of one evaluation (or block) of generation ``t`` (scheme 1)."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(t, *key))))
+    return numpy_stream(seed, t, *key)
 
 
 def stream_key(seed: int, t: int, kind: int) -> np.ndarray:
